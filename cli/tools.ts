@@ -1,0 +1,13 @@
+/**
+ * The tools this binary provides, by the name it is called as. Each module
+ * exports `main(args: string[]): Promise<number>` (args without argv[0]).
+ * Imports are literal so `deno compile` bundles every tool.
+ */
+export type ToolMain = (args: string[]) => Promise<number>;
+
+export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {};
+
+/** The tool names in a stable order. */
+export function toolNames(): string[] {
+  return Object.keys(TOOLS).sort();
+}

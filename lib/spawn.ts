@@ -1,0 +1,137 @@
+/**
+ * Running the next program: with our own stdio (a tool run as a process hands
+ * over, as DJB's exec does) or with its stdin/stdout pumped from/to an Io.
+ */
+import { spawn as nodeSpawn } from "node:child_process";
+import process from "node:process";
+import type { Io } from "./stage.ts";
+
+/** How the next program ended: an exit code, or the signal that killed it. */
+export interface Ended {
+  code: number | null;
+  signal: string | null;
+}
+
+/** The exit status a shell would report: the code, or 128 + signal number. */
+export function statusOf(ended: Ended): number {
+  if (ended.code !== null) return ended.code;
+  const n = ended.signal ? SIGNAL_NUMBERS[ended.signal] ?? 0 : 0;
+  return 128 + n;
+}
+
+const SIGNAL_NUMBERS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
+
+function envObject(env: Map<string, string> | undefined): Record<string, string> | undefined {
+  return env ? Object.fromEntries(env) : undefined;
+}
+
+/**
+ * Runs argv with our stdin, stdout and stderr (what exec would give it) and
+ * resolves when it ends. Rejects (with the spawn error, code ENOENT, EACCES...)
+ * when it cannot be started.
+ */
+export function runInherited(
+  argv: string[],
+  env?: Map<string, string>,
+  argv0?: string,
+): Promise<Ended> {
+  return new Promise((resolve, reject) => {
+    const child = nodeSpawn(argv[0], argv.slice(1), {
+      stdio: "inherit",
+      env: envObject(env) ?? process.env,
+      argv0: argv0 ?? argv[0],
+    });
+    child.once("error", reject);
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+}
+
+/**
+ * Runs argv with stdin fed from io.input and stdout copied to io.output
+ * (stderr inherited). The program sees EOF when io.input ends; io.output is
+ * closed after all of the program's output was written. Backpressure holds in
+ * both directions. Resolves when the program has exited and both pumps ended.
+ */
+export async function runPumped(
+  argv: string[],
+  env: Map<string, string> | undefined,
+  io: Io,
+  argv0?: string,
+): Promise<Ended> {
+  const child = nodeSpawn(argv[0], argv.slice(1), {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: envObject(env) ?? process.env,
+    argv0: argv0 ?? argv[0],
+  });
+  const started = new Promise<void>((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", reject);
+  });
+  const exited = new Promise<Ended>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+  await started;
+  const reader = io.input.getReader();
+  const toChild = (async () => {
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (!child.stdin!.write(value)) {
+          await new Promise<void>((r) => {
+            const ok = () => {
+              child.stdin!.off("close", ok);
+              child.stdin!.off("drain", ok);
+              r();
+            };
+            child.stdin!.once("drain", ok);
+            child.stdin!.once("close", ok);
+          });
+          if (child.stdin!.destroyed) break;
+        }
+      }
+    } catch {
+      // the peer went away: the program sees EOF
+    } finally {
+      reader.releaseLock();
+      child.stdin!.end();
+    }
+  })();
+  child.stdin!.on("error", () => {}); // EPIPE when the program stops reading
+  const fromChild = (async () => {
+    const writer = io.output.getWriter();
+    try {
+      for await (const chunk of child.stdout!) {
+        await writer.write(chunk as Uint8Array);
+      }
+      await writer.close();
+    } catch {
+      child.stdout!.destroy();
+      try {
+        await writer.abort();
+      } catch { /* already closed */ }
+    }
+  })();
+  const ended = await exited;
+  await fromChild;
+  // The program is gone: stop feeding it, even if the client never sends EOF.
+  reader.cancel().catch(() => {});
+  await toChild.catch(() => {});
+  return ended;
+}

@@ -1,0 +1,203 @@
+/** lib/dns.ts against tests/dns_server.ts. */
+import assert from "node:assert/strict";
+import {
+  DnsCache,
+  DnsTemporaryError,
+  expandIPv6,
+  ptrName,
+  resolveA,
+  resolveAddrs,
+  resolvePtr,
+  resolveTxt,
+  reverseName,
+} from "../lib/dns.ts";
+import { RTYPE, startDnsServer } from "./dns_server.ts";
+
+const ZONES = {
+  "host.test": { A: ["192.0.2.1", "192.0.2.2"], AAAA: ["2001:db8::1"], ttl: 120 },
+  "alias.test": { CNAME: "host.test" },
+  "1.2.0.192.in-addr.arpa": { PTR: ["one.example.test"] },
+  "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa": {
+    PTR: ["six.example.test"],
+  },
+  "2.0.0.127.rbl.test": { TXT: ["listed: see http://rbl.test/2"], A: ["127.0.0.2"], ttl: 60 },
+  "long.rbl.test": { TXT: ["x".repeat(600)] },
+  "multi.rbl.test": { TXT: [["part one ", "part two"], "second record"] },
+  "empty.test": { A: [] },
+  "fail.test": { behaviour: "servfail" as const },
+  "refused.test": { behaviour: "refused" as const },
+  "gone.test": { behaviour: "nxdomain" as const },
+  "slow.test": { behaviour: "timeout" as const },
+  "big.test": { behaviour: "truncate" as const, A: ["198.51.100.7"], TXT: ["via tcp"] },
+  "*.wild.test": { A: ["203.0.113.9"] },
+};
+
+async function withServer(
+  fn: (servers: { address: string; port: number }[]) => Promise<void>,
+  negativeTtl?: number,
+) {
+  const dns = await startDnsServer(structuredClone(ZONES), { port: 0, negativeTtl });
+  try {
+    await fn([{ address: dns.address, port: dns.port }]);
+  } finally {
+    await dns.close();
+  }
+}
+
+Deno.test("dns: reverseName and ptrName for IPv4, IPv6 and mapped IPv4", () => {
+  assert.equal(reverseName("127.0.0.2"), "2.0.0.127");
+  assert.equal(reverseName("::ffff:192.0.2.1"), "1.2.0.192");
+  assert.equal(
+    reverseName("2001:db8::1"),
+    "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2",
+  );
+  assert.equal(ptrName("192.0.2.1"), "1.2.0.192.in-addr.arpa");
+  assert.equal(ptrName("::1").endsWith(".0.ip6.arpa"), true);
+  assert.equal(ptrName("::1").startsWith("1.0.0.0"), true);
+  assert.deepEqual(Array.from(expandIPv6("::ffff:1.2.3.4")!.subarray(10)), [255, 255, 1, 2, 3, 4]);
+  assert.equal(expandIPv6("1::2::3"), null);
+  assert.equal(expandIPv6("1:2:3:4:5:6:7:8:9"), null);
+  assert.throws(() => reverseName("not.an.ip"), TypeError);
+});
+
+Deno.test("dns: A, AAAA, CNAME, wildcard, TTL", async () => {
+  await withServer(async (servers) => {
+    const a = await resolveA("host.test", { servers });
+    assert.deepEqual(a.ips, ["192.0.2.1", "192.0.2.2"]);
+    assert.equal(a.ttl, 120);
+    assert.deepEqual(await resolveAddrs("HOST.test.", { servers, family: 6 }), ["2001:db8::1"]);
+    assert.deepEqual(await resolveAddrs("host.test", { servers }), [
+      "192.0.2.1",
+      "192.0.2.2",
+      "2001:db8::1",
+    ]);
+    assert.deepEqual((await resolveA("alias.test", { servers })).ips, ["192.0.2.1", "192.0.2.2"]);
+    assert.deepEqual((await resolveA("x.y.wild.test", { servers })).ips, ["203.0.113.9"]);
+    assert.deepEqual(await resolveAddrs("10.1.2.3", { servers }), ["10.1.2.3"]);
+  });
+});
+
+Deno.test("dns: PTR for IPv4 and IPv6", async () => {
+  await withServer(async (servers) => {
+    assert.deepEqual(await resolvePtr("192.0.2.1", { servers }), ["one.example.test"]);
+    assert.deepEqual(await resolvePtr("2001:db8::1", { servers }), ["six.example.test"]);
+    assert.deepEqual(await resolvePtr("192.0.2.99", { servers }), []);
+  });
+});
+
+Deno.test("dns: TXT joins a record's strings, keeps records apart", async () => {
+  await withServer(async (servers) => {
+    const t = await resolveTxt("2.0.0.127.rbl.test", { servers });
+    assert.deepEqual(t, { texts: ["listed: see http://rbl.test/2"], ttl: 60 });
+    assert.deepEqual((await resolveTxt("long.rbl.test", { servers })).texts, ["x".repeat(600)]);
+    assert.deepEqual((await resolveTxt("multi.rbl.test", { servers })).texts, [
+      "part one part two",
+      "second record",
+    ]);
+  });
+});
+
+Deno.test("dns: NXDOMAIN and no data are empty; SERVFAIL/REFUSED/timeout are temporary", async () => {
+  await withServer(async (servers) => {
+    assert.deepEqual((await resolveA("nowhere.test", { servers })).ips, []);
+    assert.deepEqual((await resolveA("gone.test", { servers })).ips, []);
+    assert.deepEqual((await resolveA("empty.test", { servers })).ips, []);
+    assert.deepEqual((await resolveTxt("host.test", { servers })).texts, []);
+    await assert.rejects(resolveA("fail.test", { servers }), DnsTemporaryError);
+    await assert.rejects(resolveTxt("refused.test", { servers }), DnsTemporaryError);
+    await assert.rejects(resolveA("slow.test", { servers, timeoutMs: 300 }), DnsTemporaryError);
+  });
+});
+
+Deno.test("dns: abort signal ends a lookup with DnsTemporaryError", async () => {
+  await withServer(async (servers) => {
+    const ac = new AbortController();
+    const p = resolveA("slow.test", { servers, signal: ac.signal, timeoutMs: 60000 });
+    ac.abort();
+    await assert.rejects(p, DnsTemporaryError);
+  });
+});
+
+Deno.test("dns: truncated UDP answer is retried over TCP", async () => {
+  const dns = await startDnsServer(structuredClone(ZONES), { port: 0 });
+  try {
+    const servers = [{ address: dns.address, port: dns.port }];
+    assert.deepEqual((await resolveA("big.test", { servers })).ips, ["198.51.100.7"]);
+    assert.deepEqual((await resolveTxt("big.test", { servers })).texts, ["via tcp"]);
+    assert.deepEqual(
+      dns.queries.filter((q) => q.name === "big.test" && q.type === RTYPE.A).map((q) => q.proto),
+      ["udp", "tcp"],
+    );
+  } finally {
+    await dns.close();
+  }
+});
+
+Deno.test("dns: unreachable server is a temporary error", async () => {
+  // Bind then close a server so nothing listens at its address.
+  const dns = await startDnsServer({}, { port: 0 });
+  const servers = [{ address: dns.address, port: dns.port }];
+  await dns.close();
+  await assert.rejects(resolveA("host.test", { servers, timeoutMs: 500 }), DnsTemporaryError);
+});
+
+Deno.test("dns: second server answers when the first is silent", async () => {
+  const good = await startDnsServer(structuredClone(ZONES), { port: 0 });
+  const silent = await startDnsServer({ "*.test": { behaviour: "timeout" } }, { port: 0 });
+  silent.zones["host.test"] = { behaviour: "timeout" };
+  try {
+    const servers = [
+      { address: silent.address, port: silent.port },
+      { address: good.address, port: good.port },
+    ];
+    assert.deepEqual((await resolveA("host.test", { servers, timeoutMs: 5000 })).ips, [
+      "192.0.2.1",
+      "192.0.2.2",
+    ]);
+  } finally {
+    await good.close();
+    await silent.close();
+  }
+});
+
+Deno.test("dns: cache answers within TTL, is bounded, caches negatives per SOA", async () => {
+  const dns = await startDnsServer(structuredClone(ZONES), { port: 0, negativeTtl: 30 });
+  try {
+    const servers = [{ address: dns.address, port: dns.port }];
+    let now = 1_000_000;
+    const cache = new DnsCache(2, () => now);
+    await resolveTxt("2.0.0.127.rbl.test", { servers, cache });
+    await resolveTxt("2.0.0.127.rbl.test", { servers, cache });
+    assert.equal(dns.queries.length, 1);
+    now += 61_000; // past the 60 s TTL
+    await resolveTxt("2.0.0.127.rbl.test", { servers, cache });
+    assert.equal(dns.queries.length, 2);
+    // negative answer kept for the SOA minimum
+    assert.deepEqual((await resolveA("nowhere.test", { servers, cache })).ips, []);
+    assert.deepEqual((await resolveA("nowhere.test", { servers, cache })).ips, []);
+    assert.equal(dns.queries.length, 3);
+    // bounded: a third name evicts the oldest
+    await resolveA("host.test", { servers, cache });
+    assert.equal(cache.size, 2);
+    // temporary failures are not cached
+    await assert.rejects(resolveA("fail.test", { servers, cache }), DnsTemporaryError);
+    await assert.rejects(resolveA("fail.test", { servers, cache }), DnsTemporaryError);
+    assert.equal(dns.queries.filter((q) => q.name === "fail.test").length, 2);
+  } finally {
+    await dns.close();
+  }
+});
+
+Deno.test("dns: $DNSCACHEIP on port 53 (as the C tools use it)", async () => {
+  const dns = await startDnsServer(structuredClone(ZONES)); // 127.53.x.y:53
+  const saved = Deno.env.get("DNSCACHEIP");
+  try {
+    Deno.env.set("DNSCACHEIP", dns.address);
+    assert.deepEqual((await resolveA("host.test")).ips, ["192.0.2.1", "192.0.2.2"]);
+    assert.equal(dns.port, 53);
+  } finally {
+    if (saved === undefined) Deno.env.delete("DNSCACHEIP");
+    else Deno.env.set("DNSCACHEIP", saved);
+    await dns.close();
+  }
+});

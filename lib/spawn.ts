@@ -87,6 +87,7 @@ export async function runPumped(
     child.once("exit", (code, signal) => resolve({ code, signal }));
   });
   await started;
+  if (child.pid !== undefined) io.started?.(child.pid);
   const reader = io.input.getReader();
   const toChild = (async () => {
     try {

@@ -9,8 +9,18 @@
 export interface Io {
   input: ReadableStream<Uint8Array>;
   output: WritableStream<Uint8Array>;
-  /** Writes one line (newline added) to the log (stderr). */
+  /**
+   * Writes one line (newline added) to the log (stderr). Lines that carry
+   * connection data (recordio) are byte strings, one char (0-255) per byte:
+   * writers should encode them with `logLineBytes` from lib/process_stage.ts.
+   */
   log: (line: string) => void;
+  /**
+   * Called by the runner (runPumped) with the pid of the program it spawned
+   * over this io, before any data flows. Transform stages forward it to the
+   * io they wrapped; recordio prints this pid, as DJB's does.
+   */
+  started?: (pid: number) => void;
 }
 
 /**

@@ -5,7 +5,13 @@
  */
 export type ToolMain = (args: string[]) => Promise<number>;
 
-export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {};
+export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
+  addcr: () => import("./addcr.ts"),
+  argv0: () => import("./argv0.ts"),
+  delcr: () => import("./delcr.ts"),
+  fixcrio: () => import("./fixcrio.ts"),
+  recordio: () => import("./recordio.ts"),
+};
 
 /** The tool names in a stable order. */
 export function toolNames(): string[] {

@@ -148,3 +148,67 @@ export function convertAll(conv: Converter, data: Uint8Array): Uint8Array {
   out.set(b, a.length);
   return out;
 }
+
+/**
+ * A readable that runs `conv` over `src`, reading `src` only when its own
+ * reader asks (no read-ahead: a stage never takes bytes the next program has
+ * not asked for). At EOF of `src` runs `conv.end()`; a cancel is passed on to
+ * `src` without it (DJB's tools just stop).
+ */
+export function pullThrough(
+  src: ReadableStream<Uint8Array>,
+  conv: Converter,
+): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      reader ??= src.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          const tail = conv.end();
+          if (tail.length) controller.enqueue(tail);
+          controller.close();
+          return;
+        }
+        if (!value.length) continue;
+        const out = conv.push(value);
+        if (out.length) {
+          controller.enqueue(out);
+          return;
+        }
+      }
+    },
+    cancel(reason) {
+      return reader ? reader.cancel(reason) : src.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * A writable that runs `conv` over what is written and writes the result to
+ * `dst`. Closing it runs `conv.end()` and closes `dst`; aborting it aborts
+ * `dst` without `conv.end()`.
+ */
+export function writeThrough(
+  dst: WritableStream<Uint8Array>,
+  conv: Converter,
+): WritableStream<Uint8Array> {
+  let writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  const w = () => (writer ??= dst.getWriter());
+  return new WritableStream<Uint8Array>({
+    async write(chunk) {
+      if (!chunk.length) return;
+      const out = conv.push(chunk);
+      if (out.length) await w().write(out);
+    },
+    async close() {
+      const tail = conv.end();
+      if (tail.length) await w().write(tail);
+      await w().close();
+    },
+    async abort(reason) {
+      await w().abort(reason);
+    },
+  });
+}

@@ -1,0 +1,8 @@
+/** recordio as a process: the stage from lib/recordio.ts over our stdio. */
+import { recordioStage } from "../lib/recordio.ts";
+import { runStageAsProcess } from "../lib/process_stage.ts";
+
+/** Runs recordio with args (without argv[0]); resolves to the program's status. */
+export function main(args: string[]): Promise<number> {
+  return runStageAsProcess("recordio", recordioStage, args);
+}

@@ -1,0 +1,207 @@
+/**
+ * Running a stage as its own process, as DJB's tools run: io is our
+ * stdin/stdout/stderr, env is our environment, and `{ next }` is run the way
+ * DJB's pathexec_run finds and execs it (we cannot exec, so we spawn it and
+ * exit with its status). Also the stdin-to-stdout filter loop of addcr and
+ * delcr.
+ */
+import type { Converter } from "./crlf.ts";
+import { errnoName, errorText, fatal, ToolError } from "./errors.ts";
+import { runInherited, runPumped, statusOf } from "./spawn.ts";
+import type { Io, Stage } from "./stage.ts";
+
+const utf8 = new TextEncoder();
+
+/** An error carrying an errno name in `code`, as node: errors do. */
+function errnoError(code: string, path: string): Error {
+  return Object.assign(new Error(`${code}: ${path}`), { code });
+}
+
+function executable(info: Deno.FileInfo): boolean {
+  const mode = info.mode ?? 0o755;
+  let uid = -1;
+  let gid = -1;
+  try {
+    uid = Deno.uid() ?? -1;
+    gid = Deno.gid() ?? -1;
+  } catch { /* no --allow-sys: judge by "others" */ }
+  if (uid === 0) return (mode & 0o111) !== 0;
+  if (info.uid === uid) return (mode & 0o100) !== 0;
+  if (info.gid === gid) return (mode & 0o010) !== 0;
+  return (mode & 0o001) !== 0;
+}
+
+/**
+ * The file DJB's pathexec_run would exec for `name`: `name` itself when it
+ * contains a slash, else the first PATH entry (from `env`; "/bin:/usr/bin"
+ * when unset; an empty entry is ".") holding an executable `name`. Entries
+ * failing with "access denied" (not executable, a directory) are skipped but
+ * remembered; any other error but "file does not exist" stops the search.
+ * Throws an error with `code` (ENOENT, EACCES, ENOTDIR...) when none fits.
+ */
+export function findProgram(name: string, env: Map<string, string>): string {
+  if (name.includes("/")) return name;
+  const path = env.get("PATH") ?? "/bin:/usr/bin";
+  let saved: string | undefined;
+  for (const dir of path.split(":")) {
+    const file = `${dir === "" ? "." : dir}/${name}`;
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(file);
+    } catch (e) {
+      const code = errnoName(e) ?? "ENOENT";
+      if (code === "ENOENT") continue;
+      saved = code;
+      if (code !== "EACCES" && code !== "EPERM") break;
+      continue;
+    }
+    if (info.isDirectory || !executable(info)) {
+      saved = "EACCES";
+      continue;
+    }
+    return file;
+  }
+  throw errnoError(saved ?? "ENOENT", name);
+}
+
+/**
+ * A log line as the bytes to write: chars 0-255 are one byte each (log lines
+ * carrying connection data are byte strings), anything above is UTF-8.
+ */
+export function logLineBytes(line: string): Uint8Array {
+  let wide = false;
+  for (let i = 0; i < line.length; i++) {
+    if (line.charCodeAt(i) > 255) {
+      wide = true;
+      break;
+    }
+  }
+  if (!wide) {
+    const out = new Uint8Array(line.length);
+    for (let i = 0; i < line.length; i++) out[i] = line.charCodeAt(i);
+    return out;
+  }
+  const parts: number[] = [];
+  for (const ch of line) {
+    const c = ch.codePointAt(0)!;
+    if (c <= 255) parts.push(c);
+    else parts.push(...utf8.encode(ch));
+  }
+  return Uint8Array.from(parts);
+}
+
+function writeAllSync(w: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += w.writeSync(data.subarray(off));
+}
+
+async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
+  let off = 0;
+  while (off < data.length) off += await w.write(data.subarray(off));
+}
+
+/** Writes one log line (newline added) to stderr in one write, as DJB's tools do. */
+export function stderrLog(line: string): void {
+  try {
+    writeAllSync(Deno.stderr, logLineBytes(line + "\n"));
+  } catch { /* stderr gone: nothing to tell */ }
+}
+
+/**
+ * Our stdin as a stream that reads only when asked (so a program run after a
+ * stage that never read still gets every byte), our stdout as a stream
+ * (closing it closes fd 1, so the peer sees EOF), and stderr for the log.
+ */
+export function stdioIo(log: (line: string) => void = stderrLog): Io {
+  const input = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buf = new Uint8Array(65536);
+      const n = await Deno.stdin.read(buf);
+      if (n === null) controller.close();
+      else controller.enqueue(buf.subarray(0, n));
+    },
+  }, { highWaterMark: 0 });
+  const output = new WritableStream<Uint8Array>({
+    write: (chunk) => writeAll(Deno.stdout, chunk),
+    close() {
+      try {
+        Deno.stdout.close();
+      } catch { /* already closed */ }
+    },
+  });
+  return { input, output, log };
+}
+
+/**
+ * Runs `stage` (the tool `prog`, args without argv[0]) over our stdio and
+ * environment. `{ exit }` is returned; `{ next }` is found on PATH as DJB's
+ * pathexec does and run with our stdio (or pumped over the stage's wrapped
+ * io), and its status returned. When it cannot be run: ToolError
+ * `prog: fatal: unable to run NAME: reason`, exit 111, followed by what the
+ * stage logs when the program's output ends (recordio's `PID > [EOF]`), in
+ * the order DJB's tools print them.
+ */
+export async function runStageAsProcess(
+  prog: string,
+  stage: Stage,
+  args: string[],
+): Promise<number> {
+  const env = new Map(Object.entries(Deno.env.toObject()));
+  let captured: string[] | null = null;
+  const log = (line: string) => captured ? captured.push(line) : stderrLog(line);
+  const outcome = await stage(args, env, stdioIo(log));
+  if ("exit" in outcome) return outcome.exit;
+  const name = outcome.next[0];
+  let argv: string[];
+  try {
+    argv = [findProgram(name, env), ...outcome.next.slice(1)];
+  } catch (e) {
+    throw await cannotRun(e);
+  }
+  const argv0 = outcome.argv0 ?? name;
+  try {
+    const ended = outcome.io
+      ? await runPumped(argv, env, outcome.io, argv0)
+      : await runInherited(argv, env, argv0);
+    return statusOf(ended);
+  } catch (e) {
+    throw await cannotRun(e);
+  }
+
+  async function cannotRun(e: unknown): Promise<ToolError> {
+    captured = [];
+    const lines = captured;
+    if (outcome && "next" in outcome && outcome.io) {
+      // The program's output ended before it began, as DJB's forked child sees it.
+      await outcome.io.output.close().catch(() => {});
+    }
+    captured = null;
+    const err = fatal(prog, `unable to run ${name}: ${errorText(e)}`);
+    return lines.length ? new ToolError([err.message, ...lines].join("\n"), err.exitCode) : err;
+  }
+}
+
+/**
+ * addcr/delcr's loop: stdin through `conv` to stdout. Returns 0 at EOF, or
+ * 111 (DJB's tools say nothing) when reading or writing fails.
+ */
+export async function filterStdio(conv: Converter): Promise<number> {
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await Deno.stdin.read(buf);
+    } catch {
+      return 111;
+    }
+    try {
+      if (n === null) {
+        await writeAll(Deno.stdout, conv.end());
+        return 0;
+      }
+      await writeAll(Deno.stdout, conv.push(buf.subarray(0, n)));
+    } catch {
+      return 111;
+    }
+  }
+}

@@ -11,6 +11,8 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   delcr: () => import("./delcr.ts"),
   fixcrio: () => import("./fixcrio.ts"),
   recordio: () => import("./recordio.ts"),
+  tcprules: () => import("./tcprules.ts"),
+  tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 
 /** The tool names in a stable order. */

@@ -1,0 +1,92 @@
+/**
+ * tcprules rules.cdb rules.tmp: compiles the rules on stdin into rules.tmp,
+ * fsyncs it and renames it over rules.cdb, as DJB's tcprules (same records,
+ * same bytes). On a bad line: DJB's message, exit 100, rules.tmp removed,
+ * rules.cdb untouched.
+ */
+import { fatalSys, ToolError, usage } from "../lib/errors.ts";
+import { CdbFile } from "../lib/cdb.ts";
+import { RuleCompiler, RuleSyntaxError } from "../lib/rules.ts";
+
+const PROG = "tcprules";
+const FATAL = `${PROG}: fatal: `;
+
+/** Reads stdin in large chunks and hands each complete line (and a final partial one) to fn. */
+function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): void {
+  let buf = new Uint8Array(1 << 18);
+  let fill = 0;
+  for (;;) {
+    if (fill === buf.length) {
+      const bigger = new Uint8Array(buf.length * 2);
+      bigger.set(buf);
+      buf = bigger;
+    }
+    let n: number | null;
+    try {
+      n = Deno.stdin.readSync(buf.subarray(fill));
+    } catch (e) {
+      throw fatalSys(PROG, "unable to read input", e);
+    }
+    if (n === null || n === 0) break;
+    const from = fill;
+    fill += n;
+    let s = 0;
+    let i = from;
+    for (; i < fill; i++) {
+      if (buf[i] === 10) {
+        fn(buf, s, i);
+        s = i + 1;
+      }
+    }
+    if (s > 0) {
+      buf.copyWithin(0, s, fill);
+      fill -= s;
+    }
+  }
+  if (fill > 0) fn(buf, 0, fill);
+}
+
+export function main(args: string[]): Promise<number> {
+  const fn = args[0];
+  const fntemp = args[1];
+  if (fn === undefined || fntemp === undefined) {
+    throw usage(PROG, "tcprules rules.cdb rules.tmp");
+  }
+  let out: CdbFile;
+  try {
+    out = new CdbFile(fntemp);
+  } catch (e) {
+    throw fatalSys(PROG, `unable to create ${fntemp}`, e);
+  }
+  const writeError = (e: unknown) => fatalSys(PROG, `unable to write to ${fntemp}`, e);
+  try {
+    const compiler = new RuleCompiler((key, data) => {
+      try {
+        out.add(key, data);
+      } catch (e) {
+        throw writeError(e);
+      }
+    });
+    forEachLine((b, s, e) => compiler.line(b, s, e));
+    compiler.finish();
+    try {
+      out.finish();
+    } catch (e) {
+      throw writeError(e);
+    }
+  } catch (e) {
+    out.close();
+    try {
+      Deno.removeSync(fntemp);
+    } catch { /* already gone */ }
+    if (e instanceof RuleSyntaxError) throw new ToolError(`${FATAL}${e.message}`, 100);
+    if (e instanceof ToolError) throw e;
+    throw writeError(e);
+  }
+  try {
+    Deno.renameSync(fntemp, fn);
+  } catch (e) {
+    throw fatalSys(PROG, `unable to move ${fntemp} to ${fn}`, e);
+  }
+  return Promise.resolve(0);
+}

@@ -1,0 +1,50 @@
+/**
+ * tcprulescheck rules.cdb: says what tcpserver would do with a client whose
+ * address, host name and remote info are $TCPREMOTEIP (default 0.0.0.0),
+ * $TCPREMOTEHOST and $TCPREMOTEINFO, in DJB's words.
+ */
+import { fatalSys, usage } from "../lib/errors.ts";
+import { Cdb, CdbError } from "../lib/cdb.ts";
+import { findRule, ruleItems } from "../lib/rules.ts";
+
+const PROG = "tcprulescheck";
+
+export async function main(args: string[]): Promise<number> {
+  const fn = args[0];
+  if (fn === undefined) throw usage(PROG, "tcprulescheck rules.cdb");
+  const unreadable = (e: unknown) => fatalSys(PROG, `unable to read ${fn}`, e);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(fn);
+  } catch (e) {
+    throw unreadable(e);
+  }
+  const ip = Deno.env.get("TCPREMOTEIP") ?? "0.0.0.0";
+  const host = Deno.env.get("TCPREMOTEHOST");
+  const info = Deno.env.get("TCPREMOTEINFO");
+  const lines: string[] = [];
+  try {
+    if (bytes.length < 2048) throw new CdbError("protocol error", "EPROTO");
+    const cdb = new Cdb(bytes);
+    const match = findRule((k) => cdb.get(k), ip, host, info);
+    if (!match) lines.push("default:");
+    else {
+      lines.push(`rule ${match.key}:`);
+      for (const item of ruleItems(match.data)) {
+        if (item.kind === "deny") {
+          lines.push("deny connection");
+          break;
+        }
+        if (item.kind === "set") lines.push(`set environment variable ${item.text}`);
+        else lines.push(`unset environment variable ${item.name}`);
+      }
+    }
+    if (lines[lines.length - 1] !== "deny connection") lines.push("allow connection");
+  } catch (e) {
+    throw unreadable(e);
+  }
+  const out = new TextEncoder().encode(lines.join("\n") + "\n");
+  let off = 0;
+  while (off < out.length) off += await Deno.stdout.write(out.subarray(off));
+  return 0;
+}

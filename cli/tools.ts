@@ -10,7 +10,9 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   argv0: () => import("./argv0.ts"),
   delcr: () => import("./delcr.ts"),
   fixcrio: () => import("./fixcrio.ts"),
+  rblsmtpd: () => import("./rblsmtpd.ts"),
   recordio: () => import("./recordio.ts"),
+  tcpclient: () => import("./tcpclient.ts"),
   tcprules: () => import("./tcprules.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };

@@ -11,6 +11,7 @@ import { runInherited, runPumped, statusOf } from "./spawn.ts";
 import type { Io, Stage } from "./stage.ts";
 
 const utf8 = new TextEncoder();
+const WIDE = /[^\0-\xff]/;
 
 /** An error carrying an errno name in `code`, as node: errors do. */
 function errnoError(code: string, path: string): Error {
@@ -69,14 +70,7 @@ export function findProgram(name: string, env: Map<string, string>): string {
  * carrying connection data are byte strings), anything above is UTF-8.
  */
 export function logLineBytes(line: string): Uint8Array {
-  let wide = false;
-  for (let i = 0; i < line.length; i++) {
-    if (line.charCodeAt(i) > 255) {
-      wide = true;
-      break;
-    }
-  }
-  if (!wide) {
+  if (!WIDE.test(line)) {
     const out = new Uint8Array(line.length);
     for (let i = 0; i < line.length; i++) out[i] = line.charCodeAt(i);
     return out;

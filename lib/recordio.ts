@@ -24,7 +24,8 @@ const NL = 10;
 export function byteString(data: Uint8Array): string {
   let s = "";
   for (let i = 0; i < data.length; i += 4096) {
-    s += String.fromCharCode(...data.subarray(i, i + 4096));
+    // apply takes the typed array as is: far faster than spreading it
+    s += String.fromCharCode.apply(null, data.subarray(i, i + 4096) as unknown as number[]);
   }
   return s;
 }

@@ -127,6 +127,48 @@ export function stdioIo(log: (line: string) => void = stderrLog): Io {
 }
 
 /**
+ * The signals a supervisor sends to what it thinks is the program (svc -t,
+ * -h, -a, -1, -2, -i, -c): DJB's tools exec, so the program gets them.
+ */
+const FORWARDED: Deno.Signal[] = [
+  "SIGTERM",
+  "SIGHUP",
+  "SIGALRM",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGINT",
+  "SIGCONT",
+];
+
+/**
+ * Once the program runs (`attach`), passes the supervisor's signals on to
+ * it: we stay alive until it exits and report its status. `detach` restores
+ * the default handling.
+ */
+function forwardSignals(): { attach: (pid: number) => void; detach: () => void } {
+  const installed: [Deno.Signal, () => void][] = [];
+  return {
+    attach(pid) {
+      for (const sig of FORWARDED) {
+        const handler = () => {
+          try {
+            Deno.kill(pid, sig);
+          } catch { /* already gone */ }
+        };
+        try {
+          Deno.addSignalListener(sig, handler);
+          installed.push([sig, handler]);
+        } catch { /* not supported here */ }
+      }
+    },
+    detach() {
+      for (const [sig, handler] of installed) Deno.removeSignalListener(sig, handler);
+      installed.length = 0;
+    },
+  };
+}
+
+/**
  * Runs `stage` (the tool `prog`, args without argv[0]) over our stdio and
  * environment. `{ exit }` is returned; `{ next }` is found on PATH as DJB's
  * pathexec does and run with our stdio (or pumped over the stage's wrapped
@@ -153,13 +195,23 @@ export async function runStageAsProcess(
     throw await cannotRun(e);
   }
   const argv0 = outcome.argv0 ?? name;
+  const signals = forwardSignals();
   try {
-    const ended = outcome.io
-      ? await runPumped(argv, env, outcome.io, argv0)
-      : await runInherited(argv, env, argv0);
+    const inner = outcome.io;
+    const ended = inner
+      ? await runPumped(argv, env, {
+        ...inner,
+        started: (pid) => {
+          signals.attach(pid);
+          inner.started?.(pid);
+        },
+      }, argv0)
+      : await runInherited(argv, env, argv0, signals.attach);
     return statusOf(ended);
   } catch (e) {
     throw await cannotRun(e);
+  } finally {
+    signals.detach();
   }
 
   async function cannotRun(e: unknown): Promise<ToolError> {

@@ -44,12 +44,13 @@ function envObject(env: Map<string, string> | undefined): Record<string, string>
 /**
  * Runs argv with our stdin, stdout and stderr (what exec would give it) and
  * resolves when it ends. Rejects (with the spawn error, code ENOENT, EACCES...)
- * when it cannot be started.
+ * when it cannot be started. `onSpawn` gets the program's pid once it runs.
  */
 export function runInherited(
   argv: string[],
   env?: Map<string, string>,
   argv0?: string,
+  onSpawn?: (pid: number) => void,
 ): Promise<Ended> {
   return new Promise((resolve, reject) => {
     const child = nodeSpawn(argv[0], argv.slice(1), {
@@ -58,6 +59,7 @@ export function runInherited(
       argv0: argv0 ?? argv[0],
     });
     child.once("error", reject);
+    child.once("spawn", () => child.pid !== undefined && onSpawn?.(child.pid));
     child.once("exit", (code, signal) => resolve({ code, signal }));
   });
 }

@@ -648,3 +648,41 @@ Deno.test("argv0: the program sees the chosen argv[0], args and environment, as 
   const o = await ours("argv0", ["cat", "kitty"], { stdin: "all of it\n" });
   assert.equal(o.out, "all of it\n");
 });
+
+Deno.test("argv0/recordio: a supervisor's SIGTERM reaches the program, its status is ours", async () => {
+  const script =
+    "trap 'kill $!; echo \"got TERM\"; exit 3' TERM; echo ready; sleep 30 >/dev/null & wait";
+  for (
+    const [tool, args] of [
+      ["argv0", ["sh", "x", "-c", script]],
+      ["recordio", ["sh", "-c", script]],
+    ] as [string, string[]][]
+  ) {
+    const argv = oursArgv(tool, args);
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    let out = "";
+    const dec = new TextDecoder();
+    while (!out.includes("ready\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += dec.decode(value);
+    }
+    assert.ok(out.includes("ready\n"), `${tool}: program started`);
+    child.kill("SIGTERM");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += dec.decode(value);
+    }
+    const status = await child.status;
+    await child.stdin.close().catch(() => {});
+    assert.equal(out, "ready\ngot TERM\n", tool);
+    assert.equal(status.code, 3, tool);
+  }
+});

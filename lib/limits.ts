@@ -21,6 +21,7 @@
  * above; -C's message ranks as a DIEMSG_MAXCONNIP below the environment's);
  * an empty message means none.
  */
+import { canonicalIp, networkKey } from "./addr.ts";
 import { loadavgPath, loadSampler } from "./loadavg.ts";
 
 /** A connection that passed the limits: it counts until release(). */
@@ -64,90 +65,28 @@ export interface LimitsOptions {
 /** The limit labels, in check order. */
 export const LIMIT_LABELS = ["MAXLOAD", "MAXCONNIP", "MAXCONNC"] as const;
 
-/** Parses a dotted-quad IPv4 address into 4 bytes, or null. */
-function parseIPv4(s: string): number[] | null {
-  const parts = s.split(".");
-  if (parts.length !== 4) return null;
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out.push(n);
-  }
-  return out;
-}
-
-/** Parses an IPv6 address (zone id dropped, IPv4 tail allowed) into 8 groups, or null. */
-function parseIPv6(s: string): number[] | null {
-  let t = s;
-  if (t.startsWith("[") && t.endsWith("]")) t = t.slice(1, -1);
-  const pct = t.indexOf("%");
-  if (pct >= 0) t = t.slice(0, pct);
-  if (!t.includes(":")) return null;
-  let tail: number[] = [];
-  const lastColon = t.lastIndexOf(":");
-  const last = t.slice(lastColon + 1);
-  if (last.includes(".")) {
-    const v4 = parseIPv4(last);
-    if (!v4) return null;
-    tail = [(v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]];
-    t = t.slice(0, lastColon + 1) + "0"; // placeholder group, dropped below
-  }
-  const halves = t.split("::");
-  if (halves.length > 2) return null;
-  const group = (g: string): number | null => /^[0-9a-fA-F]{1,4}$/.test(g) ? parseInt(g, 16) : null;
-  const side = (h: string): number[] | null => {
-    if (h === "") return [];
-    const out: number[] = [];
-    for (const g of h.split(":")) {
-      const n = group(g);
-      if (n === null) return null;
-      out.push(n);
-    }
-    return out;
-  };
-  const left = side(halves[0]);
-  const right = halves.length === 2 ? side(halves[1]) : [];
-  if (!left || !right) return null;
-  if (tail.length) (right.length ? right : left).pop();
-  const want = 8 - tail.length;
-  let groups: number[];
-  if (halves.length === 2) {
-    const fill = want - left.length - right.length;
-    if (fill < 1) return null;
-    groups = [...left, ...new Array(fill).fill(0), ...right];
-  } else {
-    if (left.length !== want) return null;
-    groups = left;
-  }
-  return [...groups, ...tail];
-}
-
 /** The counting keys of a client address: the IP itself and its /24 or /64. */
 export interface ClientKeys {
-  /** Canonical address: dotted quad, or 8 full hex groups for IPv6. */
+  /** Canonical address (lib/addr.ts): dotted quad, or RFC 5952 IPv6. */
   ip: string;
-  /** "a.b.c.0/24" for IPv4 (and IPv4-mapped IPv6), "g1:g2:g3:g4::/64" for IPv6. */
+  /** "a.b.c.0/24" for IPv4 (and IPv4-mapped IPv6), e.g. "2001:db8:1:2::/64" for IPv6. */
   net: string;
 }
 
 /**
  * The counting keys of `ip` as tcpserver reports it ($TCPREMOTEIP or Deno's
- * hostname). IPv4-mapped IPv6 (::ffff:a.b.c.d) counts as the IPv4 address.
- * Text that is no address is its own key (and its own network).
+ * hostname; brackets and an IPv6 zone id are ignored). IPv4-mapped IPv6
+ * (::ffff:a.b.c.d) counts as the IPv4 address. Text that is no address is its
+ * own key (and its own network).
  */
 export function clientKeys(ip: string): ClientKeys {
-  const v4 = parseIPv4(ip);
-  if (v4) return { ip: v4.join("."), net: `${v4[0]}.${v4[1]}.${v4[2]}.0/24` };
-  const g = parseIPv6(ip);
-  if (!g) return { ip, net: ip };
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
-    const q = [g[6] >> 8, g[6] & 255, g[7] >> 8, g[7] & 255];
-    return { ip: q.join("."), net: `${q[0]}.${q[1]}.${q[2]}.0/24` };
-  }
-  const hex = g.map((x) => x.toString(16).padStart(4, "0"));
-  return { ip: hex.join(":"), net: `${hex.slice(0, 4).join(":")}::/64` };
+  let t = ip;
+  if (t.startsWith("[") && t.endsWith("]")) t = t.slice(1, -1);
+  const pct = t.indexOf("%");
+  if (pct >= 0 && t.includes(":")) t = t.slice(0, pct);
+  const canon = canonicalIp(t);
+  if (canon === null) return { ip, net: ip };
+  return { ip: canon, net: networkKey(canon) };
 }
 
 type Lookup = { found: true; value: string } | { found: false };

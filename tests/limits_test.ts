@@ -91,7 +91,9 @@ Deno.test("limits: IPv6 counts per address and per /64", () => {
   admitted(l.admit("2001:db8:0:1:ffff::2", env()));
   assert.equal(refused(l.admit("2001:db8:0:1::3", env())).label, "MAXCONNC");
   admitted(l.admit("2001:db8:0:2::3", env()));
-  assert.equal(clientKeys("::1").net, "0000:0000:0000:0000::/64");
+  assert.equal(clientKeys("::1").net, "::/64");
+  assert.deepEqual(clientKeys("fe80::1%eth0"), { ip: "fe80::1", net: "fe80::/64" });
+  assert.deepEqual(clientKeys("bogus"), { ip: "bogus", net: "bogus" });
 });
 
 Deno.test("limits: IPv4-mapped IPv6 counts as the IPv4 address and its /24", () => {

@@ -36,6 +36,7 @@ function corrupt(): CdbError {
 }
 
 const encoder = new TextEncoder();
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
 
 /**
  * A cdb held in memory. Every position read is checked against the size, and
@@ -159,6 +160,14 @@ export class CdbWriter {
   }
 
   #put(bytes: Uint8Array): void {
+    const n = bytes.length;
+    if (n <= 32 && n <= this.#buf.length - this.#fill) {
+      const buf = this.#buf;
+      let at = this.#fill;
+      for (let i = 0; i < n; i++) buf[at++] = bytes[i];
+      this.#fill = at;
+      return;
+    }
     if (bytes.length > this.#buf.length - this.#fill) {
       this.#flush();
       if (bytes.length > this.#buf.length) {
@@ -229,8 +238,9 @@ export class CdbWriter {
 
     let maxSlots = 0;
     for (let b = 0; b < 256; b++) maxSlots = Math.max(maxSlots, counts[b] * 2);
-    const slotHash = new Uint32Array(maxSlots);
-    const slotPos = new Uint32Array(maxSlots);
+    // (hash, position) pairs interleaved; on little-endian hosts its bytes are the table.
+    const slots = new Uint32Array(maxSlots * 2);
+    const slotBytes = new Uint8Array(slots.buffer);
     const header = new Uint8Array(2048);
     const hv = new DataView(header.buffer);
     let pos = this.#pos;
@@ -240,17 +250,17 @@ export class CdbWriter {
       hv.setUint32(b * 8 + 4, len, true);
       if (len === 0) continue;
       if (pos + len * 8 > this.#limit) throw this.#tooBig();
-      slotHash.fill(0, 0, len);
-      slotPos.fill(0, 0, len);
+      slots.fill(0, 0, len * 2);
       for (let k = start[b]; k < start[b + 1]; k++) {
         const r = order[k];
         const h = hashes[r];
         let where = (h >>> 8) % len;
-        while (slotPos[where] !== 0) if (++where === len) where = 0;
-        slotHash[where] = h;
-        slotPos[where] = this.#positions[r];
+        while (slots[2 * where + 1] !== 0) if (++where === len) where = 0;
+        slots[2 * where] = h;
+        slots[2 * where + 1] = this.#positions[r];
       }
-      for (let s = 0; s < len; s++) this.#putU32Pair(slotHash[s], slotPos[s]);
+      if (LITTLE_ENDIAN) this.#put(slotBytes.subarray(0, len * 8));
+      else for (let s = 0; s < len; s++) this.#putU32Pair(slots[2 * s], slots[2 * s + 1]);
       pos += len * 8;
     }
     this.#flush();

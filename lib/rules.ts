@@ -98,8 +98,10 @@ export class RuleCompiler {
       d.set(this.#data.subarray(0, this.#dlen));
       this.#data = d;
     }
-    this.#data.set(b.subarray(from, to), this.#dlen);
-    this.#dlen += n;
+    const d = this.#data;
+    let at = this.#dlen;
+    for (let i = from; i < to; i++) d[at++] = b[i];
+    this.#dlen = at;
   }
 
   #dataByte(c: number): void {
@@ -125,12 +127,8 @@ export class RuleCompiler {
     }
     const colon = indexOf(b, COLON, start, end);
     if (colon < 0) return;
-    const bad = () => {
-      const nul = indexOf(b, 0, start, end);
-      return new RuleSyntaxError(utf8.decode(b.subarray(start, nul < 0 ? end : nul)));
-    };
     if (this.#instructions(b, colon + 1, end)) {
-      this.#address(b, start, colon, bad);
+      this.#address(b, start, colon, end);
       return;
     }
     // Our IPv6 syntax: the address ends at the first colon followed by allow or deny.
@@ -145,11 +143,11 @@ export class RuleCompiler {
       // "2001:db8::deny": the rule's colon is the second of "::".
       let key = this.#ip6Key(addr, info.length > 0);
       if (key === null && b[p - 1] === COLON) key = this.#ip6Key(addr + ":", info.length > 0);
-      if (key === null) throw bad();
+      if (key === null) throw syntaxError(b, start, end);
       this.#emitKey(encoder.encode(info + key));
       return;
     }
-    throw bad();
+    throw syntaxError(b, start, end);
   }
 
   /** Canonical key for an IPv6 address or CIDR prefix, or null. */
@@ -219,13 +217,13 @@ export class RuleCompiler {
   }
 
   /** DJB's address handling: ranges expanded, else the address as the key; plus our CIDR. */
-  #address(b: Uint8Array, start: number, end: number, bad: () => RuleSyntaxError): void {
+  #address(b: Uint8Array, start: number, end: number, lineEnd: number): void {
     const eq = indexOf(b, EQ, start, end);
     const at = indexOf(b, AT, start, end);
     if (eq < 0 && at < 0) {
       if (indexOf(b, SLASH, start, end) >= 0) {
         const key = this.#cidr4(latin.decode(b.subarray(start, end)));
-        if (key === null) throw bad();
+        if (key === null) throw syntaxError(b, start, lineEnd);
         this.#emitKey(encoder.encode(key));
         return;
       }
@@ -242,7 +240,7 @@ export class RuleCompiler {
         if (right < 0) right = end;
         let bot = wholeNumber(b, left, dash);
         let top = wholeNumber(b, dash + 1, right);
-        if (bot < 0 || top < 0) throw bad();
+        if (bot < 0 || top < 0) throw syntaxError(b, start, lineEnd);
         if (top > 255) top = 255;
         for (; bot <= top; bot++) {
           const digits = String(bot);
@@ -281,6 +279,12 @@ export class RuleCompiler {
       this.#emit(encoder.encode(key), lens);
     }
   }
+}
+
+/** The error for line b[start, end): DJB shows the line up to a NUL. */
+function syntaxError(b: Uint8Array, start: number, end: number): RuleSyntaxError {
+  const nul = indexOf(b, 0, start, end);
+  return new RuleSyntaxError(utf8.decode(b.subarray(start, nul < 0 ? end : nul)));
 }
 
 function bitsOf(s: string, max: number): number {

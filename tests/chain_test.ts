@@ -236,3 +236,33 @@ Deno.test("chain: recognising our tools by PATH", async () => {
     assert.equal(isOurs("rblsmtpd", new Map([...e, ["UCSPI_CHAIN", "0"]])), false);
   });
 });
+
+Deno.test("chain: in-process rblsmtpd -t ends a conversation the client never ends", async () => {
+  await withSetup(async (_wrappers, env) => {
+    const chunks: Uint8Array[] = [];
+    const log: string[] = [];
+    let cancelled = false;
+    const io: Io = {
+      // sends HELO, then stays open for ever
+      input: new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new TextEncoder().encode("helo x\r\n"));
+        },
+        cancel() {
+          cancelled = true;
+        },
+      }),
+      output: new WritableStream<Uint8Array>({ write: (b) => void chunks.push(b.slice()) }),
+      log: (line) => log.push(line),
+    };
+    const argv = ["rblsmtpd", "-t1", "-r", "rbl.test", ...FINAL];
+    const ended = await runConnectionProgram(argv, new Map(Object.entries(env)), io);
+    assert.equal(statusOf(ended), 0);
+    assert.equal(
+      new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c]))),
+      "220 rblsmtpd.local\r\n250 rblsmtpd.local\r\n",
+    );
+    assert.equal(cancelled, true);
+    assert.equal(log.length, 1);
+  });
+});

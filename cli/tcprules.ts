@@ -1,7 +1,8 @@
 /**
  * tcprules rules.cdb rules.tmp: compiles the rules on stdin into rules.tmp,
  * fsyncs it and renames it over rules.cdb, as DJB's tcprules (same records,
- * same bytes). On a bad line: DJB's message, exit 100, rules.tmp removed,
+ * same bytes). On a bad line: DJB's message plus the line number, exit 111
+ * (C exits 100), rules.tmp removed,
  * rules.cdb untouched.
  */
 import { fatalSys, ToolError, usage } from "../lib/errors.ts";
@@ -59,6 +60,7 @@ export function main(args: string[]): Promise<number> {
     throw fatalSys(PROG, `unable to create ${fntemp}`, e);
   }
   const writeError = (e: unknown) => fatalSys(PROG, `unable to write to ${fntemp}`, e);
+  let lineNo = 0;
   try {
     const compiler = new RuleCompiler((key, data) => {
       try {
@@ -67,7 +69,10 @@ export function main(args: string[]): Promise<number> {
         throw writeError(e);
       }
     });
-    forEachLine((b, s, e) => compiler.line(b, s, e));
+    forEachLine((b, s, e) => {
+      lineNo++;
+      compiler.line(b, s, e);
+    });
     compiler.finish();
     try {
       out.finish();
@@ -79,7 +84,11 @@ export function main(args: string[]): Promise<number> {
     try {
       Deno.removeSync(fntemp);
     } catch { /* already gone */ }
-    if (e instanceof RuleSyntaxError) throw new ToolError(`${FATAL}${e.message}`, 100);
+    // C says "unable to parse this line: LINE" and exits 100; we name the line
+    // number too and exit 111, as the project's rule for bad input asks.
+    if (e instanceof RuleSyntaxError) {
+      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111);
+    }
     if (e instanceof ToolError) throw e;
     throw writeError(e);
   }

@@ -558,6 +558,12 @@ export class DnsCache {
   clear(): void {
     this.#map.clear();
   }
+
+  /**
+   * Lookups under way, by key: concurrent askers of one name (through the
+   * same servers) share one query, made with the first asker's options.
+   */
+  readonly inflight: Map<string, Promise<Answer>> = new Map();
 }
 
 const NEGATIVE_TTL_CAP = 300;
@@ -566,14 +572,24 @@ const NEGATIVE_TTL_CAP = 300;
  * The records of one type for name: [] for NXDOMAIN or no data. Throws
  * DnsTemporaryError on a temporary failure.
  */
-export async function lookup(
-  name: string,
-  type: number,
-  opts: LookupOptions = {},
-): Promise<Answer> {
-  const key = `${type}/${name.toLowerCase().replace(/\.$/, "")}`;
-  const hit = opts.cache?.get(key);
-  if (hit) return hit;
+export function lookup(name: string, type: number, opts: LookupOptions = {}): Promise<Answer> {
+  const cache = opts.cache;
+  if (!cache) return ask(name, type, opts);
+  const via = opts.servers?.map((v) => `${v.address}#${v.port}`).join(",") ?? "";
+  const key = `${type}/${name.toLowerCase().replace(/\.$/, "")}/${via}`;
+  const hit = cache.get(key);
+  if (hit) return Promise.resolve(hit);
+  const pending = cache.inflight.get(key);
+  if (pending) return pending;
+  const p = ask(name, type, opts).then((answer) => {
+    cache.set(key, answer);
+    return answer;
+  }).finally(() => cache.inflight.delete(key));
+  cache.inflight.set(key, p);
+  return p;
+}
+
+async function ask(name: string, type: number, opts: LookupOptions): Promise<Answer> {
   const resp = await query(name, type, opts);
   const values: string[] = [];
   let ttl = Infinity;
@@ -584,12 +600,10 @@ export async function lookup(
     values.push(text);
     ttl = Math.min(ttl, r.ttl);
   }
-  const answer: Answer = {
+  return {
     values,
     ttl: values.length ? ttl : Math.min(resp.negativeTtl ?? 0, NEGATIVE_TTL_CAP),
   };
-  opts.cache?.set(key, answer);
-  return answer;
 }
 
 // ---------------------------------------------------------------- lookups

@@ -179,6 +179,15 @@ Deno.test("dns: cache answers within TTL, is bounded, caches negatives per SOA",
     // bounded: a third name evicts the oldest
     await resolveA("host.test", { servers, cache });
     assert.equal(cache.size, 2);
+    // concurrent askers share one query
+    cache.clear();
+    const before = dns.queries.length;
+    const both = await Promise.all([
+      resolveA("host.test", { servers, cache }),
+      resolveA("host.test", { servers, cache }),
+    ]);
+    assert.deepEqual(both[0], both[1]);
+    assert.equal(dns.queries.length, before + 1);
     // temporary failures are not cached
     await assert.rejects(resolveA("fail.test", { servers, cache }), DnsTemporaryError);
     await assert.rejects(resolveA("fail.test", { servers, cache }), DnsTemporaryError);

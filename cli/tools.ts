@@ -14,6 +14,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   recordio: () => import("./recordio.ts"),
   tcpclient: () => import("./tcpclient.ts"),
   tcprules: () => import("./tcprules.ts"),
+  tcpserver: () => import("./tcpserver.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 

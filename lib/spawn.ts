@@ -37,6 +37,23 @@ const SIGNAL_NUMBERS: Record<string, number> = {
   SIGTERM: 15,
 };
 
+/** The user and group programs run as (tcpserver -u/-g/-U). */
+export interface Credentials {
+  uid?: number;
+  gid?: number;
+}
+
+let runAs: Credentials = {};
+
+/**
+ * From now on, runPumped starts every program with this uid and gid (and no
+ * supplementary groups), as DJB's tcpserver switches ids once after binding.
+ * Called by tcpserver at start-up, never at import time.
+ */
+export function setRunAs(creds: Credentials): void {
+  runAs = { ...creds };
+}
+
 function envObject(env: Map<string, string> | undefined): Record<string, string> | undefined {
   return env ? Object.fromEntries(env) : undefined;
 }
@@ -80,6 +97,7 @@ export async function runPumped(
     stdio: ["pipe", "pipe", "inherit"],
     env: envObject(env) ?? process.env,
     argv0: argv0 ?? argv[0],
+    ...runAs,
   });
   const started = new Promise<void>((resolve, reject) => {
     child.once("spawn", resolve);

@@ -1,0 +1,280 @@
+/**
+ * tcpserver: accepts TCP connections and runs a program for each, with the
+ * connection on its stdin/stdout and the UCSPI-TCP environment. Options as
+ * DJB's tcpserver 0.88, plus -4/-6/-I/-j (ucspi-tcp IPv6 patch), -C n[:msg]
+ * (per-IP limit, as ipsvd's tcpsvd) and -L (over-limit message mode).
+ */
+import process from "node:process";
+import { parseIp4, parseIp6 } from "../lib/addr.ts";
+import { DnsTemporaryError, resolveAddrs } from "../lib/dns.ts";
+import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/errors.ts";
+import { getopt, scanUlong } from "../lib/getopt.ts";
+import { parsePort } from "../lib/services.ts";
+import { setRunAs } from "../lib/spawn.ts";
+import { type ServerOptions, stderrLine, TcpServer } from "../lib/tcpserver.ts";
+
+const PROG = "tcpserver";
+const USAGE =
+  "tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program";
+const SPEC = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO46jI:C:L";
+
+/** The -L message when neither $DIEMSG nor anything else says otherwise. */
+export const BUSY_MESSAGE = "421 service busy, try again later";
+
+/** Seconds running connections get to finish after SIGTERM ($TCPSERVER_DRAIN). */
+export const DEFAULT_DRAIN_SECONDS = 10;
+
+/** The parsed command line. */
+export interface TcpserverArgs {
+  server: Omit<ServerOptions, "hostname" | "port" | "baseEnv">;
+  host: string;
+  port: string;
+  flag1: boolean;
+  uid: number;
+  gid: number;
+  family: 0 | 4 | 6;
+  iface?: string;
+  backlog: number;
+}
+
+/** Parses tcpserver's arguments (throws the usage ToolError). */
+export function parseArgs(args: string[], env: Map<string, string>): TcpserverArgs {
+  const { options, rest } = getopt(PROG, args, SPEC, USAGE);
+  const s: TcpserverArgs["server"] = {
+    limit: 40,
+    argv: [],
+    verbosity: 1,
+    noDelay: false,
+    remoteHost: true,
+    paranoid: false,
+    remoteInfo: true,
+    infoTimeout: 26,
+    banner: "",
+    rules: null,
+    allowNoRules: false,
+    overLimitMessage: null,
+  };
+  let flag1 = false;
+  let uid = 0;
+  let gid = 0;
+  let family: 0 | 4 | 6 = 0;
+  let iface: string | undefined;
+  let backlog = 20;
+  let overLimit = false;
+  for (const { letter, value } of options) {
+    switch (letter) {
+      case "b":
+        backlog = scanUlong(value);
+        break;
+      case "c":
+        s.limit = scanUlong(value);
+        break;
+      case "X":
+        s.allowNoRules = true;
+        break;
+      case "x":
+        s.rules = value;
+        break;
+      case "B":
+        s.banner = value;
+        break;
+      case "d":
+        s.noDelay = false;
+        break;
+      case "D":
+        s.noDelay = true;
+        break;
+      case "v":
+        s.verbosity = 2;
+        break;
+      case "q":
+        s.verbosity = 0;
+        break;
+      case "Q":
+        s.verbosity = 1;
+        break;
+      case "P":
+        s.paranoid = false;
+        break;
+      case "p":
+        s.paranoid = true;
+        break;
+      case "o":
+      case "O":
+      case "j":
+        break;
+      case "H":
+        s.remoteHost = false;
+        break;
+      case "h":
+        s.remoteHost = true;
+        break;
+      case "R":
+        s.remoteInfo = false;
+        break;
+      case "r":
+        s.remoteInfo = true;
+        break;
+      case "t":
+        s.infoTimeout = scanUlong(value);
+        break;
+      case "U": {
+        const u = env.get("UID");
+        if (u !== undefined) uid = scanUlong(u);
+        const g = env.get("GID");
+        if (g !== undefined) gid = scanUlong(g);
+        break;
+      }
+      case "u":
+        uid = scanUlong(value);
+        break;
+      case "g":
+        gid = scanUlong(value);
+        break;
+      case "1":
+        flag1 = true;
+        break;
+      case "l":
+        s.localName = value;
+        break;
+      case "4":
+        family = 4;
+        s.forceV6 = false;
+        break;
+      case "6":
+        family = 6;
+        s.forceV6 = true;
+        break;
+      case "I":
+        iface = value;
+        break;
+      case "C": {
+        const colon = value.indexOf(":");
+        s.maxConnIp = scanUlong(colon >= 0 ? value.slice(0, colon) : value);
+        if (colon >= 0) s.maxConnIpMessage = value.slice(colon + 1);
+        break;
+      }
+      case "L":
+        overLimit = true;
+        break;
+    }
+  }
+  if (overLimit) s.overLimitMessage = env.get("DIEMSG") || BUSY_MESSAGE;
+  const [host, port, ...argv] = rest;
+  if (host === undefined || port === undefined || argv.length === 0) throw usage(PROG, USAGE);
+  s.argv = argv;
+  return { server: s, host, port, flag1, uid, gid, family, iface, backlog };
+}
+
+/** The address to listen on for the host argument (DNS for a name). */
+async function listenAddress(a: TcpserverArgs): Promise<string> {
+  const host = a.host;
+  if (host === "" || host === "0") return a.family === 4 ? "0.0.0.0" : "::";
+  if (parseIp4(host)) return host;
+  const pct = host.indexOf("%");
+  const bare = pct >= 0 ? host.slice(0, pct) : host;
+  if (parseIp6(bare)) {
+    if (pct < 0 && a.iface && /^fe[89ab]/i.test(bare)) return `${bare}%${a.iface}`;
+    return host;
+  }
+  if (host === "localhost") return a.family === 6 ? "::1" : "127.0.0.1";
+  let addrs: string[];
+  try {
+    addrs = await resolveAddrs(host, { family: a.family === 0 ? 0 : a.family, timeoutMs: 30000 });
+  } catch (e) {
+    const why = e instanceof DnsTemporaryError ? "timed out" : errorText(e);
+    throw fatal(PROG, `temporarily unable to figure out IP address for ${host}: ${why}`);
+  }
+  if (addrs.length === 0) throw fatal(PROG, `no IP address for ${host}`);
+  return addrs[0];
+}
+
+function isRoot(): boolean {
+  try {
+    return process.getuid?.() === 0;
+  } catch {
+    return false;
+  }
+}
+
+async function start(a: TcpserverArgs, baseEnv: Map<string, string>): Promise<TcpServer> {
+  const port = parsePort(a.port);
+  if (port === null) throw fatal(PROG, `unable to figure out port number for ${a.port}`);
+  const hostname = await listenAddress(a);
+  const server = new TcpServer({ ...a.server, hostname, port, baseEnv });
+  try {
+    server.listen();
+  } catch (e) {
+    if (!(hostname === "::" && a.family === 0 && !(e instanceof Deno.errors.AddrInUse))) {
+      throw fatalSys(PROG, "unable to bind", e);
+    }
+    // No IPv6 here: host 0 means every IPv4 address.
+    const v4 = new TcpServer({ ...a.server, hostname: "0.0.0.0", port, baseEnv });
+    try {
+      v4.listen();
+    } catch (e2) {
+      throw fatalSys(PROG, "unable to bind", e2);
+    }
+    return v4;
+  }
+  return server;
+}
+
+/** Runs tcpserver; resolves 0 after SIGTERM. */
+export async function main(args: string[]): Promise<number> {
+  const baseEnv = new Map(Object.entries(Deno.env.toObject()));
+  const a = parseArgs(args, baseEnv);
+  const quiet = a.server.verbosity === 0;
+  let server: TcpServer;
+  try {
+    server = await start(a, baseEnv);
+    // As C: switch ids after binding; a program then runs as uid/gid. Without
+    // root, only our own uid is possible, and no gid (setgroups needs root).
+    const root = isRoot();
+    if (a.gid) {
+      if (!root) throw fatal(PROG, "unable to set gid: permission denied");
+    }
+    if (a.uid) {
+      if (!root && process.getuid?.() !== a.uid) {
+        throw fatal(PROG, "unable to set uid: permission denied");
+      }
+    }
+    if (root && (a.uid || a.gid)) {
+      setRunAs({
+        uid: a.uid || undefined,
+        gid: a.gid || undefined,
+      });
+    }
+  } catch (e) {
+    if (quiet && e instanceof ToolError) return e.exitCode;
+    throw e;
+  }
+  const port = (server as TcpServer).listenPort;
+  if (a.flag1) {
+    try {
+      await Deno.stdout.write(new TextEncoder().encode(`${port}\n`));
+    } catch { /* stdout closed */ }
+  }
+  const drainEnv = baseEnv.get("TCPSERVER_DRAIN");
+  const drainMs =
+    (drainEnv !== undefined && /^\d+$/.test(drainEnv) ? Number(drainEnv) : DEFAULT_DRAIN_SECONDS) *
+    1000;
+  let terms = 0;
+  let forceExit: (() => void) | null = null;
+  const forced = new Promise<void>((r) => (forceExit = r));
+  const onTerm = () => {
+    terms++;
+    if (terms === 1) void server.stop(drainMs).then(() => forceExit?.());
+    else forceExit?.();
+  };
+  Deno.addSignalListener("SIGTERM", onTerm);
+  try {
+    await Promise.race([server.serve().then(() => forced), forced]);
+  } finally {
+    Deno.removeSignalListener("SIGTERM", onTerm);
+  }
+  if (a.server.verbosity === 2 && server.active > 0) {
+    stderrLine(`${PROG}: warning: exiting with ${server.active} connections open`);
+  }
+  return 0;
+}

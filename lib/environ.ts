@@ -1,0 +1,135 @@
+/**
+ * The UCSPI-TCP environment of a connection (tcp-environ(5)), for both ends:
+ * tcpserver and tcpclient. Variables without a value are removed, not set
+ * empty, as DJB's pathexec_env(name, 0) does, so values inherited from the
+ * tool's own environment never leak into a connection.
+ *
+ * An IPv4 connection (also one arriving on a dual-stack socket as an
+ * IPv4-mapped IPv6 address) gets PROTO=TCP and plain dotted quads. An IPv6
+ * connection gets PROTO=TCP6, the compressed IPv6 addresses in the TCP*
+ * variables and, as the IPv6 patch (ucspi-tcp6) adds them, the same values
+ * in TCP6LOCALIP, TCP6LOCALPORT, TCP6LOCALHOST, TCP6REMOTEIP,
+ * TCP6REMOTEPORT, TCP6REMOTEHOST and TCP6INTERFACE (for a scoped link-local
+ * address). `forceV6` (tcpserver -6) reports IPv4 clients the IPv6 way with
+ * IPv4-mapped addresses.
+ */
+import { formatIp4, formatIp6, isV4Mapped, parseIp4, parseIp6, unmapV4 } from "./addr.ts";
+
+/** What the environment describes: the two ends and what was learnt about them. */
+export interface TcpEnvironInput {
+  localIp: string;
+  localPort: number;
+  /** -l name or the local address's DNS name; null/undefined = unset. */
+  localHost?: string | null;
+  remoteIp: string;
+  remotePort: number;
+  /** The remote address's (confirmed) DNS name; null/undefined = unset. */
+  remoteHost?: string | null;
+  /** The RFC 1413 answer; null/undefined = unset ("" is a value). */
+  remoteInfo?: string | null;
+  /** Report IPv4 clients as IPv4-mapped IPv6 with PROTO=TCP6 (tcpserver -6). */
+  forceV6?: boolean;
+}
+
+const V6_ONLY = [
+  "TCP6LOCALIP",
+  "TCP6LOCALPORT",
+  "TCP6LOCALHOST",
+  "TCP6REMOTEIP",
+  "TCP6REMOTEPORT",
+  "TCP6REMOTEHOST",
+  "TCP6INTERFACE",
+];
+
+/** An address as the environment shows it, and whether it is reported as IPv6. */
+export interface ShownAddress {
+  ip: string;
+  v6: boolean;
+  /** The zone of a scoped address ("eth0" of fe80::1%eth0), if any. */
+  zone?: string;
+}
+
+/**
+ * An address from the socket layer (Deno's hostname: "1.2.3.4", "::1",
+ * "::ffff:1.2.3.4", "fe80::1%2") as tcpserver reports it: IPv4-mapped as
+ * plain IPv4 (or, with forceV6, IPv4 as "::ffff:a.b.c.d"), IPv6 compressed.
+ */
+export function showAddress(addr: string, forceV6 = false): ShownAddress {
+  let text = addr;
+  if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
+  let zone: string | undefined;
+  const pct = text.indexOf("%");
+  if (pct >= 0) {
+    zone = text.slice(pct + 1);
+    text = text.slice(0, pct);
+  }
+  let v4 = parseIp4(text);
+  if (!v4) {
+    const v6 = parseIp6(text);
+    if (v6 && isV4Mapped(v6)) v4 = unmapV4(v6);
+    else if (v6) return { ip: formatIp6(v6), v6: true, zone };
+    else return { ip: text, v6: text.includes(":"), zone };
+  }
+  const quad = formatIp4(v4);
+  return forceV6 ? { ip: `::ffff:${quad}`, v6: true } : { ip: quad, v6: false };
+}
+
+/**
+ * The variables for a connection: name -> value, or null for "remove".
+ * Apply with applyEnviron (the order of names is the order C sets them).
+ */
+export function tcpEnviron(e: TcpEnvironInput): Map<string, string | null> {
+  const local = showAddress(e.localIp, e.forceV6);
+  const remote = showAddress(e.remoteIp, e.forceV6);
+  const v6 = local.v6 || remote.v6;
+  const lp = String(e.localPort);
+  const rp = String(e.remotePort);
+  const vars = new Map<string, string | null>();
+  vars.set("PROTO", v6 ? "TCP6" : "TCP");
+  vars.set("TCPLOCALIP", local.ip);
+  vars.set("TCPLOCALPORT", lp);
+  vars.set("TCPLOCALHOST", e.localHost ?? null);
+  vars.set("TCPREMOTEIP", remote.ip);
+  vars.set("TCPREMOTEPORT", rp);
+  vars.set("TCPREMOTEHOST", e.remoteHost ?? null);
+  vars.set("TCPREMOTEINFO", e.remoteInfo ?? null);
+  if (v6) {
+    vars.set("TCP6LOCALIP", local.ip);
+    vars.set("TCP6LOCALPORT", lp);
+    vars.set("TCP6LOCALHOST", e.localHost ?? null);
+    vars.set("TCP6REMOTEIP", remote.ip);
+    vars.set("TCP6REMOTEPORT", rp);
+    vars.set("TCP6REMOTEHOST", e.remoteHost ?? null);
+    vars.set("TCP6INTERFACE", remote.zone ?? local.zone ?? null);
+  } else {
+    for (const name of V6_ONLY) vars.set(name, null);
+  }
+  return vars;
+}
+
+/** Sets (or, for null, deletes) each variable of vars in env. */
+export function applyEnviron(env: Map<string, string>, vars: Map<string, string | null>): void {
+  for (const [k, v] of vars) {
+    if (v === null) env.delete(k);
+    else env.set(k, v);
+  }
+}
+
+/**
+ * A string received from the network (an ident reply, a DNS name) as an
+ * environment value can carry it: cut at the first NUL (C strings end
+ * there); bytes that are not valid UTF-8 become '?'.
+ */
+export function networkString(bytes: Uint8Array): string {
+  const nul = bytes.indexOf(0);
+  const b = nul >= 0 ? bytes.subarray(0, nul) : bytes;
+  let ascii = true;
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] > 126) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return String.fromCharCode(...b);
+  return new TextDecoder("utf-8").decode(b).replaceAll("\ufffd", "?");
+}

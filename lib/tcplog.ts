@@ -1,0 +1,104 @@
+/**
+ * tcpserver's log lines, byte for byte as DJB's tcpserver writes them on
+ * stderr (with -v): status, pid, ok/deny, end. Network-supplied strings go
+ * through safe(), DJB's safecats: at most 100 characters (then "..."), and
+ * anything outside printable ASCII, '%' and ':' becomes '?'.
+ */
+
+/** DJB's safecats: a log-safe copy of s. */
+export function safe(s: string): string {
+  let out = "";
+  const n = s.length;
+  for (let i = 0; i < 100; i++) {
+    if (i >= n) return out;
+    const c = s.charCodeAt(i);
+    if (c === 0) return out;
+    out += c < 33 || c > 126 || c === 37 || c === 58 ? "?" : s[i];
+  }
+  return out + "...";
+}
+
+/** `tcpserver: status: N/LIMIT` */
+export function statusLine(prog: string, active: number, limit: number): string {
+  return `${prog}: status: ${active}/${limit}`;
+}
+
+/** `tcpserver: pid PID from IP` */
+export function pidLine(prog: string, pid: number, remoteIp: string): string {
+  return `${prog}: pid ${pid} from ${remoteIp}`;
+}
+
+/** What the ok/deny line reports about a connection. */
+export interface ConnectionFacts {
+  localHost?: string | null;
+  localIp: string;
+  localPort: number | string;
+  remoteHost?: string | null;
+  remoteIp: string;
+  remoteInfo?: string | null;
+  remotePort: number | string;
+}
+
+/**
+ * `tcpserver: ok PID LOCALHOST:LOCALIP:LOCALPORT REMOTEHOST:REMOTEIP:REMOTEINFO:REMOTEPORT`
+ * (or `deny`); `extra` (e.g. " MAXCONNIP: 2") is appended as given.
+ */
+export function decisionLine(
+  prog: string,
+  verdict: "ok" | "deny",
+  pid: number,
+  f: ConnectionFacts,
+  extra = "",
+): string {
+  const opt = (s: string | null | undefined) => (s === null || s === undefined ? "" : safe(s));
+  return `${prog}: ${verdict} ${pid} ${opt(f.localHost)}:${safe(f.localIp)}:${
+    safe(String(f.localPort))
+  } ${opt(f.remoteHost)}:${safe(f.remoteIp)}:${opt(f.remoteInfo)}:${
+    safe(String(f.remotePort))
+  }${extra}`;
+}
+
+/** `tcpserver: end PID status WSTAT` (WSTAT is the raw wait status). */
+export function endLine(prog: string, pid: number, wstat: number): string {
+  return `${prog}: end ${pid} status ${wstat}`;
+}
+
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+  SIGSTKFLT: 16,
+  SIGCHLD: 17,
+  SIGCONT: 18,
+  SIGSTOP: 19,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGURG: 23,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGWINCH: 28,
+  SIGIO: 29,
+  SIGPWR: 30,
+  SIGSYS: 31,
+};
+
+/** The wait(2) status word for an exit code or a terminating signal. */
+export function waitStatus(ended: { code: number | null; signal: string | null }): number {
+  if (ended.code !== null) return (ended.code & 0xff) << 8;
+  return ended.signal ? SIGNALS[ended.signal] ?? 0 : 0;
+}

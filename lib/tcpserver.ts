@@ -1,0 +1,547 @@
+/**
+ * tcpserver's core: listen, the accept gate (-c, and the -L over-limit
+ * mode), and each connection's pipeline:
+ *
+ *   accept -> prepare hook (PROXY header, TLS: sslserver) -> banner (-B)
+ *     -> peer info (TCPLOCAL*, TCPREMOTE*: -l/-h/-p DNS and -r ident, with
+ *        timeouts) -> rules (-x) -> limits (MAXLOAD, MAXCONNIP, MAXCONNC)
+ *     -> log "ok" -> runConnectionProgram (lib/chain.ts) -> log "end"
+ *
+ * The server takes parsed options (cli/tcpserver.ts parses the command
+ * line); a tool built on it (sslserver) adds its per-connection steps with
+ * the `prepare` hook instead of copying this file.
+ *
+ * Log lines are DJB's (lib/tcplog.ts). Where C prints a child's pid, this
+ * server prints a connection number (1, 2, ...): a connection is not a
+ * process here (rules may deny it, rblsmtpd may answer it in-process), and
+ * the number is the same on its "pid", "ok"/"deny" and "end" lines and in
+ * rblsmtpd's lines. The "end" status is the wait status C would report: the
+ * program's exit code x 256 or its signal; 25600 (exit 100) for a denied
+ * connection, 28416 (exit 111) for a dropped one.
+ */
+import { runConnectionProgram } from "./chain.ts";
+import { DnsCache, resolveAddrs, resolvePtr } from "./dns.ts";
+import { errorText } from "./errors.ts";
+import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
+import { remoteInfo } from "./ident.ts";
+import { Limits } from "./limits.ts";
+import { RulesFile } from "./rules.ts";
+import type { Ended } from "./spawn.ts";
+import type { Io } from "./stage.ts";
+import { decisionLine, endLine, pidLine, statusLine, waitStatus } from "./tcplog.ts";
+
+/** An address and port. */
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+/** Everything tcpserver's options decide. */
+export interface ServerOptions {
+  /** The program name in log lines (default "tcpserver"). */
+  prog?: string;
+  /** Address to listen on ("::" = dual stack, "0.0.0.0", a literal address). */
+  hostname: string;
+  port: number;
+  /** SO_REUSEPORT on the listening socket (several servers on one port). */
+  reusePort?: boolean;
+  /** -c: connections handled at once (default 40). */
+  limit: number;
+  /**
+   * -L: at the -c limit, accept each excess connection, write this message
+   * and CRLF, and close it. Null: stop accepting until a connection ends.
+   */
+  overLimitMessage?: string | null;
+  /** -x: the rules cdb, or null. */
+  rules?: string | null;
+  /** -X: allow when the rules cdb does not exist. */
+  allowNoRules?: boolean;
+  /** -B: written to the client first ("" = none). */
+  banner?: string;
+  /** -D: TCP_NODELAY (true), -d: Nagle (false, the default). */
+  noDelay?: boolean;
+  /** -h (default) / -H: look up TCPREMOTEHOST. */
+  remoteHost?: boolean;
+  /** -p: keep TCPREMOTEHOST only when the name maps back to the address. */
+  paranoid?: boolean;
+  /** -l: TCPLOCALHOST without a DNS lookup; undefined = look it up. */
+  localName?: string;
+  /** -r (default) / -R: ask the client's ident server for TCPREMOTEINFO. */
+  remoteInfo?: boolean;
+  /** -t: ident timeout in seconds (default 26). */
+  infoTimeout?: number;
+  /** DNS lookups give up after this many ms (default 10000). */
+  dnsTimeoutMs?: number;
+  /** 0 (-q), 1 (-Q, default), 2 (-v). */
+  verbosity?: number;
+  /** -6: report IPv4 clients as IPv4-mapped IPv6 with PROTO=TCP6. */
+  forceV6?: boolean;
+  /** -C n[:message]: the default MAXCONNIP and its message. */
+  maxConnIp?: number;
+  maxConnIpMessage?: string;
+  /** The program and its arguments. */
+  argv: string[];
+  /** tcpserver's own environment: every connection's starts from a copy. */
+  baseEnv: Map<string, string>;
+  /** Where log lines go (default: stderr, one write each). */
+  log?: (line: string) => void;
+  /** A per-connection step before peer info and rules (see PrepareHook). */
+  prepare?: PrepareHook;
+}
+
+/** What the prepare hook learns about a fresh connection. */
+export interface PrepareContext {
+  /** The connection number (the "pid" of the log lines). */
+  id: number;
+  /** The connection's streams so far (the raw socket). */
+  io: Io;
+  local: Endpoint;
+  remote: Endpoint;
+}
+
+/** What the prepare hook hands back. */
+export interface Prepared {
+  /** New streams to talk over (a TLS session), replacing the raw socket's. */
+  io?: Io;
+  /** The real endpoints (a PROXY header): used for env, rules, limits, logs. */
+  local?: Endpoint;
+  remote?: Endpoint;
+  /** Variables to set (or remove: null) after the TCP ones, before the rules. */
+  extraEnv?: Array<[string, string | null]>;
+  /** Called once when the connection is finished (after the socket is closed). */
+  cleanup?: () => void | Promise<void>;
+}
+
+/**
+ * A step run on each accepted connection before anything else (before the
+ * banner): read a PROXY header, do a TLS handshake. Resolving null drops the
+ * connection (the hook logs why); throwing drops it and logs the error.
+ */
+export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
+
+const DROP = "warning: dropping connection, ";
+const WSTAT_DENY = 100 << 8;
+const WSTAT_DROP = 111 << 8;
+
+const enc = new TextEncoder();
+
+/** Writes one log line to stderr, synchronously (as DJB's buffer_2 flush). */
+export function stderrLine(line: string): void {
+  const b = enc.encode(line + "\n");
+  let off = 0;
+  while (off < b.length) {
+    try {
+      off += Deno.stderr.writeSync(b.subarray(off));
+    } catch {
+      return;
+    }
+  }
+}
+
+const READ_SIZE = 64 * 1024;
+
+/**
+ * The Io of a socket: input ends at the client's FIN (or a reset), closing
+ * output half-closes the socket (the client sees FIN after all output);
+ * neither closes the socket itself.
+ */
+export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
+  let ended = false;
+  const input = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (ended) return;
+      const buf = new Uint8Array(READ_SIZE);
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        ended = true;
+        c.close();
+      } else c.enqueue(buf.subarray(0, n));
+    },
+    cancel() {
+      ended = true;
+    },
+  }, { highWaterMark: 0 });
+  const output = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      let off = 0;
+      while (off < chunk.length) off += await conn.write(chunk.subarray(off));
+    },
+    async close() {
+      try {
+        await conn.closeWrite();
+      } catch { /* already gone */ }
+    },
+  });
+  return { input, output, log };
+}
+
+function lower(name: string): string {
+  return name.replace(/\.$/, "").toLowerCase();
+}
+
+/** A listening tcpserver. */
+export class TcpServer {
+  readonly prog: string;
+  readonly opts: ServerOptions;
+  readonly #log: (line: string) => void;
+  readonly #verbosity: number;
+  readonly #rules: RulesFile | null;
+  readonly #limits: Limits;
+  readonly #dnsCache = new DnsCache(10000);
+  readonly #localNames = new Map<string, { at: number; name: Promise<string | null> }>();
+  #listener: Deno.TcpListener | null = null;
+  #local: Endpoint | null = null;
+  #active = 0;
+  #nextId = 0;
+  #stopping = false;
+  #wake: (() => void) | null = null;
+  #idle: (() => void) | null = null;
+  #done: Promise<void> | null = null;
+
+  constructor(opts: ServerOptions) {
+    this.opts = opts;
+    this.prog = opts.prog ?? "tcpserver";
+    this.#verbosity = opts.verbosity ?? 1;
+    this.#log = opts.log ?? stderrLine;
+    this.#rules = opts.rules ? new RulesFile(opts.rules) : null;
+    this.#limits = new Limits({
+      maxConnIp: opts.maxConnIp,
+      maxConnIpMessage: opts.maxConnIpMessage,
+      baseEnv: opts.baseEnv,
+      log: (line) => this.#warn(line),
+    });
+  }
+
+  #warn(line: string): void {
+    if (this.#verbosity >= 1) this.#log(line);
+  }
+
+  #status(): void {
+    if (this.#verbosity >= 2) this.#log(statusLine(this.prog, this.#active, this.opts.limit));
+  }
+
+  /** Connections being handled now. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /**
+   * Binds and listens (throws Deno's error: AddrInUse, PermissionDenied...).
+   * Returns the local address (port 0 picks one).
+   */
+  listen(): Endpoint {
+    const o: Deno.TcpListenOptions = { hostname: this.opts.hostname, port: this.opts.port };
+    if (this.opts.reusePort) o.reusePort = true;
+    const l = Deno.listen({ ...o, transport: "tcp" });
+    this.#listener = l;
+    const a = l.addr as Deno.NetAddr;
+    this.#local = { ip: a.hostname, port: a.port };
+    return this.#local;
+  }
+
+  /** The port listened on (after listen()). */
+  get listenPort(): number {
+    return this.#local?.port ?? 0;
+  }
+
+  /** Accepts and serves until stop(); resolves when the accept loop ended. */
+  serve(): Promise<void> {
+    this.#done ??= this.#acceptLoop();
+    return this.#done;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    const l = this.#listener;
+    if (!l) throw new Error("listen() first");
+    this.#status();
+    const overLimit = this.opts.overLimitMessage ?? null;
+    for (;;) {
+      while (!this.#stopping && overLimit === null && this.#active >= this.opts.limit) {
+        await new Promise<void>((r) => (this.#wake = r));
+      }
+      if (this.#stopping) break;
+      let conn: Deno.TcpConn;
+      try {
+        conn = await l.accept();
+      } catch (e) {
+        if (this.#stopping || e instanceof Deno.errors.BadResource) break;
+        // EMFILE and friends: C retries at once; give the loop a breath.
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      if (this.#active >= this.opts.limit && overLimit !== null) {
+        this.#refuseBusy(conn, overLimit);
+        continue;
+      }
+      this.#active++;
+      this.#status();
+      const id = ++this.#nextId;
+      this.#handle(conn, id).then(
+        (wstat) => this.#finished(id, wstat),
+        (e) => {
+          this.#warn(`${this.prog}: ${DROP}${errorText(e)}`);
+          this.#finished(id, WSTAT_DROP);
+        },
+      );
+    }
+  }
+
+  #finished(id: number, wstat: number): void {
+    if (this.#verbosity >= 2) this.#log(endLine(this.prog, id, wstat));
+    if (this.#active > 0) this.#active--;
+    this.#status();
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+    if (this.#active === 0) {
+      const i = this.#idle;
+      this.#idle = null;
+      i?.();
+    }
+  }
+
+  #refuseBusy(conn: Deno.TcpConn, message: string): void {
+    const data = enc.encode(message + "\r\n");
+    (async () => {
+      try {
+        let off = 0;
+        while (off < data.length) off += await conn.write(data.subarray(off));
+      } catch { /* the client is gone */ }
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    })();
+  }
+
+  /**
+   * Stops accepting, then waits for running connections to end, at most
+   * drainMs. Resolves true when none is left.
+   */
+  async stop(drainMs = 0): Promise<boolean> {
+    this.#stopping = true;
+    try {
+      this.#listener?.close();
+    } catch { /* closed */ }
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+    await this.#done?.catch(() => {});
+    if (this.#active === 0) return true;
+    if (drainMs <= 0) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = new Promise<boolean>((r) => (this.#idle = () => r(true)));
+    const timeout = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainMs)));
+    const ok = await Promise.race([idle, timeout]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  #localName(ip: string): Promise<string | null> {
+    const now = Date.now();
+    const hit = this.#localNames.get(ip);
+    if (hit && now - hit.at < 60_000) return hit.name;
+    const name = this.#ptr(ip);
+    if (this.#localNames.size > 1000) this.#localNames.clear();
+    this.#localNames.set(ip, { at: now, name });
+    return name;
+  }
+
+  async #ptr(ip: string): Promise<string | null> {
+    try {
+      const names = await resolvePtr(ip, {
+        timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
+        cache: this.#dnsCache,
+      });
+      return names.length ? lower(names[0]) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async #remoteHost(ip: string): Promise<string | null> {
+    const name = await this.#ptr(ip);
+    if (name === null || !this.opts.paranoid) return name;
+    try {
+      const addrs = await resolveAddrs(name, {
+        family: ip.includes(":") ? 6 : 4,
+        timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
+        cache: this.#dnsCache,
+      });
+      for (const a of addrs) if (showAddress(a).ip === ip) return name;
+    } catch { /* not confirmed */ }
+    return null;
+  }
+
+  /** One connection, start to end; resolves with the wait status to log. */
+  async #handle(conn: Deno.TcpConn, id: number): Promise<number> {
+    const o = this.opts;
+    const prog = this.prog;
+    let cleanup: (() => void | Promise<void>) | undefined;
+    try {
+      const la = conn.localAddr as Deno.NetAddr;
+      const ra = conn.remoteAddr as Deno.NetAddr;
+      let local: Endpoint = { ip: la.hostname, port: la.port };
+      let remote: Endpoint = { ip: ra.hostname, port: ra.port };
+      if (this.#verbosity >= 2) {
+        this.#log(pidLine(prog, id, showAddress(remote.ip, o.forceV6).ip));
+      }
+      try {
+        conn.setNoDelay(o.noDelay ?? false);
+      } catch { /* not a TCP socket any more */ }
+      let io = socketIo(conn, this.#log);
+      let extraEnv: Array<[string, string | null]> = [];
+      if (o.prepare) {
+        const p = await o.prepare(conn, { id, io, local, remote });
+        if (p === null) return WSTAT_DROP;
+        cleanup = p.cleanup;
+        if (p.io) io = p.io;
+        if (p.local) local = p.local;
+        if (p.remote) remote = p.remote;
+        if (p.extraEnv) extraEnv = p.extraEnv;
+      }
+      if (o.banner) {
+        const w = io.output.getWriter();
+        try {
+          await w.write(enc.encode(o.banner));
+        } catch (e) {
+          this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
+          return WSTAT_DROP;
+        } finally {
+          w.releaseLock();
+        }
+      }
+
+      const localShown = showAddress(local.ip, o.forceV6);
+      const remoteShown = showAddress(remote.ip, o.forceV6);
+      const plainRemote = showAddress(remote.ip).ip;
+      const infoTimeout = (o.infoTimeout ?? 26) * 1000;
+      const [localHost, remoteHost, info] = await Promise.all([
+        o.localName !== undefined
+          ? Promise.resolve(o.localName)
+          : this.#localName(showAddress(local.ip).ip),
+        (o.remoteHost ?? true) ? this.#remoteHost(plainRemote) : Promise.resolve(null),
+        (o.remoteInfo ?? true)
+          ? remoteInfo({
+            remoteIp: plainRemote,
+            remotePort: remote.port,
+            localIp: showAddress(local.ip).ip,
+            localPort: local.port,
+            timeoutMs: infoTimeout,
+          })
+          : Promise.resolve(null),
+      ]);
+
+      const env = new Map(o.baseEnv);
+      applyEnviron(
+        env,
+        tcpEnviron({
+          localIp: local.ip,
+          localPort: local.port,
+          localHost,
+          remoteIp: remote.ip,
+          remotePort: remote.port,
+          remoteHost,
+          remoteInfo: info,
+          forceV6: o.forceV6,
+        }),
+      );
+      for (const [k, v] of extraEnv) v === null ? env.delete(k) : env.set(k, v);
+
+      let allow = true;
+      if (this.#rules) {
+        let d;
+        try {
+          d = await this.#rules.lookup(
+            plainRemote,
+            remoteHost ?? undefined,
+            info ?? undefined,
+          );
+        } catch (e) {
+          this.#warn(`${prog}: ${DROP}unable to read ${this.#rules.path}: ${errorText(e)}`);
+          return WSTAT_DROP;
+        }
+        if (d === "missing") {
+          if (!o.allowNoRules) {
+            this.#warn(`${prog}: ${DROP}unable to read ${this.#rules.path}: file does not exist`);
+            return WSTAT_DROP;
+          }
+        } else {
+          allow = d.allow;
+          for (const [k, v] of d.env) v === null ? env.delete(k) : env.set(k, v);
+        }
+      }
+
+      const facts = {
+        localHost,
+        localIp: localShown.ip,
+        localPort: local.port,
+        remoteHost,
+        remoteIp: remoteShown.ip,
+        remoteInfo: info,
+        remotePort: remote.port,
+      };
+      if (!allow) {
+        if (this.#verbosity >= 2) this.#log(decisionLine(prog, "deny", id, facts));
+        return WSTAT_DENY;
+      }
+
+      const admitted = this.#limits.admit(plainRemote, env);
+      if (!admitted.admitted) {
+        if (this.#verbosity >= 2) {
+          this.#log(
+            decisionLine(prog, "deny", id, facts, ` ${admitted.label}: ${admitted.figure}`),
+          );
+        }
+        if (admitted.message !== null) {
+          const w = io.output.getWriter();
+          try {
+            await w.write(enc.encode(admitted.message + "\r\n"));
+            await w.close();
+          } catch { /* the client is gone */ }
+        } else {
+          // Close after a second, without holding a -c slot meanwhile.
+          const c = cleanup;
+          cleanup = undefined;
+          setTimeout(() => {
+            try {
+              conn.close();
+            } catch { /* closed */ }
+            c?.();
+          }, 1000);
+          conn = null as unknown as Deno.TcpConn;
+        }
+        return WSTAT_DENY;
+      }
+      env.set("TCPCONNNUM", String(admitted.connNum));
+      try {
+        if (this.#verbosity >= 2) this.#log(decisionLine(prog, "ok", id, facts));
+        let ended: Ended;
+        try {
+          ended = await runConnectionProgram(o.argv, env, io, { pid: id });
+        } catch (e) {
+          this.#warn(`${prog}: ${DROP}unable to run ${o.argv[0]}: ${errorText(e)}`);
+          return WSTAT_DROP;
+        }
+        return waitStatus(ended);
+      } finally {
+        try {
+          conn?.close();
+        } catch { /* closed */ }
+        conn = null as unknown as Deno.TcpConn;
+        admitted.release();
+      }
+    } finally {
+      try {
+        conn?.close();
+      } catch { /* closed */ }
+      try {
+        await cleanup?.();
+      } catch { /* ignore */ }
+    }
+  }
+}

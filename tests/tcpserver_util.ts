@@ -1,0 +1,185 @@
+/**
+ * Test helpers for tcpserver: start ours or DJB's C tcpserver with -1, learn
+ * its port, watch its stderr lines, talk to it over loopback (from a chosen
+ * source address), stop it.
+ */
+import net from "node:net";
+import { cTool, oursArgv } from "./helpers.ts";
+
+/** A running tcpserver process. */
+export interface Srv {
+  port: number;
+  pid: number;
+  child: Deno.ChildProcess;
+  /** stderr lines so far */
+  lines: string[];
+  /** The first stderr line (past or future) matching re. */
+  waitLine(re: RegExp): Promise<string>;
+  /** Resolves when the process exited, with its code. */
+  exited: Promise<number>;
+  /** SIGTERM (once) and wait for the exit. */
+  stop(): Promise<number>;
+}
+
+/** Starts `which` tcpserver with args (which must include -1) and waits for its port. */
+export async function startSrv(
+  which: "ours" | "c",
+  args: string[],
+  opts: { env?: Record<string, string>; clearEnv?: boolean; wrap?: string[] } = {},
+): Promise<Srv> {
+  let argv: string[];
+  if (which === "ours") argv = oursArgv("tcpserver", args);
+  else {
+    const c = cTool("tcpserver");
+    if (!c) throw new Error("C tcpserver not installed");
+    argv = [c, ...args];
+  }
+  if (opts.wrap) argv = [...opts.wrap, ...argv];
+  const env = opts.clearEnv
+    ? { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...opts.env }
+    : opts.env;
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env,
+    clearEnv: opts.clearEnv ?? false,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const waiters: { re: RegExp; resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
+  let errDone = false;
+  const pumpErr = (async () => {
+    const dec = new TextDecoder();
+    let buf = "";
+    for await (const chunk of child.stderr) {
+      buf += dec.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        for (const w of [...waiters]) {
+          if (w.re.test(line)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
+    }
+    errDone = true;
+    for (const w of waiters.splice(0)) {
+      w.reject(new Error(`stderr ended before ${w.re}: ${lines.join("\n")}`));
+    }
+  })();
+  const exited = (async () => {
+    const st = await child.status;
+    await pumpErr;
+    return st.code;
+  })();
+  const reader = child.stdout.getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await exited;
+      throw new Error(`tcpserver did not start: ${lines.join("\n")}`);
+    }
+    out += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  const port = Number(out.trim());
+  let stopped = false;
+  return {
+    port,
+    pid: child.pid,
+    child,
+    lines,
+    exited,
+    waitLine(re) {
+      const hit = lines.find((l) => re.test(l));
+      if (hit) return Promise.resolve(hit);
+      if (errDone) return Promise.reject(new Error(`no line ${re}: ${lines.join("\n")}`));
+      return new Promise((resolve, reject) => waiters.push({ re, resolve, reject }));
+    },
+    async stop() {
+      if (!stopped) {
+        stopped = true;
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      }
+      return await exited;
+    },
+  };
+}
+
+/** What a client got back. */
+export interface Talk {
+  data: Uint8Array;
+  text: string;
+  /** The client's own port. */
+  localPort: number;
+}
+
+/**
+ * Connects to host:port (from localAddress if given), writes send, half-closes
+ * (unless keepOpen), and collects everything until the server closes.
+ */
+export function talk(
+  port: number,
+  opts: { host?: string; localAddress?: string; send?: Uint8Array | string; keepOpen?: boolean } =
+    {},
+): Promise<Talk> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    const sock = net.connect({
+      host: opts.host ?? "127.0.0.1",
+      port,
+      localAddress: opts.localAddress,
+    });
+    let localPort = 0;
+    sock.on("connect", () => {
+      localPort = sock.localPort ?? 0;
+      if (opts.send !== undefined) sock.write(opts.send);
+      if (!opts.keepOpen) sock.end();
+    });
+    sock.on("data", (c: Uint8Array) => chunks.push(new Uint8Array(c)));
+    sock.on("error", reject);
+    sock.on("close", () => {
+      const data = concat(chunks);
+      resolve({ data, text: new TextDecoder().decode(data), localPort });
+    });
+  });
+}
+
+/** The concatenation of chunks. */
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Log lines with pids and ports replaced, for comparing ours with C's. */
+export function normalise(lines: string[], ports: Record<string, string> = {}): string[] {
+  return lines.map((l) => {
+    let s = l
+      .replace(/^(tcpserver: (?:pid|ok|deny|end)) \d+/, "$1 PID");
+    for (const [from, to] of Object.entries(ports)) s = s.replaceAll(from, to);
+    return s;
+  });
+}
+
+/** Number of open descriptors of a process. */
+export function fdCount(pid: number): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}

@@ -1,0 +1,585 @@
+/**
+ * TLS over an already-open byte stream pair (an accepted or connected TCP
+ * connection, possibly after a PROXY header was read off it), for sslserver
+ * and sslclient. Uses node:tls TLSSocket over a node Duplex adapter, which
+ * Deno supports for both server and client handshakes. Credentials are read
+ * and checked here (ucspi-ssl's $CERTFILE, $CERTCHAINFILE, $KEYFILE, $CAFILE,
+ * $CIPHERS); client certificates are verified here against $CAFILE, because
+ * Deno's server side only checks that one was sent.
+ */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { Duplex } from "node:stream";
+import tls from "node:tls";
+
+/** A connection as two Web streams. */
+export interface StreamPair {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+  /** Closes the whole connection at once (Deno.Conn's close), when available. */
+  close?: () => void;
+}
+
+/** Why credentials could not be loaded; the cli maps it to ucspi-ssl's message. */
+export type CredentialFailure =
+  | "certificate"
+  | "chain"
+  | "key"
+  | "mismatch"
+  | "ca"
+  | "ciphers";
+
+/** Credentials that failed to load. */
+export class CredentialError extends Error {
+  constructor(readonly failure: CredentialFailure, message: string) {
+    super(message);
+    this.name = "CredentialError";
+  }
+}
+
+/** ucspi-ssl's fatal text for each credential failure (after "prog: fatal: "). */
+export const CREDENTIAL_MESSAGES: Record<CredentialFailure, string> = {
+  certificate: "unable to load certificate",
+  chain: "unable to load certificate chain file",
+  key: "unable to load key",
+  mismatch: "key does not match certificate",
+  ca: "unable to load CA list",
+  ciphers: "unable to set cipher list",
+};
+
+/** The files and settings a server reads, as ucspi-ssl names them in the environment. */
+export interface ServerFiles {
+  certFile?: string;
+  certChainFile?: string;
+  keyFile?: string;
+  caFile?: string;
+  ciphers?: string;
+  /** How many CA certificates above the client's may be used (ucspi-ssl $VERIFYDEPTH). */
+  verifyDepth: number;
+}
+
+/** $CERTFILE, $CERTCHAINFILE, $KEYFILE, $CAFILE, $CIPHERS, $VERIFYDEPTH; empty means unset. */
+export function serverFilesFromEnv(env: (name: string) => string | undefined): ServerFiles {
+  const get = (n: string) => {
+    const v = env(n);
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const depth = get("VERIFYDEPTH");
+  return {
+    certFile: get("CERTFILE"),
+    certChainFile: get("CERTCHAINFILE"),
+    keyFile: get("KEYFILE"),
+    caFile: get("CAFILE"),
+    ciphers: get("CIPHERS"),
+    verifyDepth: depth === undefined ? 1 : Math.max(0, parseInt(depth, 10) || 0),
+  };
+}
+
+/** Loaded, checked server credentials. */
+export interface ServerCredentials {
+  context: tls.SecureContext;
+  /** The server's own certificate. */
+  cert: X509Certificate;
+  /** CAs trusted for client certificates ($CAFILE), empty when none. */
+  cas: X509Certificate[];
+  verifyDepth: number;
+}
+
+/** The PEM certificates in text, in file order. */
+export function pemCertificates(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/** The first PEM private key block in text (a file may hold certificates too). */
+function privateKeyPem(text: string | null): string | null {
+  if (text === null) return null;
+  const m = /-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]+?-----END \1PRIVATE KEY-----/.exec(text);
+  return m ? m[0] : null;
+}
+
+async function readText(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    return null;
+  }
+}
+
+function certsOf(text: string | null): X509Certificate[] | null {
+  if (text === null) return null;
+  const pems = pemCertificates(text);
+  if (pems.length === 0) return null;
+  try {
+    return pems.map((p) => new X509Certificate(p));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Orders a chain leaf first: the certificate matching the key, then each
+ * issuer in turn (ucspi-ssl's chain files come in either order).
+ */
+function orderChain(certs: X509Certificate[], leaf: X509Certificate): X509Certificate[] {
+  const out = [leaf];
+  const left = certs.filter((c) => c !== leaf);
+  let cur = leaf;
+  while (left.length) {
+    const i = left.findIndex((c) => cur.checkIssued(c) && c !== cur);
+    if (i < 0) break;
+    cur = left.splice(i, 1)[0];
+    out.push(cur);
+    if (cur.checkIssued(cur)) break; // self-signed root: the end
+  }
+  return out.concat(left);
+}
+
+/**
+ * Reads and checks the server's certificate (or chain), key and CA list as
+ * ucspi-ssl does at start (and on SIGHUP). Throws CredentialError.
+ */
+export async function loadServerCredentials(files: ServerFiles): Promise<ServerCredentials> {
+  const chainMode = files.certChainFile !== undefined;
+  const certPath = files.certChainFile ?? files.certFile;
+  const failCert: CredentialFailure = chainMode ? "chain" : "certificate";
+  if (certPath === undefined) throw new CredentialError(failCert, "no certificate file given");
+  const certs = certsOf(await readText(certPath));
+  if (!certs) throw new CredentialError(failCert, `cannot read certificates from ${certPath}`);
+  const keyPath = files.keyFile ?? certPath;
+  const keyText = privateKeyPem(await readText(keyPath));
+  let key;
+  try {
+    if (keyText === null) throw new Error("unreadable");
+    key = createPrivateKey(keyText);
+  } catch {
+    throw new CredentialError("key", `cannot read a private key from ${keyPath}`);
+  }
+  const leaf = certs.find((c) => c.checkPrivateKey(key));
+  if (!leaf) throw new CredentialError("mismatch", "key does not match certificate");
+  const chain = chainMode ? orderChain(certs, leaf) : [leaf];
+  let cas: X509Certificate[] = [];
+  let caPem: string | undefined;
+  if (files.caFile !== undefined) {
+    const text = await readText(files.caFile);
+    const got = certsOf(text);
+    if (!got) throw new CredentialError("ca", `cannot read CA certificates from ${files.caFile}`);
+    cas = got;
+    caPem = pemCertificates(text!).join("\n");
+  }
+  let context: tls.SecureContext;
+  try {
+    context = tls.createSecureContext({
+      cert: chain.map((c) => c.toString()).join("\n"),
+      key: keyText!,
+      ca: caPem,
+      ciphers: files.ciphers,
+    });
+  } catch (e) {
+    throw new CredentialError(files.ciphers ? "ciphers" : "certificate", (e as Error).message);
+  }
+  return { context, cert: leaf, cas, verifyDepth: files.verifyDepth };
+}
+
+/**
+ * A node Duplex over a Web stream pair (what node:tls needs underneath).
+ * Destroying it lets writes already accepted reach the socket first (a TLS
+ * alert or Finished message), then closes the connection.
+ */
+function duplexOver(pair: StreamPair): Duplex {
+  const reader = pair.readable.getReader();
+  const writer = pair.writable.getWriter();
+  let last: Promise<unknown> = Promise.resolve();
+  let closing = false;
+  return new Duplex({
+    allowHalfOpen: true,
+    read() {
+      reader.read().then(
+        ({ value, done }) => {
+          if (done) this.push(null);
+          else this.push(value);
+        },
+        () => this.push(null),
+      );
+    },
+    write(chunk: Uint8Array, _enc, cb) {
+      last = writer.write(chunk);
+      last.then(() => cb(), (e) => cb(e as Error));
+    },
+    final(cb) {
+      closing = true;
+      last = writer.close();
+      last.then(() => cb(), () => cb());
+    },
+    destroy(err, cb) {
+      reader.cancel().catch(() => {});
+      last.catch(() => {}).finally(() => {
+        if (!closing) writer.close().catch(() => {});
+        try {
+          pair.close?.();
+        } catch { /* already closed */ }
+      });
+      cb(err);
+    },
+  });
+}
+
+/** A TLS socket over pair whose end also ends the connection underneath. */
+function tieDown(sock: tls.TLSSocket, duplex: Duplex): tls.TLSSocket {
+  sock.once("close", () => duplex.destroy());
+  return sock;
+}
+
+/** The plaintext side of a TLS connection as Web streams. */
+function streamsOf(sock: tls.TLSSocket): StreamPair {
+  let ended = false;
+  const readable = new ReadableStream<Uint8Array>({
+    start(controller) {
+      sock.on("data", (chunk: Uint8Array) => {
+        controller.enqueue(new Uint8Array(chunk));
+        if ((controller.desiredSize ?? 0) <= 0) sock.pause();
+      });
+      sock.on("end", () => {
+        ended = true;
+        try {
+          controller.close();
+        } catch { /* cancelled */ }
+      });
+      sock.on("close", () => {
+        if (ended) return;
+        ended = true;
+        try {
+          controller.close();
+        } catch { /* cancelled */ }
+      });
+      sock.on("error", () => {/* reported through close; logged by the caller */});
+    },
+    pull() {
+      sock.resume();
+    },
+    cancel() {
+      if (sock.writableFinished || sock.destroyed) sock.destroy();
+      else sock.once("finish", () => sock.destroy());
+    },
+  }, { highWaterMark: 4 });
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (sock.destroyed) return Promise.reject(new Error("connection closed"));
+      return new Promise<void>((resolve, reject) => {
+        const ok = sock.write(chunk, (err?: Error | null) => {
+          if (err && ok) reject(err);
+        });
+        if (ok) resolve();
+        else {
+          const done = () => {
+            sock.off("drain", done);
+            sock.off("close", done);
+            if (sock.destroyed && !sock.writableFinished) reject(new Error("connection closed"));
+            else resolve();
+          };
+          sock.on("drain", done);
+          sock.on("close", done);
+        }
+      });
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        if (sock.destroyed) return resolve();
+        sock.end(() => resolve());
+        sock.once("close", () => resolve());
+      });
+    },
+    abort() {
+      sock.destroy();
+    },
+  });
+  return { readable, writable };
+}
+
+/** What the handshake settled, for the environment and the log. */
+export interface TlsInfo {
+  /** "TLSv1.3", "TLSv1.2" */
+  protocol: string;
+  /** Cipher suite name, e.g. "TLS_AES_256_GCM_SHA384" */
+  cipher: string;
+  /** The certificate the peer presented (client certificate on a server), if any. */
+  peer?: X509Certificate;
+  /** NONE, SUCCESS or FAILED:reason (mod_ssl's SSL_CLIENT_VERIFY). */
+  verify: string;
+  /** The certificate we presented, if any. */
+  own?: X509Certificate;
+}
+
+/** A secured connection: plaintext streams and the handshake's outcome. */
+export interface TlsSession extends StreamPair {
+  info: TlsInfo;
+}
+
+/** A handshake that failed or timed out; message is the reason to log. */
+export class HandshakeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "HandshakeError";
+  }
+}
+
+/** Client certificate policy: Z (none), m (required, no name check), z (required + name). */
+export type ClientCertMode = "none" | "require" | "require-host";
+
+/** Options of acceptTls. */
+export interface AcceptOptions {
+  /** Give up on the handshake after this many milliseconds. */
+  timeoutMs: number;
+  clientCert: ClientCertMode;
+  /** With require-host: the client's host name to match against the certificate. */
+  clientHost?: string;
+}
+
+function handshake(
+  sock: tls.TLSSocket,
+  event: "secure" | "secureConnect",
+  timeoutMs: number,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      fail(new HandshakeError("timed out"));
+    }, timeoutMs);
+    const fail = (e: Error) => {
+      clearTimeout(timer);
+      sock.off(event, ok);
+      sock.destroy();
+      reject(e instanceof HandshakeError ? e : new HandshakeError(e.message));
+    };
+    const ok = () => {
+      clearTimeout(timer);
+      sock.off("error", fail);
+      sock.off("close", closed);
+      sock.off("end", closed);
+      resolve();
+    };
+    const closed = () => fail(new HandshakeError("connection closed during handshake"));
+    sock.once(event, ok);
+    sock.once("error", fail);
+    sock.once("close", closed);
+    sock.once("end", closed);
+  });
+}
+
+/**
+ * Verifies a certificate against the trusted CAs, walking up through CAs in
+ * the list up to a self-signed root at most `depth` steps above the
+ * certificate (ucspi-ssl's VERIFYDEPTH; 1 means issued directly by a listed
+ * root CA). Returns "SUCCESS" or "FAILED:reason".
+ */
+export function verifyCertificate(
+  cert: X509Certificate,
+  cas: X509Certificate[],
+  depth: number,
+  now = new Date(),
+): string {
+  const valid = (c: X509Certificate) => new Date(c.validFrom) <= now && now <= new Date(c.validTo);
+  if (!valid(cert)) return "FAILED:certificate has expired or is not yet valid";
+  const limit = Math.max(depth, 1);
+  let cur = cert;
+  for (let step = 1; step <= limit; step++) {
+    const issuer = cas.find((ca) => cur.checkIssued(ca) && cur.verify(ca.publicKey));
+    if (!issuer) return "FAILED:unable to get local issuer certificate";
+    if (!valid(issuer)) return "FAILED:CA certificate has expired or is not yet valid";
+    if (issuer.checkIssued(issuer)) return "SUCCESS";
+    cur = issuer;
+  }
+  return "FAILED:certificate chain too long";
+}
+
+/**
+ * Runs the server side of a handshake over `pair` and returns the plaintext
+ * streams. Throws HandshakeError (with the reason) on failure or timeout, or
+ * when a required client certificate is missing or not trusted; the
+ * connection is closed then.
+ */
+export async function acceptTls(
+  pair: StreamPair,
+  creds: ServerCredentials,
+  opts: AcceptOptions,
+): Promise<TlsSession> {
+  const wantCert = opts.clientCert !== "none" || creds.cas.length > 0;
+  const duplex = duplexOver(pair);
+  const sock = tieDown(
+    new tls.TLSSocket(duplex, {
+      isServer: true,
+      secureContext: creds.context,
+      requestCert: wantCert,
+      rejectUnauthorized: false,
+    }),
+    duplex,
+  );
+  await handshake(sock, "secure", opts.timeoutMs);
+  const raw = sock.getPeerCertificate();
+  let peer: X509Certificate | undefined;
+  if (raw && raw.raw) {
+    try {
+      peer = new X509Certificate(raw.raw);
+    } catch { /* unparsable: treated as absent */ }
+  }
+  let verify = "NONE";
+  if (peer) verify = verifyCertificate(peer, creds.cas, creds.verifyDepth);
+  if (opts.clientCert !== "none") {
+    let problem: string | undefined;
+    if (!peer) problem = "no client certificate";
+    else if (verify !== "SUCCESS") {
+      problem = "missing credentials (CA) or unable to validate client certificate";
+    } else if (
+      opts.clientCert === "require-host" && opts.clientHost &&
+      !peer.checkHost(opts.clientHost) && !peer.checkIP(opts.clientHost)
+    ) {
+      problem = `client hostname does not match certificate: ${opts.clientHost}`;
+    }
+    if (problem) {
+      sock.destroy();
+      throw new HandshakeError(problem);
+    }
+  }
+  const cipher = sock.getCipher();
+  return {
+    ...streamsOf(sock),
+    info: {
+      protocol: sock.getProtocol() ?? "",
+      cipher: cipher?.name ?? "",
+      peer,
+      verify,
+      own: creds.cert,
+    },
+  };
+}
+
+/** Options of connectTls (sslclient). */
+export interface ConnectOptions {
+  /** The name the server was reached by: sent as SNI and matched against its certificate. */
+  host: string;
+  /** Verify the server certificate (default); -X turns it off. */
+  verifyServer: boolean;
+  /** Match host against the certificate (default); -N turns it off. */
+  checkName: boolean;
+  /** PEM text of trusted CAs; undefined means the system store. */
+  ca?: string;
+  /** Client certificate and key (PEM text). */
+  cert?: string;
+  key?: string;
+  ciphers?: string;
+  timeoutMs: number;
+}
+
+/** The system's CA bundle (Debian's ca-certificates), if any. */
+export async function systemCaBundle(): Promise<string | undefined> {
+  for (
+    const p of [
+      "/etc/ssl/certs/ca-certificates.crt",
+      "/etc/pki/tls/certs/ca-bundle.crt",
+      "/etc/ssl/cert.pem",
+    ]
+  ) {
+    const t = await readText(p);
+    if (t) return t;
+  }
+  return undefined;
+}
+
+function isIp(host: string): boolean {
+  return /^[0-9.]+$/.test(host) || host.includes(":");
+}
+
+/**
+ * Runs the client side of a handshake over `pair`. Throws HandshakeError with
+ * ucspi-ssl's reason when the handshake fails or the server's certificate is
+ * not trusted (verifyServer) or does not name host (checkName).
+ */
+export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promise<TlsSession> {
+  const ca = opts.ca ?? (await systemCaBundle());
+  const duplex = duplexOver(pair);
+  const sock = tieDown(
+    tls.connect({
+      socket: duplex,
+      servername: isIp(opts.host) ? undefined : opts.host,
+      host: opts.host,
+      ca,
+      cert: opts.cert,
+      key: opts.key,
+      ciphers: opts.ciphers,
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    }),
+    duplex,
+  );
+  await handshake(sock, "secureConnect", opts.timeoutMs);
+  const raw = sock.getPeerCertificate();
+  let peer: X509Certificate | undefined;
+  if (raw && raw.raw) {
+    try {
+      peer = new X509Certificate(raw.raw);
+    } catch { /* absent */ }
+  }
+  const fail = (why: string) => {
+    sock.destroy();
+    return new HandshakeError(why);
+  };
+  let verify = sock.authorized ? "SUCCESS" : `FAILED:${sock.authorizationError ?? "unknown"}`;
+  if (opts.verifyServer) {
+    if (!peer) throw fail("no server certificate");
+    if (!sock.authorized) {
+      throw fail("missing credentials (CA) or unable to validate server certificate");
+    }
+    if (
+      opts.checkName &&
+      !(isIp(opts.host) ? peer.checkIP(opts.host) : peer.checkHost(opts.host))
+    ) {
+      throw fail(`server hostname does not match certificate: ${opts.host}`);
+    }
+  } else if (!peer) verify = "NONE";
+  const cipher = sock.getCipher();
+  return {
+    ...streamsOf(sock),
+    info: { protocol: sock.getProtocol() ?? "", cipher: cipher?.name ?? "", peer, verify },
+  };
+}
+
+/** A distinguished name in OpenSSL's one-line form: "/C=DE/O=Example/CN=name". */
+export function oneLineDn(dn: string): string {
+  return dn.split("\n").filter((l) => l !== "").map((l) => "/" + l).join("");
+}
+
+function dnParts(dn: string): [string, string][] {
+  return dn.split("\n").filter((l) => l.includes("=")).map((l) => {
+    const i = l.indexOf("=");
+    return [l.slice(0, i), l.slice(i + 1)];
+  });
+}
+
+/**
+ * mod_ssl-style variables for a session, as ucspi-ssl's -s sets them:
+ * SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY and, for each certificate
+ * (side CLIENT for the peer on a server, SERVER for our own), SSL_x_S_DN,
+ * SSL_x_I_DN, their components (SSL_x_S_DN_CN ...), SSL_x_M_SERIAL,
+ * SSL_x_V_START, SSL_x_V_END and SSL_x_CERT (PEM).
+ */
+export function sslEnvironment(
+  info: TlsInfo,
+  peerSide: "CLIENT" | "SERVER",
+): Record<string, string> {
+  const env: Record<string, string> = {
+    SSL_PROTOCOL: info.protocol,
+    SSL_CIPHER: info.cipher,
+  };
+  if (peerSide === "CLIENT") env.SSL_CLIENT_VERIFY = info.verify;
+  const put = (side: string, c: X509Certificate) => {
+    env[`SSL_${side}_S_DN`] = oneLineDn(c.subject);
+    env[`SSL_${side}_I_DN`] = oneLineDn(c.issuer);
+    for (const [k, v] of dnParts(c.subject)) env[`SSL_${side}_S_DN_${k}`] = v;
+    for (const [k, v] of dnParts(c.issuer)) env[`SSL_${side}_I_DN_${k}`] = v;
+    env[`SSL_${side}_M_SERIAL`] = c.serialNumber;
+    env[`SSL_${side}_V_START`] = c.validFrom;
+    env[`SSL_${side}_V_END`] = c.validTo;
+    env[`SSL_${side}_CERT`] = c.toString().trim();
+  };
+  if (info.peer) put(peerSide, info.peer);
+  const ownSide = peerSide === "CLIENT" ? "SERVER" : "CLIENT";
+  if (info.own) put(ownSide, info.own);
+  return env;
+}

@@ -110,6 +110,11 @@ export interface Prepared {
   extraEnv?: Array<[string, string | null]>;
   /** Called once when the connection is finished (after the socket is closed). */
   cleanup?: () => void | Promise<void>;
+  /**
+   * Edits the environment after the TCP variables and extraEnv, before the
+   * rules (sslserver renames TCP* to SSL*, as ucspi-ssl does).
+   */
+  environ?: (env: Map<string, string>) => void;
 }
 
 /**
@@ -395,6 +400,7 @@ export class TcpServer {
       } catch { /* not a TCP socket any more */ }
       let io = socketIo(conn, this.#log);
       let extraEnv: Array<[string, string | null]> = [];
+      let editEnv: ((env: Map<string, string>) => void) | undefined;
       if (o.prepare) {
         const p = await o.prepare(conn, { id, io, local, remote });
         if (p === null) return WSTAT_DROP;
@@ -403,6 +409,7 @@ export class TcpServer {
         if (p.local) local = p.local;
         if (p.remote) remote = p.remote;
         if (p.extraEnv) extraEnv = p.extraEnv;
+        editEnv = p.environ;
       }
       if (o.banner) {
         const w = io.output.getWriter();
@@ -451,6 +458,7 @@ export class TcpServer {
         }),
       );
       for (const [k, v] of extraEnv) v === null ? env.delete(k) : env.set(k, v);
+      editEnv?.(env);
 
       let allow = true;
       if (this.#rules) {

@@ -2,7 +2,8 @@
  * tcpserver: accepts TCP connections and runs a program for each, with the
  * connection on its stdin/stdout and the UCSPI-TCP environment. Options as
  * DJB's tcpserver 0.88, plus -4/-6/-I/-j (ucspi-tcp IPv6 patch), -C n[:msg]
- * (per-IP limit, as ipsvd's tcpsvd) and -L (over-limit message mode).
+ * (per-IP limit, as ipsvd's tcpsvd), -L (over-limit message mode) and -W
+ * (a PROXY protocol header starts each connection: lib/proxy.ts).
  */
 import process from "node:process";
 import { parseIp4, parseIp6 } from "../lib/addr.ts";
@@ -12,11 +13,12 @@ import { getopt, scanUlong } from "../lib/getopt.ts";
 import { parsePort } from "../lib/services.ts";
 import { setRunAs } from "../lib/spawn.ts";
 import { type ServerOptions, stderrLine, TcpServer } from "../lib/tcpserver.ts";
+import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/proxy.ts";
 
 const PROG = "tcpserver";
 const USAGE =
   "tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program";
-const SPEC = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO46jI:C:L";
+const SPEC = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO46jI:C:LW";
 
 /** The -L message when neither $DIEMSG nor anything else says otherwise. */
 export const BUSY_MESSAGE = "421 service busy, try again later";
@@ -61,6 +63,7 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
   let iface: string | undefined;
   let backlog = 20;
   let overLimit = false;
+  let proxy = false;
   for (const { letter, value } of options) {
     switch (letter) {
       case "b":
@@ -157,9 +160,22 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
       case "L":
         overLimit = true;
         break;
+      case "W":
+        proxy = true;
+        break;
     }
   }
   if (overLimit) s.overLimitMessage = env.get("DIEMSG") || BUSY_MESSAGE;
+  if (proxy) {
+    const quiet = s.verbosity === 0;
+    try {
+      s.prepare = proxyPrepareHook(
+        proxyPolicyFromEnv(PROG, env, (line) => quiet || stderrLine(line)),
+      );
+    } catch (e) {
+      throw fatal(PROG, `unable to parse $PROXY_TRUSTED: ${(e as Error).message}`);
+    }
+  }
   const [host, port, ...argv] = rest;
   if (host === undefined || port === undefined || argv.length === 0) throw usage(PROG, USAGE);
   s.argv = argv;

@@ -183,7 +183,7 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
 }
 
 /** The address to listen on for the host argument (DNS for a name). */
-async function listenAddress(a: TcpserverArgs): Promise<string> {
+async function listenAddress(a: TcpserverArgs, PROG: string): Promise<string> {
   const host = a.host;
   if (host === "" || host === "0") return a.family === 4 ? "0.0.0.0" : "::";
   if (parseIp4(host)) return host;
@@ -213,11 +213,15 @@ function isRoot(): boolean {
   }
 }
 
-async function start(a: TcpserverArgs, baseEnv: Map<string, string>): Promise<TcpServer> {
+async function start(
+  a: TcpserverArgs,
+  baseEnv: Map<string, string>,
+  PROG: string,
+): Promise<TcpServer> {
   const port = parsePort(a.port);
   if (port === null) throw fatal(PROG, `unable to figure out port number for ${a.port}`);
-  const hostname = await listenAddress(a);
-  const server = new TcpServer({ ...a.server, hostname, port, baseEnv });
+  const hostname = await listenAddress(a, PROG);
+  const server = new TcpServer({ ...a.server, prog: PROG, hostname, port, baseEnv });
   try {
     server.listen();
   } catch (e) {
@@ -225,7 +229,7 @@ async function start(a: TcpserverArgs, baseEnv: Map<string, string>): Promise<Tc
       throw fatalSys(PROG, "unable to bind", e);
     }
     // No IPv6 here: host 0 means every IPv4 address.
-    const v4 = new TcpServer({ ...a.server, hostname: "0.0.0.0", port, baseEnv });
+    const v4 = new TcpServer({ ...a.server, prog: PROG, hostname: "0.0.0.0", port, baseEnv });
     try {
       v4.listen();
     } catch (e2) {
@@ -240,10 +244,22 @@ async function start(a: TcpserverArgs, baseEnv: Map<string, string>): Promise<Tc
 export async function main(args: string[]): Promise<number> {
   const baseEnv = new Map(Object.entries(Deno.env.toObject()));
   const a = parseArgs(args, baseEnv);
+  return await runServer(PROG, a, baseEnv);
+}
+
+/**
+ * Listens, switches ids, prints the port (-1) and serves until SIGTERM, as
+ * tcpserver does; `prog` names the tool in messages (sslserver runs here too).
+ */
+export async function runServer(
+  PROG: string,
+  a: TcpserverArgs,
+  baseEnv: Map<string, string>,
+): Promise<number> {
   const quiet = a.server.verbosity === 0;
   let server: TcpServer;
   try {
-    server = await start(a, baseEnv);
+    server = await start(a, baseEnv, PROG);
     // As C: switch ids after binding; a program then runs as uid/gid. Without
     // root, only our own uid is possible, and no gid (setgroups needs root).
     const root = isRoot();

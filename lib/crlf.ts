@@ -15,36 +15,118 @@ const EMPTY = new Uint8Array(0);
 export interface Converter {
   /** Converts the next chunk; may hold back bytes until the next call. */
   push(chunk: Uint8Array): Uint8Array;
+  /**
+   * As push, but writes into `out` (at least 2 * chunk.length + 1 bytes,
+   * reusable) and returns how many bytes it wrote: no allocation per chunk.
+   */
+  pushInto?(chunk: Uint8Array, out: Uint8Array): number;
   /** Whatever was held back, at end of input. */
   end(): Uint8Array;
 }
 
-/**
- * Copies `chunk` into a new buffer with a CR inserted before every LF at the
- * given positions (ascending).
- */
-function insertCrs(chunk: Uint8Array, at: number[]): Uint8Array {
-  const out = new Uint8Array(chunk.length + at.length);
-  let from = 0;
-  let to = 0;
-  for (const i of at) {
-    out.set(chunk.subarray(from, i), to);
-    to += i - from;
-    out[to++] = CR;
-    from = i;
+// Each conversion fills an output buffer: by copying the runs between the
+// LFs it acts on when LFs are few (binary data; indexOf is a native memchr),
+// or in one byte loop when lines are short (text), where per-run copies cost
+// more. push fills a scratch buffer shared by all converters (push is
+// synchronous, so nothing else can use it meanwhile) and copies the result
+// out; a chunk needing no change is returned as is.
+
+/** Runs of at least this many bytes per LF on average are copied, not looped. */
+const SPARSE = 64;
+/** Chunks up to this size use the shared scratch buffer; bigger get their own. */
+const SCRATCH_MAX = 1 << 20;
+let scratch = new Uint8Array(0);
+
+function scratchFor(len: number): Uint8Array {
+  const need = 2 * len + 1;
+  if (len > SCRATCH_MAX) return new Uint8Array(need);
+  if (scratch.length < need) scratch = new Uint8Array(Math.max(need, 2 * 65536 + 1));
+  return scratch;
+}
+
+/** True when chunk has more than one LF per SPARSE bytes (stops counting there). */
+function dense(chunk: Uint8Array): boolean {
+  const limit = chunk.length / SPARSE;
+  let n = 0;
+  for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
+    if (++n > limit) return true;
   }
-  out.set(chunk.subarray(from), to);
-  return out;
+  return false;
+}
+
+/** Copies chunk[from, to) into out at j; returns the new j. */
+function run(chunk: Uint8Array, from: number, to: number, out: Uint8Array, j: number): number {
+  if (to - from < 16) {
+    for (let i = from; i < to; i++) out[j++] = chunk[i];
+  } else {
+    out.set(chunk.subarray(from, to), j);
+    j += to - from;
+  }
+  return j;
+}
+
+/**
+ * Fill for addcr (`always`) and fixcr: a CR before each LF whose preceding
+ * byte (`before` stands for the one before the chunk) is not a CR.
+ */
+function insertFill(chunk: Uint8Array, out: Uint8Array, before: number, always: boolean): number {
+  const len = chunk.length;
+  let j = 0;
+  if (dense(chunk)) {
+    let prev = before;
+    for (let i = 0; i < len; i++) {
+      const b = chunk[i];
+      if (b === LF && (always || prev !== CR)) out[j++] = CR;
+      out[j++] = b;
+      prev = b;
+    }
+    return j;
+  }
+  let from = 0;
+  for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
+    if (always || (i > 0 ? chunk[i - 1] : before) !== CR) {
+      j = run(chunk, from, i, out, j);
+      out[j++] = CR;
+      from = i;
+    }
+  }
+  return run(chunk, from, len, out, j);
+}
+
+/** delcr's fill: `heldCr` is a CR held back from the chunk before. */
+function delcrFill(chunk: Uint8Array, out: Uint8Array, heldCr: boolean): number {
+  const len = chunk.length;
+  let j = 0;
+  if (heldCr && chunk[0] !== LF) out[j++] = CR; // the held CR survives
+  const stop = chunk[len - 1] === CR ? len - 1 : len; // hold a final CR back
+  if (dense(chunk)) {
+    for (let i = 0; i < stop; i++) {
+      const b = chunk[i];
+      if (b === CR && chunk[i + 1] === LF) continue; // i + 1 < len here
+      out[j++] = b;
+    }
+    return j;
+  }
+  let from = 0;
+  for (let i = chunk.indexOf(LF, 1); i >= 0; i = chunk.indexOf(LF, i + 1)) {
+    if (chunk[i - 1] === CR) {
+      j = run(chunk, from, i - 1, out, j);
+      from = i;
+    }
+  }
+  return run(chunk, from, stop, out, j);
 }
 
 /** addcr: a CR before every LF (also one already preceded by a CR); nothing at EOF. */
 export function addcrConverter(): Converter {
+  const pushInto = (chunk: Uint8Array, out: Uint8Array) => insertFill(chunk, out, 0, true);
   return {
     push(chunk) {
-      const at: number[] = [];
-      for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) at.push(i);
-      return at.length ? insertCrs(chunk, at) : chunk;
+      const out = scratchFor(chunk.length);
+      const j = pushInto(chunk, out);
+      return j === chunk.length ? chunk : out.slice(0, j);
     },
+    pushInto,
     end: () => EMPTY,
   };
 }
@@ -55,31 +137,21 @@ export function addcrConverter(): Converter {
  */
 export function delcrConverter(): Converter {
   let heldCr = false; // the previous chunk ended in a CR, not yet written
+  const pushInto = (chunk: Uint8Array, out: Uint8Array) => {
+    if (chunk.length === 0) return 0;
+    const j = delcrFill(chunk, out, heldCr);
+    heldCr = chunk[chunk.length - 1] === CR;
+    return j;
+  };
   return {
     push(chunk) {
-      if (chunk.length === 0) return chunk;
-      const drop: number[] = []; // positions of CRs to remove
-      for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
-        if (i > 0 && chunk[i - 1] === CR) drop.push(i - 1);
-      }
-      const lead = heldCr && chunk[0] !== LF; // the held CR survives
-      const hold = chunk[chunk.length - 1] === CR;
-      heldCr = hold;
-      if (!lead && !hold && drop.length === 0) return chunk;
-      const keep = chunk.length - drop.length - (hold ? 1 : 0);
-      const out = new Uint8Array(keep + (lead ? 1 : 0));
-      let to = 0;
-      if (lead) out[to++] = CR;
-      let from = 0;
-      const stop = hold ? chunk.length - 1 : chunk.length;
-      for (const i of drop) {
-        out.set(chunk.subarray(from, i), to);
-        to += i - from;
-        from = i + 1;
-      }
-      out.set(chunk.subarray(from, stop), to);
-      return out;
+      const lead = heldCr && chunk.length > 0 && chunk[0] !== LF;
+      const out = scratchFor(chunk.length);
+      const j = pushInto(chunk, out);
+      // Nothing added, nothing held back, and as long: nothing dropped either.
+      return !lead && !heldCr && j === chunk.length ? chunk : out.slice(0, j);
     },
+    pushInto,
     end() {
       const was = heldCr;
       heldCr = false;
@@ -94,17 +166,19 @@ export function delcrConverter(): Converter {
  */
 export function fixcrConverter(): Converter {
   let lastCr = false; // the last byte seen was a CR
+  const pushInto = (chunk: Uint8Array, out: Uint8Array) => {
+    if (chunk.length === 0) return 0;
+    const j = insertFill(chunk, out, lastCr ? CR : 0, false);
+    lastCr = chunk[chunk.length - 1] === CR;
+    return j;
+  };
   return {
     push(chunk) {
-      if (chunk.length === 0) return chunk;
-      const at: number[] = [];
-      for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
-        const prevCr = i > 0 ? chunk[i - 1] === CR : lastCr;
-        if (!prevCr) at.push(i);
-      }
-      lastCr = chunk[chunk.length - 1] === CR;
-      return at.length ? insertCrs(chunk, at) : chunk;
+      const out = scratchFor(chunk.length);
+      const j = pushInto(chunk, out);
+      return j === chunk.length ? chunk : out.slice(0, j);
     },
+    pushInto,
     end: () => EMPTY,
   };
 }

@@ -233,6 +233,11 @@ export async function runStageAsProcess(
  */
 export async function filterStdio(conv: Converter): Promise<number> {
   const buf = new Uint8Array(65536);
+  const into = conv.pushInto?.bind(conv);
+  const scratch = new Uint8Array(into ? 2 * buf.length + 1 : 0);
+  const convert = into
+    ? (chunk: Uint8Array) => scratch.subarray(0, into(chunk, scratch))
+    : (chunk: Uint8Array) => conv.push(chunk);
   for (;;) {
     let n: number | null;
     try {
@@ -245,7 +250,7 @@ export async function filterStdio(conv: Converter): Promise<number> {
         await writeAll(Deno.stdout, conv.end());
         return 0;
       }
-      await writeAll(Deno.stdout, conv.push(buf.subarray(0, n)));
+      await writeAll(Deno.stdout, convert(buf.subarray(0, n)));
     } catch {
       return 111;
     }

@@ -78,18 +78,22 @@ function rng(seed: number): () => number {
   };
 }
 
-/** Random bytes rich in CR and LF. */
-function crlfNoise(rand: () => number, n: number): Uint8Array {
+/** Random bytes rich in CR and LF, or (sparse) with one in about 150 bytes. */
+function crlfNoise(rand: () => number, n: number, sparse = false): Uint8Array {
   const alphabet = [CR, LF, CR, LF, 0, 97, 98, 255, 32];
-  return Uint8Array.from({ length: n }, () => alphabet[Math.floor(rand() * alphabet.length)]);
+  const pick = () =>
+    sparse && rand() < 0.99
+      ? 97 + Math.floor(rand() * 3)
+      : alphabet[Math.floor(rand() * alphabet.length)];
+  return Uint8Array.from({ length: n }, pick);
 }
 
-/** Runs conv over data cut at random points (empty chunks included). */
-function chunked(conv: Converter, data: Uint8Array, rand: () => number): Uint8Array {
+/** Runs conv over data cut at random points (empty chunks included), up to `max` bytes a chunk. */
+function chunked(conv: Converter, data: Uint8Array, rand: () => number, max = 4): Uint8Array {
   const parts: Uint8Array[] = [];
   let i = 0;
   while (i < data.length) {
-    const n = Math.floor(rand() * 5); // 0..4: lots of boundaries, some empty chunks
+    const n = Math.floor(rand() * (max + 1)); // lots of boundaries, some empty chunks
     parts.push(conv.push(data.slice(i, i + n)));
     i += n;
   }
@@ -156,6 +160,34 @@ for (const [name, make, ref] of converters) {
         want,
         `round ${round}: ${JSON.stringify(bstr(d))}`,
       );
+    }
+  });
+
+  Deno.test(`${name}: sparse line ends in big chunks (the run-copy path) equal the oracle`, () => {
+    const rand = rng(name.length * 31337);
+    for (let round = 0; round < 100; round++) {
+      const d = crlfNoise(rand, Math.floor(rand() * 5000), true);
+      assert.deepEqual(convertAll(make(), d), ref(d));
+      assert.deepEqual(chunked(make(), d, rand, 1500), ref(d), `round ${round}`);
+    }
+  });
+
+  Deno.test(`${name}: pushInto (reused buffer) under random chunking equals the oracle`, () => {
+    const rand = rng(name.length * 104729);
+    const scratch = new Uint8Array(2 * 1500 + 1);
+    for (let round = 0; round < 400; round++) {
+      const sparse = round % 2 === 1;
+      const d = crlfNoise(rand, Math.floor(rand() * (sparse ? 5000 : 200)), sparse);
+      const conv = make();
+      const parts: Uint8Array[] = [];
+      for (let i = 0; i < d.length;) {
+        const n = Math.floor(rand() * (sparse ? 1500 : 5));
+        scratch.fill(7);
+        parts.push(scratch.slice(0, conv.pushInto!(d.slice(i, i + n), scratch)));
+        i += n;
+      }
+      parts.push(conv.end());
+      assert.deepEqual(concat(parts), ref(d), `round ${round}: ${JSON.stringify(bstr(d))}`);
     }
   });
 

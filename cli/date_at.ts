@@ -1,0 +1,6 @@
+/** date@ [host]: what host's daytime service (port 13) says, CRs removed, made printable. */
+import { printService } from "../lib/clienttools.ts";
+
+export function main(args: string[]): Promise<number> {
+  return printService(args[0] ?? "0", "13");
+}

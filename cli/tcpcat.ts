@@ -1,0 +1,6 @@
+/** tcpcat [host [port]]: prints everything host:port (default 17) sends, unchanged. */
+import { tcpcat } from "../lib/clienttools.ts";
+
+export function main(args: string[]): Promise<number> {
+  return tcpcat(args[0] ?? "0", args[1] ?? "17");
+}

@@ -22,6 +22,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   tcpcat: () => import("./tcpcat.ts"),
   tcprules: () => import("./tcprules.ts"),
   tcpserver: () => import("./tcpserver.ts"),
+  sslserver: () => import("./sslserver.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 

@@ -55,6 +55,8 @@ export interface ServerFiles {
   ciphers?: string;
   /** How many CA certificates above the client's may be used (ucspi-ssl $VERIFYDEPTH). */
   verifyDepth: number;
+  /** The key's password (sslserver -3 reads it from descriptor 3). */
+  passphrase?: string;
 }
 
 /** $CERTFILE, $CERTCHAINFILE, $KEYFILE, $CAFILE, $CIPHERS, $VERIFYDEPTH; empty means unset. */
@@ -149,7 +151,7 @@ export async function loadServerCredentials(files: ServerFiles): Promise<ServerC
   let key;
   try {
     if (keyText === null) throw new Error("unreadable");
-    key = createPrivateKey(keyText);
+    key = createPrivateKey({ key: keyText, format: "pem", passphrase: files.passphrase });
   } catch {
     throw new CredentialError("key", `cannot read a private key from ${keyPath}`);
   }
@@ -170,6 +172,7 @@ export async function loadServerCredentials(files: ServerFiles): Promise<ServerC
     context = tls.createSecureContext({
       cert: chain.map((c) => c.toString()).join("\n"),
       key: keyText!,
+      passphrase: files.passphrase,
       ca: caPem,
       ciphers: files.ciphers,
     });
@@ -313,9 +316,13 @@ export interface TlsSession extends StreamPair {
   info: TlsInfo;
 }
 
-/** A handshake that failed or timed out; message is the reason to log. */
+/**
+ * A handshake that failed or timed out; message is the reason to log.
+ * `verification` marks a completed handshake whose peer certificate was
+ * refused (ucspi-ssl logs those without "unable to accept SSL").
+ */
 export class HandshakeError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly verification = false) {
     super(message);
     this.name = "HandshakeError";
   }
@@ -434,7 +441,7 @@ export async function acceptTls(
     }
     if (problem) {
       sock.destroy();
-      throw new HandshakeError(problem);
+      throw new HandshakeError(problem, true);
     }
   }
   const cipher = sock.getCipher();
@@ -518,7 +525,7 @@ export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promis
   }
   const fail = (why: string) => {
     sock.destroy();
-    return new HandshakeError(why);
+    return new HandshakeError(why, true);
   };
   let verify = sock.authorized ? "SUCCESS" : `FAILED:${sock.authorizationError ?? "unknown"}`;
   if (opts.verifyServer) {

@@ -1,0 +1,482 @@
+/**
+ * sslserver (ucspi-ssl): tcpserver with TLS terminated on each connection
+ * before the program runs (implicit TLS: SMTPS, POP3S, IMAPS). It is
+ * tcpserver's core (lib/tcpserver.ts) with a prepare hook: [PROXY header,
+ * -W] -> TLS handshake (lib/tls.ts) -> the usual peer info, rules, limits,
+ * logs and program, which talks plaintext on stdin/stdout.
+ *
+ * Options and environment as fehcom's ucspi-ssl sslserver: certificate from
+ * $CERTCHAINFILE or $CERTFILE, key from $KEYFILE, client CAs from $CAFILE,
+ * $VERIFYDEPTH, $CIPHERS; PROTO=SSL and SSLLOCAL*, SSLREMOTE* (-e: the TCP*
+ * variables instead, as ucspi-ssl), -s: mod_ssl's SSL_* variables. Beyond
+ * ucspi-ssl: SIGHUP re-reads the certificate, key and CAs (new connections
+ * get them), -W reads a PROXY header first, -C and -L as our tcpserver.
+ */
+import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
+import { getopt, scanUlong } from "../lib/getopt.ts";
+import { proxyPolicyFromEnv, type ProxyPolicy, proxyStep } from "../lib/proxy.ts";
+import type { Io } from "../lib/stage.ts";
+import { type Prepared, type PrepareHook, stderrLine } from "../lib/tcpserver.ts";
+import {
+  acceptTls,
+  type ClientCertMode,
+  CREDENTIAL_MESSAGES,
+  CredentialError,
+  HandshakeError,
+  loadServerCredentials,
+  type ServerCredentials,
+  type ServerFiles,
+  serverFilesFromEnv,
+  sslEnvironment,
+} from "../lib/tls.ts";
+import { BUSY_MESSAGE, runServer, type TcpserverArgs } from "./tcpserver.ts";
+
+const PROG = "sslserver";
+const USAGE = "sslserver [ -1346UXpPhHrRoOdDqQvVIeEsSnNmzZ ] [ -c limit ] [ -x rules.cdb ] " +
+  "[ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] " +
+  "[ -I interface ] [ -T ssltimeout ] [ -w progtimeout ] host port program";
+const SPEC = "1346dDvVqQhHrRUXx:t:T:u:g:l:b:B:c:pPoOI:EeSsw:nNzZmC:LW";
+const DROP_SSL = `${PROG}: warning: dropping SSL connection, `;
+
+/** sslserver's own settings, beside tcpserver's. */
+export interface SslOptions {
+  /** 0 -q, 1 -Q, 2 -v, 3 -V */
+  verbosity: number;
+  /** -e: the TCP* variables (and PROTO=TCP/TCP6) instead of only SSL*. */
+  tcpEnv: boolean;
+  /** -s: mod_ssl's SSL_* variables. */
+  sslEnv: boolean;
+  /** -Z (none), -m (required), -z (required, and naming the client's address). */
+  clientCert: ClientCertMode;
+  /** -T: handshake timeout, seconds (default 26). */
+  sslTimeout: number;
+  /** -w: give up on a connection idle this many seconds (default 3600). */
+  progTimeout: number;
+  /** -3: read the key's password from descriptor 3. */
+  passwordFd3: boolean;
+  /** -W: a PROXY header starts each connection. */
+  proxy: boolean;
+}
+
+/** Parses sslserver's command line into tcpserver's arguments and our own. */
+export function parseArgs(
+  args: string[],
+  env: Map<string, string>,
+): { tcp: TcpserverArgs; ssl: SslOptions } {
+  const { options, rest } = getopt(PROG, args, SPEC, USAGE);
+  const s: TcpserverArgs["server"] = {
+    prog: PROG,
+    limit: 40,
+    argv: [],
+    verbosity: 1,
+    noDelay: true,
+    remoteHost: true,
+    paranoid: false,
+    remoteInfo: false,
+    infoTimeout: 26,
+    banner: "",
+    rules: null,
+    allowNoRules: false,
+    overLimitMessage: null,
+  };
+  const ssl: SslOptions = {
+    verbosity: 1,
+    tcpEnv: false,
+    sslEnv: false,
+    clientCert: "none",
+    sslTimeout: 26,
+    progTimeout: 3600,
+    passwordFd3: false,
+    proxy: false,
+  };
+  let flag1 = false, uid = 0, gid = 0, backlog = 20, overLimit = false;
+  let family: 0 | 4 | 6 = 0;
+  let iface: string | undefined;
+  for (const { letter, value } of options) {
+    switch (letter) {
+      case "b":
+        backlog = scanUlong(value);
+        break;
+      case "c":
+        s.limit = scanUlong(value);
+        break;
+      case "X":
+        s.allowNoRules = true;
+        break;
+      case "x":
+        s.rules = value;
+        break;
+      case "B":
+        s.banner = value;
+        break;
+      case "d":
+        s.noDelay = false;
+        break;
+      case "D":
+        s.noDelay = true;
+        break;
+      case "v":
+        ssl.verbosity = 2;
+        break;
+      case "V":
+        ssl.verbosity = 3;
+        break;
+      case "q":
+        ssl.verbosity = 0;
+        break;
+      case "Q":
+        ssl.verbosity = 1;
+        break;
+      case "P":
+        s.paranoid = false;
+        break;
+      case "p":
+        s.paranoid = true;
+        break;
+      case "o":
+      case "O":
+      case "N":
+        break;
+      case "n":
+        throw new ToolError(
+          `${PROG}: fatal: -n (delayed TLS over UCSPI-TLS) is not supported`,
+          100,
+        );
+      case "H":
+        s.remoteHost = false;
+        break;
+      case "h":
+        s.remoteHost = true;
+        break;
+      case "R":
+        s.remoteInfo = false;
+        break;
+      case "r":
+        s.remoteInfo = true;
+        break;
+      case "t":
+        s.infoTimeout = scanUlong(value);
+        break;
+      case "T":
+        ssl.sslTimeout = scanUlong(value);
+        break;
+      case "w":
+        ssl.progTimeout = scanUlong(value);
+        break;
+      case "U": {
+        const u = env.get("UID");
+        if (u !== undefined) uid = scanUlong(u);
+        const g = env.get("GID");
+        if (g !== undefined) gid = scanUlong(g);
+        break;
+      }
+      case "u":
+        uid = scanUlong(value);
+        break;
+      case "g":
+        gid = scanUlong(value);
+        break;
+      case "1":
+        flag1 = true;
+        break;
+      case "3":
+        ssl.passwordFd3 = true;
+        break;
+      case "l":
+        s.localName = value;
+        break;
+      case "4":
+        family = 4;
+        s.forceV6 = false;
+        break;
+      case "6":
+        family = 6;
+        s.forceV6 = true;
+        break;
+      case "I":
+        iface = value;
+        break;
+      case "e":
+        ssl.tcpEnv = true;
+        break;
+      case "E":
+        ssl.tcpEnv = false;
+        break;
+      case "s":
+        ssl.sslEnv = true;
+        break;
+      case "S":
+        ssl.sslEnv = false;
+        break;
+      case "z":
+        ssl.clientCert = "require-host";
+        break;
+      case "m":
+        ssl.clientCert = "require";
+        break;
+      case "Z":
+        ssl.clientCert = "none";
+        break;
+      case "C": {
+        const colon = value.indexOf(":");
+        s.maxConnIp = scanUlong(colon >= 0 ? value.slice(0, colon) : value);
+        if (colon >= 0) s.maxConnIpMessage = value.slice(colon + 1);
+        break;
+      }
+      case "L":
+        overLimit = true;
+        break;
+      case "W":
+        ssl.proxy = true;
+        break;
+    }
+  }
+  s.verbosity = Math.min(ssl.verbosity, 2);
+  if (overLimit) s.overLimitMessage = env.get("DIEMSG") || BUSY_MESSAGE;
+  // $CCAFILE="-" turns the client certificate request off, as ucspi-ssl.
+  if (env.get("CCAFILE") === "-") ssl.clientCert = "none";
+  const [host, port, ...argv] = rest;
+  if (host === undefined || port === undefined || argv.length === 0) throw usage(PROG, USAGE);
+  s.argv = argv;
+  return { tcp: { server: s, host, port, flag1, uid, gid, family, iface, backlog }, ssl };
+}
+
+/** The key's password: descriptor 3 up to a NUL or its end (-3). */
+async function readPassword(): Promise<string> {
+  let data: Uint8Array;
+  try {
+    data = await Deno.readFile("/dev/fd/3");
+  } catch (e) {
+    throw fatal(PROG, `unable to read password: ${errorText(e)}`);
+  }
+  const nul = data.indexOf(0);
+  return new TextDecoder().decode(nul >= 0 ? data.subarray(0, nul) : data);
+}
+
+async function credentials(files: ServerFiles): Promise<ServerCredentials> {
+  try {
+    return await loadServerCredentials(files);
+  } catch (e) {
+    if (e instanceof CredentialError) throw fatal(PROG, CREDENTIAL_MESSAGES[e.failure]);
+    throw e;
+  }
+}
+
+const SSL_FROM_TCP: Array<[string, string]> = [
+  ["TCPLOCALIP", "SSLLOCALIP"],
+  ["TCPLOCALPORT", "SSLLOCALPORT"],
+  ["TCPLOCALHOST", "SSLLOCALHOST"],
+  ["TCPREMOTEIP", "SSLREMOTEIP"],
+  ["TCPREMOTEPORT", "SSLREMOTEPORT"],
+  ["TCPREMOTEHOST", "SSLREMOTEHOST"],
+  ["TCPREMOTEINFO", "SSLREMOTEINFO"],
+];
+
+const TCP_ONLY = [
+  "TCPLOCALIP",
+  "TCPLOCALPORT",
+  "TCPLOCALHOST",
+  "TCPREMOTEIP",
+  "TCPREMOTEPORT",
+  "TCPREMOTEHOST",
+  "TCPREMOTEINFO",
+  "TCP6LOCALIP",
+  "TCP6LOCALPORT",
+  "TCP6LOCALHOST",
+  "TCP6REMOTEIP",
+  "TCP6REMOTEPORT",
+  "TCP6REMOTEHOST",
+  "TCP6INTERFACE",
+];
+
+/**
+ * ucspi-ssl's environment from tcpserver's: SSL* copies of the TCP*
+ * variables; PROTO=SSL and no TCP* unless -e (then PROTO stays TCP/TCP6).
+ */
+export function sslVariables(env: Map<string, string>, tcpEnv: boolean): void {
+  for (const [from, to] of SSL_FROM_TCP) {
+    const v = env.get(from);
+    if (v === undefined) env.delete(to);
+    else env.set(to, v);
+  }
+  if (!tcpEnv) {
+    for (const k of TCP_ONLY) env.delete(k);
+    env.set("PROTO", "SSL");
+  }
+}
+
+/**
+ * Closes both directions of io when neither carried data for `seconds`
+ * (-w): the program sees EOF, the client sees the connection end.
+ */
+function idleBounded(io: Io, seconds: number, onIdle: () => void): Io {
+  if (seconds <= 0) return io;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let done = false;
+  const reader = io.input.getReader();
+  const writer = io.output.getWriter();
+  const finish = () => {
+    done = true;
+    clearTimeout(timer);
+  };
+  const arm = () => {
+    clearTimeout(timer);
+    if (done) return;
+    timer = setTimeout(() => {
+      done = true;
+      onIdle();
+      reader.cancel().catch(() => {});
+      writer.abort().catch(() => {});
+    }, seconds * 1000);
+  };
+  arm();
+  const input = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        const { value, done: end } = await reader.read();
+        if (end) c.close();
+        else {
+          arm();
+          c.enqueue(value);
+        }
+      } catch (e) {
+        c.error(e);
+      }
+    },
+    cancel(r) {
+      return reader.cancel(r);
+    },
+  }, { highWaterMark: 0 });
+  const output = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      arm();
+      await writer.write(chunk);
+      arm();
+    },
+    async close() {
+      finish();
+      await writer.close();
+    },
+    async abort(r) {
+      finish();
+      await writer.abort(r);
+    },
+  });
+  return { ...io, input, output };
+}
+
+/** The per-connection hook: [PROXY header] then the TLS handshake. */
+export function sslPrepareHook(
+  ssl: SslOptions,
+  current: () => ServerCredentials,
+  proxy: ProxyPolicy | null,
+): PrepareHook {
+  const warn = (line: string) => {
+    if (ssl.verbosity >= 1) stderrLine(line);
+  };
+  return async (conn, ctx) => {
+    let { io, local, remote } = ctx;
+    if (proxy) {
+      const r = await proxyStep({ io, local, remote }, proxy);
+      if (!r) return null;
+      ({ io, local, remote } = r);
+    }
+    let session;
+    try {
+      session = await acceptTls(
+        {
+          readable: io.input,
+          writable: io.output,
+          close: () => {
+            try {
+              conn.close();
+            } catch { /* closed */ }
+          },
+        },
+        current(),
+        {
+          timeoutMs: Math.max(ssl.sslTimeout, 1) * 1000,
+          clientCert: ssl.clientCert,
+          clientHost: remote.ip,
+        },
+      );
+    } catch (e) {
+      if (e instanceof HandshakeError && e.verification) warn(`${DROP_SSL}${e.message}`);
+      else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
+      return null;
+    }
+    if (ssl.verbosity >= 3) {
+      stderrLine(
+        `${PROG}: ssl ${ctx.id} accept ${session.info.protocol}:${session.info.cipher}`,
+      );
+    } else if (ssl.verbosity >= 2) stderrLine(`${PROG}: ssl ${ctx.id} accept `);
+    let plain: Io = { input: session.readable, output: session.writable, log: io.log };
+    plain = idleBounded(plain, ssl.progTimeout, () => {
+      warn(`${DROP_SSL}unable to speak SSL: timed out`);
+    });
+    const info = session.info;
+    const prepared: Prepared = {
+      io: plain,
+      local,
+      remote,
+      environ: (env) => {
+        sslVariables(env, ssl.tcpEnv);
+        if (ssl.sslEnv) {
+          for (const [k, v] of Object.entries(sslEnvironment(info, "CLIENT"))) env.set(k, v);
+        }
+      },
+    };
+    return prepared;
+  };
+}
+
+/** Runs sslserver; resolves 0 after SIGTERM. */
+export async function main(args: string[]): Promise<number> {
+  const baseEnv = new Map(Object.entries(Deno.env.toObject()));
+  const { tcp, ssl } = parseArgs(args, baseEnv);
+  const quiet = ssl.verbosity === 0;
+  try {
+    const files = serverFilesFromEnv((n) => baseEnv.get(n));
+    if (ssl.passwordFd3) files.passphrase = await readPassword();
+    let creds = await credentials(files);
+    if (ssl.verbosity >= 2) {
+      const pid = Deno.pid;
+      const line = (what: string, v: string | undefined) =>
+        stderrLine(`${PROG}: ${what} ${pid} ${v ?? ""}`);
+      line("cafile", files.caFile);
+      line("ccafile", ssl.clientCert === "none" ? undefined : files.caFile);
+      line("cadir", undefined);
+      line("chainfile", files.certChainFile);
+      line("cert", files.certFile);
+      line("key", files.keyFile);
+    }
+    let proxy: ProxyPolicy | null = null;
+    if (ssl.proxy) {
+      try {
+        proxy = proxyPolicyFromEnv(PROG, baseEnv, (l) => quiet || stderrLine(l));
+      } catch (e) {
+        throw fatal(PROG, `unable to parse $PROXY_TRUSTED: ${(e as Error).message}`);
+      }
+    }
+    tcp.server.prepare = sslPrepareHook(ssl, () => creds, proxy);
+    // SIGHUP: read the credentials again; running connections keep theirs.
+    const reload = () => {
+      loadServerCredentials(files).then((c) => {
+        creds = c;
+        if (ssl.verbosity >= 2) stderrLine(`${PROG}: reloaded certificate ${Deno.pid}`);
+      }, (e) => {
+        const why = e instanceof CredentialError ? CREDENTIAL_MESSAGES[e.failure] : errorText(e);
+        if (!quiet) stderrLine(`${PROG}: warning: keeping the old certificate: ${why}`);
+      });
+    };
+    Deno.addSignalListener("SIGHUP", reload);
+    try {
+      return await runServer(PROG, tcp, baseEnv);
+    } finally {
+      Deno.removeSignalListener("SIGHUP", reload);
+    }
+  } catch (e) {
+    if (quiet && e instanceof ToolError) return e.exitCode;
+    throw e;
+  }
+}

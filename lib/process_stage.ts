@@ -32,16 +32,58 @@ function executable(info: Deno.FileInfo): boolean {
   return (mode & 0o001) !== 0;
 }
 
+let binfmtMisc: boolean | undefined;
+
+/** Whether the kernel has extra executable formats registered (binfmt_misc). */
+function haveBinfmtMisc(): boolean {
+  if (binfmtMisc === undefined) {
+    binfmtMisc = false;
+    try {
+      for (const e of Deno.readDirSync("/proc/sys/fs/binfmt_misc")) {
+        if (e.name !== "register" && e.name !== "status") binfmtMisc = true;
+      }
+    } catch { /* not mounted */ }
+  }
+  return binfmtMisc;
+}
+
+/**
+ * `file`, unless execve would refuse it with ENOEXEC (neither "#!" nor ELF,
+ * e.g. a script without its #! line): node's spawn would run that with
+ * /bin/sh, DJB's tools fail with "exec format error". Unreadable files and
+ * hosts with binfmt_misc formats are left to the kernel.
+ */
+function checkFormat(file: string): string {
+  let head: Uint8Array;
+  try {
+    const f = Deno.openSync(file, { read: true });
+    try {
+      head = new Uint8Array(4);
+      const n = f.readSync(head) ?? 0;
+      head = head.subarray(0, n);
+    } finally {
+      f.close();
+    }
+  } catch {
+    return file;
+  }
+  const script = head[0] === 0x23 && head[1] === 0x21; // "#!"
+  const elf = head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  if (script || elf || haveBinfmtMisc()) return file;
+  throw errnoError("ENOEXEC", file);
+}
+
 /**
  * The file DJB's pathexec_run would exec for `name`: `name` itself when it
  * contains a slash, else the first PATH entry (from `env`; "/bin:/usr/bin"
  * when unset; an empty entry is ".") holding an executable `name`. Entries
  * failing with "access denied" (not executable, a directory) are skipped but
  * remembered; any other error but "file does not exist" stops the search.
- * Throws an error with `code` (ENOENT, EACCES, ENOTDIR...) when none fits.
+ * Throws an error with `code` (ENOENT, EACCES, ENOTDIR, ENOEXEC...) when
+ * none fits.
  */
 export function findProgram(name: string, env: Map<string, string>): string {
-  if (name.includes("/")) return name;
+  if (name.includes("/")) return checkFormat(name);
   const path = env.get("PATH") ?? "/bin:/usr/bin";
   let saved: string | undefined;
   for (const dir of path.split(":")) {
@@ -60,7 +102,7 @@ export function findProgram(name: string, env: Map<string, string>): string {
       saved = "EACCES";
       continue;
     }
-    return file;
+    return checkFormat(file);
   }
   throw errnoError(saved ?? "ENOENT", name);
 }

@@ -574,6 +574,8 @@ Deno.test("fixcrio/recordio/argv0: usage and cannot-run messages and codes equal
   const t = await tempDir();
   try {
     await Deno.writeTextFile(`${t.path}/noexec`, "#!/bin/sh\n", { mode: 0o644 });
+    await Deno.writeTextFile(`${t.path}/noshebang`, "echo ran\n", { mode: 0o755 });
+    await Deno.writeTextFile(`${t.path}/empty`, "", { mode: 0o755 });
     const cases: [string, string[]][] = [
       ["fixcrio", []],
       ["recordio", []],
@@ -588,6 +590,8 @@ Deno.test("fixcrio/recordio/argv0: usage and cannot-run messages and codes equal
       ["argv0", ["no-such-program-xyz", "x"]],
       ["argv0", ["", "x"]],
       ["argv0", [`${t.path}/noexec`, "x"]],
+      ["argv0", [`${t.path}/noshebang`, "x"]],
+      ["fixcrio", [`${t.path}/empty`]],
       ["recordio", ["no-such-program-xyz"]],
       ["recordio", ["/tmp"]],
     ];

@@ -14,9 +14,12 @@ import net from "node:net";
 import process from "node:process";
 import type { Duplex } from "node:stream";
 import { DnsTemporaryError, isIPv6, resolveAddrs, resolvePtr } from "./dns.ts";
+import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "./errors.ts";
 import type { Option } from "./getopt.ts";
 import { scanUlong } from "./getopt.ts";
+import { remoteInfo } from "./ident.ts";
+import { parsePort } from "./services.ts";
 import { type Ended, statusOf } from "./spawn.ts";
 
 /** tcpclient's options (the defaults are DJB's). */
@@ -223,42 +226,14 @@ export async function hostAddresses(
   return await resolveAddrs(name, { family, timeoutMs });
 }
 
-let servicesCache: Map<string, number> | undefined;
-
-/** The TCP port of a service name in /etc/services (getservbyname), or null. */
-export function serviceport(name: string, servicesFile = "/etc/services"): number | null {
-  if (!servicesCache) {
-    servicesCache = new Map();
-    try {
-      for (const raw of Deno.readTextFileSync(servicesFile).split("\n")) {
-        const line = raw.replace(/#.*$/, "").trim();
-        const words = line.split(/\s+/);
-        const m = /^(\d+)\/tcp$/.exec(words[1] ?? "");
-        if (!m) continue;
-        for (const w of [words[0], ...words.slice(2)]) {
-          if (!servicesCache.has(w)) servicesCache.set(w, Number(m[1]) & 0xffff);
-        }
-      }
-    } catch { /* no services file: numbers only */ }
-  }
-  return servicesCache.get(name) ?? null;
-}
-
 /**
  * The port operand: all digits (also empty: port 0), taken modulo 65536, or
  * a service name. Throws tcpclient's fatal error for an unknown name.
  */
 export function remotePort(prog: string, x: string): number {
-  if (/^\d*$/.test(x)) return scanUlong(x) % 65536;
-  const p = serviceport(x);
+  const p = parsePort(x);
   if (p === null) throw fatal(prog, `unable to figure out port number for ${x}`);
   return p;
-}
-
-/** IPv4-mapped IPv6 text (::ffff:a.b.c.d) as the IPv4 address; other text unchanged. */
-export function unmapIp(ip: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  return m ? m[1] : ip;
 }
 
 /** Where a connection attempt failed: binding the local address, or connecting. */
@@ -363,62 +338,6 @@ async function nameOf(ip: string): Promise<string | undefined> {
   }
 }
 
-/**
- * $TCPREMOTEINFO as DJB's remoteinfo gets it: connect from localIp to the
- * server's ident port (113), send "remoteport , localport\r\n", and take the
- * reply line after its third colon with spaces, tabs and CRs removed (at
- * most 257 bytes). Null on any failure, a reply without a newline, or when
- * timeoutSec runs out.
- */
-export function remoteInfo(
-  remoteIp: string,
-  remotePort: number,
-  localIp: string,
-  localPort: number,
-  timeoutSec: number,
-  identPort = 113,
-): Promise<string | null> {
-  return new Promise((resolve) => {
-    const sock = new net.Socket();
-    const bytes: number[] = [];
-    let colons = 0;
-    let done = false;
-    const finish = (v: string | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => finish(null), timeoutSec * 1000);
-    const text = () => {
-      const b = Uint8Array.from(bytes);
-      const nul = b.indexOf(0);
-      return new TextDecoder("latin1").decode(nul >= 0 ? b.subarray(0, nul) : b);
-    };
-    sock.on("error", () => finish(null));
-    sock.on("end", () => finish(null));
-    sock.on("data", (chunk: Uint8Array) => {
-      for (const ch of chunk) {
-        if (ch === 10) return finish(text());
-        if (colons < 3) {
-          if (ch === 58) colons++;
-        } else if (ch !== 32 && ch !== 9 && ch !== 13) {
-          bytes.push(ch);
-          if (bytes.length > 256) return finish(text());
-        }
-      }
-    });
-    sock.once("connect", () => sock.write(`${remotePort} , ${localPort}\r\n`));
-    sock.connect({
-      host: remoteIp,
-      port: identPort,
-      localAddress: localIp,
-      family: isIPv6(remoteIp) ? 6 : 4,
-    });
-  });
-}
-
 /** The two ends of a connected socket, as the environment names them. */
 export interface Endpoints {
   localIp: string;
@@ -430,42 +349,52 @@ export interface Endpoints {
 /** The addresses of a connected socket (IPv4-mapped addresses as IPv4). */
 export function endpointsOf(sock: net.Socket): Endpoints {
   return {
-    localIp: unmapIp(sock.localAddress ?? ""),
+    localIp: showAddress(sock.localAddress ?? "").ip,
     localPort: sock.localPort ?? 0,
-    remoteIp: unmapIp(sock.remoteAddress ?? ""),
+    remoteIp: showAddress(sock.remoteAddress ?? "").ip,
     remotePort: sock.remotePort ?? 0,
   };
 }
 
 /**
- * Sets (or, for undefined, removes) the UCSPI-TCP variables in env as
- * tcpclient does: PROTO (TCP, or TCP6 for an IPv6 connection),
- * TCPLOCALPORT, TCPLOCALIP, TCPLOCALHOST (-l, else the local address's DNS
- * name: "" when it has none, removed when DNS fails), TCPREMOTEPORT,
- * TCPREMOTEIP, TCPREMOTEHOST (-h as TCPLOCALHOST; -H removes it),
- * TCPREMOTEINFO (-r ident within -t seconds; -R removes it).
+ * Sets (or removes) the UCSPI-TCP variables in env as tcpclient does, through
+ * lib/environ (shared with tcpserver): PROTO (TCP, or TCP6 and the TCP6*
+ * names for an IPv6 connection), TCPLOCALPORT, TCPLOCALIP, TCPLOCALHOST (-l,
+ * else the local address's DNS name: "" when it has none, removed when DNS
+ * fails), TCPREMOTEPORT, TCPREMOTEIP, TCPREMOTEHOST (-h as TCPLOCALHOST; -H
+ * removes it), TCPREMOTEINFO (-r: the server's ident answer within -t
+ * seconds, lib/ident; -R removes it).
  */
 export async function setClientEnv(
   env: Map<string, string>,
   ends: Endpoints,
   opts: ClientOptions,
 ): Promise<void> {
-  const put = (k: string, v: string | undefined) => v === undefined ? env.delete(k) : env.set(k, v);
-  put("PROTO", isIPv6(ends.localIp) ? "TCP6" : "TCP");
-  put("TCPLOCALPORT", String(ends.localPort));
-  put("TCPLOCALIP", ends.localIp);
   const [localHost, remoteHost, info] = await Promise.all([
     opts.localName !== undefined ? opts.localName : nameOf(ends.localIp),
     opts.remoteHost ? nameOf(ends.remoteIp) : undefined,
     opts.remoteInfo
-      ? remoteInfo(ends.remoteIp, ends.remotePort, ends.localIp, ends.localPort, opts.infoTimeout)
+      ? remoteInfo({
+        remoteIp: ends.remoteIp,
+        remotePort: ends.remotePort,
+        localIp: ends.localIp,
+        localPort: ends.localPort,
+        timeoutMs: opts.infoTimeout * 1000,
+      })
       : null,
   ]);
-  put("TCPLOCALHOST", localHost);
-  put("TCPREMOTEPORT", String(ends.remotePort));
-  put("TCPREMOTEIP", ends.remoteIp);
-  put("TCPREMOTEHOST", remoteHost);
-  put("TCPREMOTEINFO", info ?? undefined);
+  applyEnviron(
+    env,
+    tcpEnviron({
+      localIp: ends.localIp,
+      localPort: ends.localPort,
+      localHost,
+      remoteIp: ends.remoteIp,
+      remotePort: ends.remotePort,
+      remoteHost,
+      remoteInfo: info,
+    }),
+  );
 }
 
 /**

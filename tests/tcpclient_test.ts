@@ -56,7 +56,7 @@ function freshLoopback(first: number): string {
 const ENV_DUMP = 'env | grep -E "^(PROTO|TCP)" | sort; cat <&6';
 
 function normalisePort(s: string): string {
-  return s.replace(/^TCPLOCALPORT=\d+$/m, "TCPLOCALPORT=N");
+  return s.replace(/^(TCP6?LOCALPORT)=\d+$/gm, "$1=N");
 }
 
 function same(a: Result, b: Result, what: string) {
@@ -245,7 +245,9 @@ Deno.test("tcpclient: IPv6 on ::1 sets PROTO=TCP6 and the IPv6 addresses", async
       assert.equal(a.code, 0, a.err);
       assert.equal(
         normalisePort(a.out),
-        `PROTO=TCP6\nTCPLOCALHOST=0\nTCPLOCALIP=::1\nTCPLOCALPORT=N\nTCPREMOTEIP=::1\nTCPREMOTEPORT=${srv.port}\nsix\n`,
+        "PROTO=TCP6\nTCP6LOCALHOST=0\nTCP6LOCALIP=::1\nTCP6LOCALPORT=N\nTCP6REMOTEIP=::1\n" +
+          `TCP6REMOTEPORT=${srv.port}\nTCPLOCALHOST=0\nTCPLOCALIP=::1\nTCPLOCALPORT=N\n` +
+          `TCPREMOTEIP=::1\nTCPREMOTEPORT=${srv.port}\nsix\n`,
       );
     }
     const b = await ours("tcpclient", ["-4", "-RHl0", "::1", String(srv.port), "true"]);

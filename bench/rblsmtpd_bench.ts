@@ -16,7 +16,7 @@ const TOTAL = Number(Deno.args[0] ?? 1000);
 const CONCURRENCY = Number(Deno.args[1] ?? 20);
 const LISTED = "127.0.0.2";
 const CLEAN = "127.0.0.3";
-const PROGRAM = ["sh", "-c", "printf '220 sink\\r\\n'; read l; printf '221 sink\\r\\n'"];
+const PROGRAM = ["/bin/sh", "-c", "printf '220 sink\\r\\n'; read l; printf '221 sink\\r\\n'"];
 
 function ownAddress(): string {
   const b = crypto.getRandomValues(new Uint8Array(2));
@@ -149,9 +149,10 @@ try {
   if ("tcpserver" in TOOLS) {
     ourRate = await measure(
       "ours (rblsmtpd in-process)",
-      ["bash", "-c", `exec -a tcpserver "${DENO}" run -A "${MOD}" "$@"`, "tcpserver"],
+      ["/bin/bash", "-c", `exec -a tcpserver "${DENO}" run -A "${MOD}" "$@"`, "tcpserver"],
       "rblsmtpd",
-      { ...env, PATH: "/nonexistent:/usr/bin:/bin" },
+      // rblsmtpd is not on this PATH (/bin is often /usr/bin, holding the C one): ours
+      { ...env, PATH: "/nonexistent" },
     );
   } else console.log("skip ours: tcpserver not built yet");
 

@@ -11,6 +11,7 @@ import { cTool, DENO, MOD, tempDir } from "./helpers.ts";
 import { startDnsServer } from "./dns_server.ts";
 
 const SINK = `#!/bin/sh
+PATH=/usr/bin:/bin
 printf '220 sink.test ESMTP\\r\\n'
 while IFS= read -r line; do
   line=$(printf '%s' "$line" | tr -d '\\r')
@@ -167,7 +168,7 @@ Deno.test("rblsmtpd e2e: swaks through our tcpserver, rblsmtpd in-process", asyn
   if (!haveSwaks()) return;
   const log = await scenario(
     (sink) => [
-      "bash",
+      "/bin/bash",
       "-c",
       `exec -a tcpserver "${DENO}" run -A "${MOD}" "$@"`,
       "tcpserver",
@@ -181,9 +182,13 @@ Deno.test("rblsmtpd e2e: swaks through our tcpserver, rblsmtpd in-process", asyn
       "rbl.test",
       sink,
     ],
-    // rblsmtpd is not on this PATH: it is ours, run in-process
-    { PATH: "/nonexistent:/bin" },
+    // rblsmtpd is not on this PATH (/bin is often /usr/bin, where the C one is): ours
+    { PATH: "/nonexistent" },
   );
+  // in-process: rblsmtpd's "pid" is tcpserver's connection number, not a process
+  const conn = /tcpserver: pid (\d+) from 127\.0\.0\.2\n/.exec(log);
+  assert.ok(conn, log);
+  assert.match(log, new RegExp(`rblsmtpd: 127\\.0\\.0\\.2 pid ${conn[1]}: 451 `));
   // DJB's tcpserver logs: the blocked client's connection ends with status 0
   assert.match(log, /tcpserver: end \d+ status 0\n/);
 });

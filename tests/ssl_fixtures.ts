@@ -4,7 +4,7 @@
  * one by the intermediate, with a chain file), a client certificate signed by
  * the root, and a self-signed stranger.
  */
-import { tempDir } from "./helpers.ts";
+import { oursArgv, tempDir } from "./helpers.ts";
 
 export interface Pki {
   dir: string;
@@ -149,4 +149,124 @@ export async function makePki(): Promise<Pki> {
     strangerKey: `${dir}/stranger.key`,
     cleanup,
   };
+}
+
+/** A running server tool (sslserver, tcpserver) started with -1. */
+export interface Running {
+  port: number;
+  pid: number;
+  /** stderr lines so far */
+  lines: string[];
+  /** The first stderr line (past or future) matching re. */
+  waitLine(re: RegExp): Promise<string>;
+  /** SIGTERM and wait for the exit code. */
+  stop(): Promise<number>;
+}
+
+/** Starts our tool NAME with args (including -1) and waits for the port it prints. */
+export async function startTool(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Running> {
+  const argv = oursArgv(name, args);
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const waiters: { re: RegExp; resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
+  let ended = false;
+  const pump = (async () => {
+    const dec = new TextDecoder();
+    let buf = "";
+    for await (const chunk of child.stderr) {
+      buf += dec.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        for (const w of [...waiters]) {
+          if (w.re.test(line)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
+    }
+    ended = true;
+    for (const w of waiters.splice(0)) w.reject(new Error(`no line ${w.re}: ${lines.join("\n")}`));
+  })();
+  const exited = child.status.then(async (s) => {
+    await pump;
+    return s.code;
+  });
+  const reader = child.stdout.getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await exited;
+      throw new Error(`${name} did not start: ${lines.join("\n")}`);
+    }
+    out += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  let stopped = false;
+  return {
+    port: Number(out.trim()),
+    pid: child.pid,
+    lines,
+    waitLine(re) {
+      const hit = lines.find((l) => re.test(l));
+      if (hit) return Promise.resolve(hit);
+      if (ended) return Promise.reject(new Error(`no line ${re}: ${lines.join("\n")}`));
+      return new Promise((resolve, reject) => waiters.push({ re, resolve, reject }));
+    },
+    async stop() {
+      if (!stopped) {
+        stopped = true;
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      }
+      return await exited;
+    },
+  };
+}
+
+/** What `openssl s_client` saw. */
+export interface SClient {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/**
+ * Connects with `openssl s_client` (a real OpenSSL client), sends `send`,
+ * and collects what the server wrote until it closed.
+ */
+export async function sClient(
+  port: number,
+  send: string,
+  extra: string[] = [],
+): Promise<SClient> {
+  const child = new Deno.Command("openssl", {
+    args: ["s_client", "-connect", `127.0.0.1:${port}`, "-quiet", ...extra],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(send)).catch(() => {});
+  // -quiet keeps reading after our EOF, until the server closes
+  await w.close().catch(() => {});
+  const r = await child.output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
 }

@@ -183,25 +183,31 @@ const FORWARDED: Deno.Signal[] = [
 ];
 
 /**
- * Once the program runs (`attach`), passes the supervisor's signals on to
- * it: we stay alive until it exits and report its status. `detach` restores
- * the default handling.
+ * Passes the supervisor's signals on to the program: we stay alive until it
+ * exits and report its status. Listening starts at once, so a signal that
+ * comes while the program is being started is held and delivered when
+ * `attach` names its pid. `detach` restores the default handling.
  */
 function forwardSignals(): { attach: (pid: number) => void; detach: () => void } {
+  let pid: number | undefined;
+  const held: Deno.Signal[] = [];
+  const send = (sig: Deno.Signal) => {
+    try {
+      Deno.kill(pid!, sig);
+    } catch { /* already gone */ }
+  };
   const installed: [Deno.Signal, () => void][] = [];
+  for (const sig of FORWARDED) {
+    const handler = () => pid === undefined ? held.push(sig) : send(sig);
+    try {
+      Deno.addSignalListener(sig, handler);
+      installed.push([sig, handler]);
+    } catch { /* not supported here */ }
+  }
   return {
-    attach(pid) {
-      for (const sig of FORWARDED) {
-        const handler = () => {
-          try {
-            Deno.kill(pid, sig);
-          } catch { /* already gone */ }
-        };
-        try {
-          Deno.addSignalListener(sig, handler);
-          installed.push([sig, handler]);
-        } catch { /* not supported here */ }
-      }
+    attach(p) {
+      pid = p;
+      for (const sig of held.splice(0)) send(sig);
     },
     detach() {
       for (const [sig, handler] of installed) Deno.removeSignalListener(sig, handler);

@@ -14,7 +14,7 @@
  */
 import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
 import { getopt, scanUlong } from "../lib/getopt.ts";
-import { proxyPolicyFromEnv, type ProxyPolicy, proxyStep } from "../lib/proxy.ts";
+import { type ProxyPolicy, proxyPolicyFromEnv, proxyStep } from "../lib/proxy.ts";
 import type { Io } from "../lib/stage.ts";
 import { type Prepared, type PrepareHook, stderrLine } from "../lib/tcpserver.ts";
 import {
@@ -28,6 +28,7 @@ import {
   type ServerFiles,
   serverFilesFromEnv,
   sslEnvironment,
+  sslVariables,
 } from "../lib/tls.ts";
 import { BUSY_MESSAGE, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
@@ -259,49 +260,6 @@ async function credentials(files: ServerFiles): Promise<ServerCredentials> {
   } catch (e) {
     if (e instanceof CredentialError) throw fatal(PROG, CREDENTIAL_MESSAGES[e.failure]);
     throw e;
-  }
-}
-
-const SSL_FROM_TCP: Array<[string, string]> = [
-  ["TCPLOCALIP", "SSLLOCALIP"],
-  ["TCPLOCALPORT", "SSLLOCALPORT"],
-  ["TCPLOCALHOST", "SSLLOCALHOST"],
-  ["TCPREMOTEIP", "SSLREMOTEIP"],
-  ["TCPREMOTEPORT", "SSLREMOTEPORT"],
-  ["TCPREMOTEHOST", "SSLREMOTEHOST"],
-  ["TCPREMOTEINFO", "SSLREMOTEINFO"],
-];
-
-const TCP_ONLY = [
-  "TCPLOCALIP",
-  "TCPLOCALPORT",
-  "TCPLOCALHOST",
-  "TCPREMOTEIP",
-  "TCPREMOTEPORT",
-  "TCPREMOTEHOST",
-  "TCPREMOTEINFO",
-  "TCP6LOCALIP",
-  "TCP6LOCALPORT",
-  "TCP6LOCALHOST",
-  "TCP6REMOTEIP",
-  "TCP6REMOTEPORT",
-  "TCP6REMOTEHOST",
-  "TCP6INTERFACE",
-];
-
-/**
- * ucspi-ssl's environment from tcpserver's: SSL* copies of the TCP*
- * variables; PROTO=SSL and no TCP* unless -e (then PROTO stays TCP/TCP6).
- */
-export function sslVariables(env: Map<string, string>, tcpEnv: boolean): void {
-  for (const [from, to] of SSL_FROM_TCP) {
-    const v = env.get(from);
-    if (v === undefined) env.delete(to);
-    else env.set(to, v);
-  }
-  if (!tcpEnv) {
-    for (const k of TCP_ONLY) env.delete(k);
-    env.set("PROTO", "SSL");
   }
 }
 

@@ -23,6 +23,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   tcprules: () => import("./tcprules.ts"),
   tcpserver: () => import("./tcpserver.ts"),
   sslserver: () => import("./sslserver.ts"),
+  sslclient: () => import("./sslclient.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 

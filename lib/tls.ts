@@ -467,9 +467,10 @@ export interface ConnectOptions {
   checkName: boolean;
   /** PEM text of trusted CAs; undefined means the system store. */
   ca?: string;
-  /** Client certificate and key (PEM text). */
+  /** Client certificate and key (PEM text), and the key's password. */
   cert?: string;
   key?: string;
+  passphrase?: string;
   ciphers?: string;
   timeoutMs: number;
 }
@@ -499,22 +500,34 @@ function isIp(host: string): boolean {
  * not trusted (verifyServer) or does not name host (checkName).
  */
 export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promise<TlsSession> {
-  const ca = opts.ca ?? (await systemCaBundle());
   const duplex = duplexOver(pair);
-  const sock = tieDown(
-    tls.connect({
-      socket: duplex,
-      servername: isIp(opts.host) ? undefined : opts.host,
-      host: opts.host,
-      ca,
-      cert: opts.cert,
-      key: opts.key,
-      ciphers: opts.ciphers,
-      rejectUnauthorized: false,
-      checkServerIdentity: () => undefined,
-    }),
-    duplex,
-  );
+  const { socket, info } = await connectTlsSocket(duplex, opts);
+  tieDown(socket, duplex);
+  return { ...streamsOf(socket), info };
+}
+
+/**
+ * connectTls over a node Duplex (a connected net.Socket, as lib/tcpclient
+ * hands to sslclient): resolves the TLS socket itself and the handshake's
+ * outcome. The socket is destroyed when the handshake or a check fails.
+ */
+export async function connectTlsSocket(
+  socket: Duplex,
+  opts: ConnectOptions,
+): Promise<{ socket: tls.TLSSocket; info: TlsInfo }> {
+  const ca = opts.ca ?? (await systemCaBundle());
+  const sock = tls.connect({
+    socket,
+    servername: isIp(opts.host) ? undefined : opts.host,
+    host: opts.host,
+    ca,
+    cert: opts.cert,
+    key: opts.key,
+    passphrase: opts.passphrase,
+    ciphers: opts.ciphers,
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  });
   await handshake(sock, "secureConnect", opts.timeoutMs);
   const raw = sock.getPeerCertificate();
   let peer: X509Certificate | undefined;
@@ -525,6 +538,7 @@ export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promis
   }
   const fail = (why: string) => {
     sock.destroy();
+    socket.destroy();
     return new HandshakeError(why, true);
   };
   let verify = sock.authorized ? "SUCCESS" : `FAILED:${sock.authorizationError ?? "unknown"}`;
@@ -542,7 +556,7 @@ export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promis
   } else if (!peer) verify = "NONE";
   const cipher = sock.getCipher();
   return {
-    ...streamsOf(sock),
+    socket: sock,
     info: { protocol: sock.getProtocol() ?? "", cipher: cipher?.name ?? "", peer, verify },
   };
 }
@@ -589,4 +603,49 @@ export function sslEnvironment(
   const ownSide = peerSide === "CLIENT" ? "SERVER" : "CLIENT";
   if (info.own) put(ownSide, info.own);
   return env;
+}
+
+const SSL_FROM_TCP: Array<[string, string]> = [
+  ["TCPLOCALIP", "SSLLOCALIP"],
+  ["TCPLOCALPORT", "SSLLOCALPORT"],
+  ["TCPLOCALHOST", "SSLLOCALHOST"],
+  ["TCPREMOTEIP", "SSLREMOTEIP"],
+  ["TCPREMOTEPORT", "SSLREMOTEPORT"],
+  ["TCPREMOTEHOST", "SSLREMOTEHOST"],
+  ["TCPREMOTEINFO", "SSLREMOTEINFO"],
+];
+
+const TCP_ONLY = [
+  "TCPLOCALIP",
+  "TCPLOCALPORT",
+  "TCPLOCALHOST",
+  "TCPREMOTEIP",
+  "TCPREMOTEPORT",
+  "TCPREMOTEHOST",
+  "TCPREMOTEINFO",
+  "TCP6LOCALIP",
+  "TCP6LOCALPORT",
+  "TCP6LOCALHOST",
+  "TCP6REMOTEIP",
+  "TCP6REMOTEPORT",
+  "TCP6REMOTEHOST",
+  "TCP6INTERFACE",
+];
+
+/**
+ * ucspi-ssl's environment from tcpserver's or tcpclient's: SSL* copies of
+ * the TCP* variables, and no TCP* unless tcpEnv (-e). PROTO: sslserver sets
+ * SSL (TCP/TCP6 with -e, as ucspi-ssl); sslclient (client: true) sets SSL,
+ * or SSL6 for an IPv6 connection.
+ */
+export function sslVariables(env: Map<string, string>, tcpEnv: boolean, client = false): void {
+  const v6 = env.get("PROTO") === "TCP6";
+  for (const [from, to] of SSL_FROM_TCP) {
+    const v = env.get(from);
+    if (v === undefined) env.delete(to);
+    else env.set(to, v);
+  }
+  if (!tcpEnv) { for (const k of TCP_ONLY) env.delete(k); }
+  if (client) env.set("PROTO", v6 ? "SSL6" : "SSL");
+  else if (!tcpEnv) env.set("PROTO", "SSL");
 }

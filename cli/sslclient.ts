@@ -1,0 +1,171 @@
+/**
+ * sslclient (ucspi-ssl): tcpclient over TLS. Connects as tcpclient does
+ * (lib/tcpclient.ts), runs the TLS handshake through its `secure` hook
+ * (lib/tls.ts), checks the server's certificate against -a cafile (or
+ * $CAFILE, else the system store) and its name against host (-N skips the
+ * name, -X the whole check), and runs the program with the plaintext on
+ * descriptors 6 (read) and 7 (write).
+ */
+import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
+import { getopt, scanUlong } from "../lib/getopt.ts";
+import {
+  applyClientOption,
+  defaultClientOptions,
+  remotePort,
+  stderrLine,
+  tcpclient,
+} from "../lib/tcpclient.ts";
+import { connectTlsSocket, HandshakeError, sslEnvironment, sslVariables } from "../lib/tls.ts";
+
+const PROG = "sslclient";
+const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +
+  "[ -T timeoutconn ] [ -l localname ] [ -t timeoutinfo ] [ -I interface ] [ -a cafile ] " +
+  "[ -A cadir ] [ -c certfile ] [ -z ciphers ] [ -k keyfile ] [ -V verifydepth ] " +
+  "[ -w progtimeout ] host port program";
+const SPEC = "46dDvqQhHrRi:p:t:T:l:I:a:A:c:z:k:V:3eEsSnNxXw:";
+
+async function readFile(path: string, what: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    throw fatal(PROG, what);
+  }
+}
+
+/** Every certificate file in dir, concatenated (ucspi-ssl's -A cadir). */
+async function caDir(dir: string): Promise<string> {
+  let text = "";
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile && !e.isSymlink) continue;
+      try {
+        const t = await Deno.readTextFile(`${dir}/${e.name}`);
+        if (t.includes("-----BEGIN CERTIFICATE-----")) text += t + "\n";
+      } catch { /* unreadable: skip */ }
+    }
+  } catch {
+    throw fatal(PROG, "unable to load CA list");
+  }
+  return text;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const opts = defaultClientOptions();
+  const parsed = getopt(PROG, args, SPEC, USAGE);
+  let cafile: string | undefined = Deno.env.get("CAFILE") || undefined;
+  let cadir: string | undefined;
+  let certfile: string | undefined, keyfile: string | undefined, ciphers: string | undefined;
+  let password = false, tcpEnv = false, sslEnv = false, checkName = true, verifyServer = true;
+  for (const o of parsed.options) {
+    switch (o.letter) {
+      case "a":
+        cafile = o.value || undefined;
+        break;
+      case "A":
+        cadir = o.value || undefined;
+        break;
+      case "c":
+        certfile = o.value || undefined;
+        break;
+      case "k":
+        keyfile = o.value || undefined;
+        break;
+      case "z":
+        ciphers = o.value || undefined;
+        break;
+      case "3":
+        password = true;
+        break;
+      case "e":
+        tcpEnv = true;
+        break;
+      case "E":
+        tcpEnv = false;
+        break;
+      case "s":
+        sslEnv = true;
+        break;
+      case "S":
+        sslEnv = false;
+        break;
+      case "n":
+        checkName = true;
+        break;
+      case "N":
+        checkName = false;
+        break;
+      case "x":
+        verifyServer = true;
+        break;
+      case "X":
+        verifyServer = false;
+        break;
+      case "V":
+      case "I":
+      case "w":
+        scanUlong(o.value);
+        break;
+      default:
+        applyClientOption(opts, o, PROG, USAGE);
+    }
+  }
+  try {
+    let [host, port, ...argv] = parsed.rest;
+    if (host === undefined || port === undefined) throw usage(PROG, USAGE);
+    if (host === "" || host === "0") host = opts.family === 4 ? "127.0.0.1" : "::1";
+    const portNumber = remotePort(PROG, port);
+    if (argv.length === 0) throw usage(PROG, USAGE);
+    let passphrase: string | undefined;
+    if (password) {
+      try {
+        const d = await Deno.readFile("/dev/fd/3");
+        const nul = d.indexOf(0);
+        passphrase = new TextDecoder().decode(nul >= 0 ? d.subarray(0, nul) : d);
+      } catch (e) {
+        throw fatal(PROG, `unable to read password: ${errorText(e)}`);
+      }
+    }
+    let ca: string | undefined;
+    if (cafile) ca = await readFile(cafile, "unable to load CA list");
+    if (cadir) ca = (ca ?? "") + await caDir(cadir);
+    const cert = certfile ? await readFile(certfile, "unable to load certificate") : undefined;
+    const key = keyfile
+      ? await readFile(keyfile, "unable to load key pair")
+      : certfile
+      ? cert
+      : undefined;
+    const [t0, t1] = opts.connTimeout;
+    const timeoutMs = Math.max(t0 + t1, 1) * 1000;
+    const verbose = opts.verbosity >= 2;
+    return await tcpclient(PROG, opts, host, portNumber, argv, {
+      async secure(sock, env) {
+        let r;
+        try {
+          r = await connectTlsSocket(sock, {
+            host,
+            verifyServer,
+            checkName,
+            ca,
+            cert,
+            key,
+            passphrase,
+            ciphers,
+            timeoutMs,
+          });
+        } catch (e) {
+          if (e instanceof HandshakeError && e.verification) throw fatal(PROG, e.message);
+          throw fatal(PROG, `unable to SSL connect: ${(e as Error).message}`);
+        }
+        if (verbose) stderrLine(`${PROG}: ssl connect`);
+        sslVariables(env, tcpEnv, true);
+        if (sslEnv) {
+          for (const [k, v] of Object.entries(sslEnvironment(r.info, "SERVER"))) env.set(k, v);
+        }
+        return r.socket;
+      },
+    });
+  } catch (e) {
+    if (e instanceof ToolError && (opts.verbosity === 0 || e.message === "")) return e.exitCode;
+    throw e;
+  }
+}

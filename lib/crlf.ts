@@ -234,11 +234,13 @@ export function pullThrough(
   conv: Converter,
 ): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       reader ??= src.getReader();
       for (;;) {
         const { value, done } = await reader.read();
+        if (cancelled) return; // a read still pending when we were cancelled
         if (done) {
           const tail = conv.end();
           if (tail.length) controller.enqueue(tail);
@@ -254,6 +256,7 @@ export function pullThrough(
       }
     },
     cancel(reason) {
+      cancelled = true;
       return reader ? reader.cancel(reason) : src.cancel(reason);
     },
   }, { highWaterMark: 0 });

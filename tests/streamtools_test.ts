@@ -295,6 +295,27 @@ Deno.test("pullThrough: cancel reaches the source and skips end()", async () => 
   assert.equal(ended, false);
 });
 
+Deno.test("pullThrough: cancelled during a pending read, end() is not run", async () => {
+  let ended = false;
+  const idle = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) }, {
+    highWaterMark: 0,
+  });
+  const conv: Converter = {
+    push: (c) => c,
+    end: () => {
+      ended = true;
+      return new Uint8Array(0);
+    },
+  };
+  const reader = pullThrough(idle, conv).getReader();
+  const pending = reader.read();
+  await new Promise((r) => setTimeout(r, 0));
+  await reader.cancel();
+  assert.equal((await pending).done, true);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(ended, false, "no [EOF] for input the program never saw end");
+});
+
 Deno.test("writeThrough: close flushes end() and closes; abort does not", async () => {
   const a = collector();
   const w = writeThrough(a.stream, delcrConverter());
@@ -657,6 +678,16 @@ Deno.test("recordio: per-direction log equals C's on the corpus", async () => {
     assert.deepEqual(lo.input, lc.input, JSON.stringify(s));
     assert.deepEqual(lo.output, lc.output, JSON.stringify(s));
   }
+});
+
+Deno.test("recordio: a program that exits while the client is idle: no input [EOF], as C", async () => {
+  const check = (r: Result) => {
+    assert.equal(r.code, 0);
+    assert.equal(r.out, "hi\n");
+    assert.deepEqual(bstr(r.stderr).replace(/^\d+ /gm, "PID "), "PID > hi \nPID > [EOF]\n");
+  };
+  check(await runHeld(oursArgv("recordio", ["echo", "hi"])));
+  if (haveC("recordio")) check(await runHeld(["/usr/bin/recordio", "echo", "hi"]));
 });
 
 Deno.test("recordio: the pid logged is the program's, as C's", async () => {

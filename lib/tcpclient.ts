@@ -398,12 +398,46 @@ export async function setClientEnv(
 }
 
 /**
+ * The signals a supervisor sends to what it thinks is the program: DJB's
+ * tcpclient execs it, so the program gets them; we pass them on.
+ */
+const FORWARDED: Deno.Signal[] = [
+  "SIGTERM",
+  "SIGHUP",
+  "SIGALRM",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGINT",
+  "SIGCONT",
+];
+
+/** Passes FORWARDED signals to pid until the returned function is called. */
+function forwardSignals(pid: number): () => void {
+  const installed: [Deno.Signal, () => void][] = [];
+  for (const sig of FORWARDED) {
+    const handler = () => {
+      try {
+        Deno.kill(pid, sig);
+      } catch { /* already gone */ }
+    };
+    try {
+      Deno.addSignalListener(sig, handler);
+      installed.push([sig, handler]);
+    } catch { /* not supported here */ }
+  }
+  return () => {
+    for (const [sig, handler] of installed) Deno.removeSignalListener(sig, handler);
+  };
+}
+
+/**
  * Runs argv with our stdin, stdout and stderr on 0-2, reading the network on
  * descriptor 6 and writing it on descriptor 7 (socket pairs pumped to and
  * from network). The program closing 7 half-closes the network; the peer
  * closing gives the program EOF on 6. Resolves when the program has exited
  * and everything it wrote to 7 reached the network; rejects with the spawn
- * error when it cannot be started.
+ * error when it cannot be started. A supervisor's signals (TERM, HUP, ALRM,
+ * USR1, USR2, INT, CONT) are passed on to the program meanwhile.
  */
 export function runWithNetwork(
   argv: string[],
@@ -417,6 +451,7 @@ export function runWithNetwork(
     });
     let ended: Ended | undefined;
     let flushed = false;
+    let unforward = () => {};
     const stdio = child.stdio as unknown as (net.Socket | null)[];
     const fd6 = stdio[6]!;
     const fd7 = stdio[7]!;
@@ -432,6 +467,7 @@ export function runWithNetwork(
       reject(e);
     });
     child.once("spawn", () => {
+      if (child.pid !== undefined) unforward = forwardSignals(child.pid);
       fd6.on("error", () => network.unpipe(fd6));
       fd7.on("error", () => {});
       network.on("error", () => {
@@ -453,6 +489,7 @@ export function runWithNetwork(
       fd7.resume();
     });
     child.once("exit", (code, signal) => {
+      unforward();
       ended = { code, signal };
       finish();
     });

@@ -4,7 +4,7 @@
  * half-close, -i, -T timeouts, ident (-r), DNS names (-h) and IPv6.
  */
 import assert from "node:assert/strict";
-import { haveC, ours, type Result, theirs } from "./helpers.ts";
+import { haveC, ours, oursArgv, type Result, theirs } from "./helpers.ts";
 import { startDnsServer } from "./dns_server.ts";
 
 const enc = new TextEncoder();
@@ -409,5 +409,40 @@ Deno.test("tcpclient: -T gives up with 'timed out'; x+y retries timed-out addres
     }
   } finally {
     hang.stop();
+  }
+});
+
+Deno.test("tcpclient: a supervisor's TERM reaches the program (DJB's tcpclient execs it)", async () => {
+  const srv = serve(async (c) => {
+    await readAll(c);
+  });
+  try {
+    const argv = oursArgv("tcpclient", [
+      "-RHl0",
+      "127.0.0.1",
+      String(srv.port),
+      "sh",
+      "-c",
+      'trap "echo got TERM; exit 5" TERM; echo ready; while :; do sleep 0.05; done',
+    ]);
+    const child = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped" }).spawn();
+    const reader = child.stdout.getReader();
+    let out = "";
+    while (!out.includes("ready\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += dec.decode(value);
+    }
+    child.kill("SIGTERM");
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += dec.decode(value);
+    }
+    const status = await child.status;
+    assert.equal(out, "ready\ngot TERM\n");
+    assert.equal(status.code, 5);
+  } finally {
+    srv.close();
   }
 });

@@ -1,18 +1,21 @@
 /**
- * addcr and delcr on a 200 MB stream: output identical (sha256 and size) to
+ * addcr and delcr on a 200 MB stream, fixcrio (running cat) on the same
+ * stream: output identical (sha256 and size) to
  * DJB's C tools (or, without them, to the converters run in-process), and
  * the process's peak RSS stays bounded: the tools stream, they never hold
  * the input.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { addcrConverter, type Converter, delcrConverter } from "../lib/crlf.ts";
+import { addcrConverter, type Converter, delcrConverter, fixcrConverter } from "../lib/crlf.ts";
 import { cTool, haveC, oursArgv } from "./helpers.ts";
 
 const SIZE = 200 * 1024 * 1024;
 const PIECE = 1 << 20;
 /** Peak RSS allowed: far below the 200 MB the input would take if held. */
 const RSS_LIMIT_KB = 160 * 1024;
+/** fixcrio also runs node:child_process pumps: a higher floor, still below the input. */
+const RSS_LIMIT_PUMPED_KB = 190 * 1024;
 
 /** A block of text-ish bytes with CR, LF, CR CR LF and binary; its odd length moves every boundary. */
 function block(): Uint8Array {
@@ -115,3 +118,18 @@ for (const [tool, make] of [["addcr", addcrConverter], ["delcr", delcrConverter]
     assert.notEqual(o.size, SIZE, "the stream had line ends to convert");
   });
 }
+
+Deno.test("fixcrio cat: 200 MB stream equals C's output, RSS bounded", async () => {
+  const input = pieces();
+  const o = await run(oursArgv("fixcrio", ["cat"]), input);
+  assert.equal(o.code, 0);
+  console.log(`fixcrio: ours peak RSS ${Math.round(o.peakKb / 1024)} MB for ${SIZE >> 20} MB`);
+  assert.ok(o.peakKb > 0, "RSS was sampled");
+  assert.ok(o.peakKb < RSS_LIMIT_PUMPED_KB, `peak RSS ${o.peakKb} kB`);
+  const want = haveC("fixcrio")
+    ? await run([cTool("fixcrio")!, "cat"], input)
+    : inProcess(fixcrConverter(), input);
+  assert.equal(o.size, want.size);
+  assert.equal(o.hash, want.hash);
+  assert.notEqual(o.size, SIZE, "the stream had line ends to convert");
+});

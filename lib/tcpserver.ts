@@ -25,6 +25,7 @@ import { errorText } from "./errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
 import { remoteInfo } from "./ident.ts";
 import { Limits } from "./limits.ts";
+import { logLineBytes } from "./process_stage.ts";
 import { RulesFile } from "./rules.ts";
 import type { Ended } from "./spawn.ts";
 import type { Io } from "./stage.ts";
@@ -130,9 +131,12 @@ const WSTAT_DROP = 111 << 8;
 
 const enc = new TextEncoder();
 
-/** Writes one log line to stderr, synchronously (as DJB's buffer_2 flush). */
+/**
+ * Writes one log line to stderr, synchronously (as DJB's buffer_2 flush).
+ * Chars 0-255 are single bytes (recordio's lines carry raw connection bytes).
+ */
 export function stderrLine(line: string): void {
-  const b = enc.encode(line + "\n");
+  const b = logLineBytes(line + "\n");
   let off = 0;
   while (off < b.length) {
     try {

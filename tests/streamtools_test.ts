@@ -753,3 +753,59 @@ Deno.test("argv0/recordio: a supervisor's SIGTERM reaches the program, its statu
     assert.equal(status.code, 3, tool);
   }
 });
+
+Deno.test("recordio inside our tcpserver (in-process stage): raw bytes in the log, program's pid", async () => {
+  const argv = oursArgv("tcpserver", [
+    "-1",
+    "127.0.0.1",
+    "0",
+    "recordio",
+    "sh",
+    "-c",
+    'echo "$$"; cat',
+  ]);
+  const srv = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env: { UCSPI_CHAIN: "force" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const out = srv.stdout.getReader();
+    let first = "";
+    while (!first.includes("\n")) {
+      const { value, done } = await out.read();
+      if (done) break;
+      first += new TextDecoder().decode(value);
+    }
+    const port = Number(first.trim());
+    assert.ok(port > 0, `port line: ${first}`);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(bytes("hi\xff\xfe\r\n\0x"));
+    await conn.closeWrite();
+    const got: Uint8Array[] = [];
+    for await (const c of conn.readable) got.push(c);
+    const reply = bstr(concat(got));
+    const pid = /^(\d+)\n/.exec(reply)?.[1];
+    assert.ok(pid, reply);
+    assert.equal(reply, `${pid}\nhi\xff\xfe\r\n\0x`);
+    // the log: read stderr until the output's [EOF]
+    const errReader = srv.stderr.getReader();
+    let log = "";
+    while (!log.includes(`${pid} > [EOF]\n`)) {
+      const { value, done } = await errReader.read();
+      if (done) break;
+      log += bstr(value);
+    }
+    const lines = log.split("\n").filter((l) => l.startsWith(`${pid} <`));
+    assert.deepEqual(lines, [`${pid} < hi\xff\xfe\r `, `${pid} < \0x+`, `${pid} < [EOF]`]);
+    errReader.releaseLock();
+    out.releaseLock();
+  } finally {
+    srv.kill("SIGTERM");
+    await srv.status;
+    await srv.stdout.cancel().catch(() => {});
+    await srv.stderr.cancel().catch(() => {});
+  }
+});

@@ -221,6 +221,9 @@ async function start(
   const port = parsePort(a.port);
   if (port === null) throw fatal(PROG, `unable to figure out port number for ${a.port}`);
   const hostname = await listenAddress(a, PROG);
+  // $REUSEPORT: SO_REUSEPORT, so that several servers share the port (Linux
+  // spreads the connections over them).
+  if (baseEnv.has("REUSEPORT")) a.server.reusePort = true;
   const server = new TcpServer({ ...a.server, prog: PROG, hostname, port, baseEnv });
   try {
     server.listen();

@@ -97,11 +97,19 @@ export function recordioIo(io: Io, fallbackPid: number): Io {
 }
 
 /**
+ * The recordio stage, logging `pid` until a spawned program's pid is known
+ * (inside tcpserver: the connection's pid as tcpserver logs it; default ours).
+ */
+export function makeRecordioStage(opts: { pid?: number } = {}): Stage {
+  return (argv, _env, io): Promise<Outcome> => {
+    if (argv.length === 0) return Promise.reject(usage("recordio", RECORDIO_USAGE));
+    return Promise.resolve({ next: argv, io: recordioIo(io, opts.pid ?? Deno.pid) });
+  };
+}
+
+/**
  * `recordio program [arg ...]` (argv without "recordio"): no options, as in
  * DJB's. Returns the program to run over the logging io; throws the usage
  * ToolError (exit 100) without one.
  */
-export const recordioStage: Stage = (argv, _env, io): Promise<Outcome> => {
-  if (argv.length === 0) return Promise.reject(usage("recordio", RECORDIO_USAGE));
-  return Promise.resolve({ next: argv, io: recordioIo(io, Deno.pid) });
-};
+export const recordioStage: Stage = makeRecordioStage();

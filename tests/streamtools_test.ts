@@ -13,7 +13,13 @@ import {
   pullThrough,
   writeThrough,
 } from "../lib/crlf.ts";
-import { chunkLines, packetLines, recordioIo, recordioStage } from "../lib/recordio.ts";
+import {
+  chunkLines,
+  makeRecordioStage,
+  packetLines,
+  recordioIo,
+  recordioStage,
+} from "../lib/recordio.ts";
 import { fixcrioIo, fixcrioStage } from "../lib/fixcrio.ts";
 import { argv0Stage } from "../lib/argv0.ts";
 import { findProgram, logLineBytes } from "../lib/process_stage.ts";
@@ -391,6 +397,14 @@ Deno.test("recordioIo: without a spawned program the fallback pid is used", asyn
   const w = recordioIo(io, 99);
   await readAll(w.input);
   assert.deepEqual(log, ["99 < a+", "99 < [EOF]"]);
+});
+
+Deno.test("makeRecordioStage: the given pid until a program is spawned", async () => {
+  const { io, log } = fakeIo([bytes("x\n")]);
+  const r = await makeRecordioStage({ pid: 77 })(["prog"], new Map(), io);
+  assert.ok("next" in r && r.io);
+  await readAll(r.io.input);
+  assert.deepEqual(log, ["77 < x ", "77 < [EOF]"]);
 });
 
 Deno.test("fixcrioIo: both directions fixed, state kept across chunks", async () => {

@@ -518,10 +518,11 @@ export class TcpServer {
         } else {
           // Close after a second, without holding a -c slot meanwhile.
           const c = cleanup;
+          const late = conn; // `conn` is nulled below; close this one later
           cleanup = undefined;
           setTimeout(() => {
             try {
-              conn.close();
+              late.close();
             } catch { /* closed */ }
             c?.();
           }, 1000);

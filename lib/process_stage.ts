@@ -138,10 +138,25 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint
 
 /** Writes one log line (newline added) to stderr in one write, as DJB's tools do. */
 export function stderrLog(line: string): void {
+  const n = line.length;
+  if (logBuf.length < n + 1) logBuf = new Uint8Array(2 * n + 1);
+  let bytes: Uint8Array | undefined = logBuf.subarray(0, n + 1);
+  for (let i = 0; i < n; i++) {
+    const c = line.charCodeAt(i);
+    if (c > 255) {
+      bytes = undefined;
+      break;
+    }
+    logBuf[i] = c;
+  }
+  if (bytes) bytes[n] = 10;
   try {
-    writeAllSync(Deno.stderr, logLineBytes(line + "\n"));
+    writeAllSync(Deno.stderr, bytes ?? logLineBytes(line + "\n"));
   } catch { /* stderr gone: nothing to tell */ }
 }
+
+/** stderrLog's reused buffer (it writes synchronously, so one is enough). */
+let logBuf = new Uint8Array(1024);
 
 /**
  * Our stdin as a stream that reads only when asked (so a program run after a

@@ -550,3 +550,55 @@ Deno.test("limits e2e: differential with ipsvd's tcpsvd -C 3:msg (same admission
     await srv.stop();
   }
 });
+
+Deno.test("limits e2e: IPv4-mapped peers (listening on ::ffff:127.0.0.1) count as IPv4 and their /24", async () => {
+  let srv: Server;
+  try {
+    srv = await startServer(["-v"], { MAXCONNIP: "1", MAXCONNC: "2" }, "::ffff:127.0.0.1");
+  } catch (e) {
+    console.log(`skip: cannot listen on ::ffff:127.0.0.1 (${(e as Error).message.split("\n")[0]})`);
+    return;
+  }
+  const open: Client[] = [];
+  try {
+    const a = await attempt(srv.port, "127.0.40.2");
+    open.push(a.c);
+    assert.equal(a.connNum, 1);
+    const r = await attempt(srv.port, "127.0.40.2");
+    assert.equal(r.admitted, false);
+    assert.match(await srv.waitLine(/MAXCONNIP: 1$/), /:127\.0\.40\.2::\d+ MAXCONNIP: 1$/);
+    const b = await attempt(srv.port, "127.0.40.3");
+    open.push(b.c);
+    assert.equal(b.connNum, 1);
+    const c = await attempt(srv.port, "127.0.40.4");
+    assert.equal(c.admitted, false);
+    assert.match(await srv.waitLine(/MAXCONNC: 2$/), /:127\.0\.40\.4::\d+ MAXCONNC: 2$/);
+    const d = await attempt(srv.port, "127.0.41.4");
+    open.push(d.c);
+    assert.equal(d.admitted, true, "another /24 is not affected");
+  } finally {
+    for (const c of open) c.end();
+    await srv.stop();
+  }
+});
+
+Deno.test("limits e2e: an invalid value is logged once and falls back (-C here)", async () => {
+  const srv = await startServer(["-C", "2:421 c"], { MAXCONNIP: "abc" });
+  const open: Client[] = [];
+  try {
+    const got = [];
+    for (let i = 0; i < 4; i++) {
+      const x = await attempt(srv.port, "127.0.50.1");
+      if (x.admitted) open.push(x.c);
+      got.push(x.admitted ? `n=${x.connNum}` : await x.c.closed);
+    }
+    assert.deepEqual(got, ["n=1", "n=2", "421 c\r\n", "421 c\r\n"]);
+    await srv.waitLine(/invalid/);
+    assert.deepEqual(srv.lines.filter((l) => /invalid/.test(l)), [
+      "tcpserver: warning: ignoring invalid MAXCONNIP=abc",
+    ]);
+  } finally {
+    for (const c of open) c.end();
+    await srv.stop();
+  }
+});

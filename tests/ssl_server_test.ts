@@ -3,6 +3,7 @@
  * loopback against `sslserver` run as a process.
  */
 import assert from "node:assert/strict";
+import tls from "node:tls";
 import { ours, tempDir } from "./helpers.ts";
 import { makePki, type Pki, sClient, startTool } from "./ssl_fixtures.ts";
 
@@ -339,6 +340,36 @@ for await (const chunk of Deno.stdin.readable) {
 }
 file.close();
 `;
+
+Deno.test("sslserver -w: an idle connection is dropped, the client sees the end", async () => {
+  const p = await pki();
+  const srv = await startTool(
+    "sslserver",
+    ["-1", "-w", "1", "-RH", "-l0", "127.0.0.1", "0", "sh", "-c", "echo start; read x; echo late"],
+    { CERTFILE: p.serverCert, KEYFILE: p.serverKey },
+  );
+  try {
+    const got = await new Promise<string>((resolve) => {
+      let text = "";
+      const s = tls.connect({
+        host: "127.0.0.1",
+        port: srv.port,
+        ca: Deno.readTextFileSync(p.caCert),
+        servername: "localhost",
+      });
+      s.on("data", (d: Uint8Array) => (text += new TextDecoder().decode(d)));
+      s.on("error", () => {});
+      s.on("close", () => resolve(text));
+    });
+    // only -w can end this: the client sends nothing, the program waits for a line
+    assert.equal(got, "start\n");
+    await srv.waitLine(
+      /^sslserver: warning: dropping SSL connection, unable to speak SSL: timed out$/,
+    );
+  } finally {
+    await srv.stop();
+  }
+});
 
 Deno.test("PKI cleanup (sslserver)", async () => {
   if (pkiPromise) await (await pkiPromise).cleanup();

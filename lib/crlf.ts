@@ -73,12 +73,21 @@ function insertFill(chunk: Uint8Array, out: Uint8Array, before: number, always: 
   const len = chunk.length;
   let j = 0;
   if (dense(chunk)) {
-    let prev = before;
-    for (let i = 0; i < len; i++) {
+    // two loops, not one with a flag: this is the hot path on text
+    if (always) {
+      for (let i = 0; i < len; i++) {
+        const b = chunk[i];
+        if (b === LF) out[j++] = CR;
+        out[j++] = b;
+      }
+      return j;
+    }
+    if (chunk[0] === LF && before !== CR) out[j++] = CR;
+    if (len > 0) out[j++] = chunk[0];
+    for (let i = 1; i < len; i++) {
       const b = chunk[i];
-      if (b === LF && (always || prev !== CR)) out[j++] = CR;
+      if (b === LF && chunk[i - 1] !== CR) out[j++] = CR;
       out[j++] = b;
-      prev = b;
     }
     return j;
   }

@@ -93,6 +93,9 @@ export async function runPumped(
   io: Io,
   argv0?: string,
 ): Promise<Ended> {
+  // Deno.Command is the fast path (native pipes, no Node stream layer); it
+  // cannot set argv[0], so a renamed program (argv0) goes through node:.
+  if (argv0 === undefined || argv0 === argv[0]) return await runPumpedDeno(argv, env, io);
   const child = nodeSpawn(argv[0], argv.slice(1), {
     stdio: ["pipe", "pipe", "inherit"],
     env: envObject(env) ?? process.env,
@@ -155,4 +158,40 @@ export async function runPumped(
   reader.cancel().catch(() => {});
   await toChild.catch(() => {});
   return ended;
+}
+
+async function runPumpedDeno(
+  argv: string[],
+  env: Map<string, string> | undefined,
+  io: Io,
+): Promise<Ended> {
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env: env ? Object.fromEntries(env) : undefined,
+    clearEnv: env !== undefined,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+    uid: runAs.uid,
+    gid: runAs.gid,
+  }).spawn();
+  io.started?.(child.pid);
+  const stopFeeding = new AbortController();
+  const toChild = io.input.pipeTo(child.stdin, { signal: stopFeeding.signal }).catch(() => {
+    // the client went away or the program stopped reading: it sees EOF
+    child.stdin.close().catch(() => {});
+  });
+  const fromChild = child.stdout.pipeTo(io.output).catch(async () => {
+    // the client went away: the program gets EPIPE on its next write
+    await child.stdout.cancel().catch(() => {});
+  });
+  const status = await child.status;
+  await fromChild;
+  // The program is gone: stop feeding it, even if the client never sends EOF.
+  stopFeeding.abort();
+  await toChild;
+  return {
+    code: status.signal === null ? status.code : null,
+    signal: status.signal,
+  };
 }

@@ -213,9 +213,15 @@ export async function hostAddresses(
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
   if (isIPv6(bare)) return family === 4 ? [] : [bare];
-  let name = host;
-  if (name.endsWith(".")) name = name.slice(0, -1);
-  else if (!name.includes(".")) {
+  // DJB's dns_domain_fromdot: empty labels vanish, a label over 63 bytes is a protocol error.
+  const labels = host.split(".").filter((l) => l !== "");
+  if (labels.some((l) => new TextEncoder().encode(l).length > 63)) {
+    throw new DnsTemporaryError("protocol error");
+  }
+  const name = labels.join(".");
+  if (host.endsWith(".")) {
+    // fully qualified: no search domains
+  } else if (!host.includes(".")) {
     for (const d of searchDomains()) {
       const ips = await resolveAddrs(`${name}.${d}`, { family, timeoutMs });
       if (ips.length) return ips;
@@ -530,10 +536,16 @@ export async function connectClient(
     addresses = await hostAddresses(host, opts.family);
   } catch (e) {
     if (e instanceof DnsTemporaryError) {
-      const why = /time/i.test(e.message) ? "timed out" : "temporary failure";
+      const why = e.message === "protocol error"
+        ? e.message
+        : /time/i.test(e.message)
+        ? "timed out"
+        : "temporary failure";
       throw fatal(prog, `temporarily unable to figure out IP address for ${host}: ${why}`);
     }
-    throw e;
+    // A name DNS cannot carry (an empty or overlong label): no address, as C says.
+    if (e instanceof TypeError || e instanceof RangeError) addresses = [];
+    else throw e;
   }
   if (addresses.length === 0) throw fatal(prog, `no IP address for ${host}`);
   const sock = await connectAny(prog, addresses, portNumber, opts, warn);

@@ -110,9 +110,9 @@ Deno.test("tcpclient: connection refused, unknown port, no address: messages as 
 Deno.test("tcpclient: service names from /etc/services", async () => {
   // "smtp" is port 25; on an address of our own nothing listens there
   const ip = freshLoopback(251);
-  const a = await ours("tcpclient", [ip, "smtp", "true"]);
+  const a = await ours("tcpclient", ["-RHl0", ip, "smtp", "true"]);
   assert.equal(a.err, `tcpclient: unable to connect to ${ip} port 25: connection refused\n`);
-  if (haveC("tcpclient")) same(a, await theirs("tcpclient", [ip, "smtp", "true"]), "smtp");
+  if (haveC("tcpclient")) same(a, await theirs("tcpclient", ["-RHl0", ip, "smtp", "true"]), "smtp");
 });
 
 Deno.test("tcpclient: environment, fd 6, exit status: same as C", async () => {
@@ -315,6 +315,8 @@ Deno.test("tcpclient: names and -h from DNS ($DNSCACHEIP), as C", async () => {
         ["-R", "-i", ip, "server.example.test", String(srv.port), "sh", "-c", ENV_DUMP],
         ["-R", "-i", ip, "server", String(srv.port), "sh", "-c", ENV_DUMP],
         ["-RH", "nothing.example.test", String(srv.port), "true"],
+        ["-RH", "..nothing..example.test.", String(srv.port), "true"],
+        ["-RH", "a".repeat(64) + ".example.test", String(srv.port), "true"],
         ["-RH", "broken.example.test", String(srv.port), "true"],
       ]
     ) {

@@ -1,57 +1,99 @@
 /**
- * The example: compiles examples/rules with our tcprules into a temporary
- * directory and asks our tcprulescheck what tcpserver would do for a few
- * clients.
+ * The example service: compiles examples/rules with our tcprules, starts our
+ * tcpserver on 127.0.0.1 (a free port) with those rules, serving a small
+ * greeting program that echoes what the client types, shows one
+ * conversation, prints how to connect, and runs until Ctrl-C.
+ *
+ *   deno task example            # runs until Ctrl-C
+ *   deno task example --once     # one demo conversation, then stops
  */
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const MOD = `${ROOT}mod.ts`;
+const once = Deno.args.includes("--once");
 
-async function tool(name: string, args: string[], env: Record<string, string>, stdin?: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MOD, name, ...args],
-    env,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const r = await child.output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
-}
+const GREETER = [
+  "sh",
+  "-c",
+  'echo "hello $TCPREMOTEIP:$TCPREMOTEPORT (rule says which=${which-none}," ' +
+  '"TCPLOCALHOST=${TCPLOCALHOST-unset}, connection $TCPCONNNUM from your address)"; ' +
+  'echo "type lines, they come back upper-cased; end with Ctrl-D"; ' +
+  "exec tr a-z A-Z",
+];
 
 const dir = await Deno.makeTempDir({ prefix: "ucspi-example-" });
+let server: Deno.ChildProcess | null = null;
 try {
-  const rules = await Deno.readTextFile(`${ROOT}examples/rules`);
   const cdb = `${dir}/rules.cdb`;
-  const made = await tool("tcprules", [cdb, `${dir}/rules.tmp`], {}, rules);
-  if (made.code !== 0) throw new Error(made.err);
+  const rules = await Deno.readFile(`${ROOT}examples/rules`);
+  const tcprules = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD, "tcprules", cdb, `${dir}/rules.tmp`],
+    stdin: "piped",
+  }).spawn();
+  const w = tcprules.stdin.getWriter();
+  await w.write(rules);
+  await w.close();
+  if (!(await tcprules.status).success) throw new Error("tcprules failed");
   console.log(`compiled examples/rules into ${cdb}`);
-  const clients: Array<Record<string, string>> = [
-    { TCPREMOTEIP: "127.0.0.1", TCPREMOTEINFO: "joe" },
-    { TCPREMOTEIP: "127.0.0.1" },
-    { TCPREMOTEIP: "127.0.0.2" },
-    { TCPREMOTEIP: "18.23.0.32" },
-    { TCPREMOTEIP: "1.2.3.40" },
-    { TCPREMOTEIP: "10.3.0.1" },
-    { TCPREMOTEIP: "192.168.1.1" },
-    { TCPREMOTEIP: "::ffff:192.168.66.7" },
-    { TCPREMOTEIP: "2001:db8::25" },
-    { TCPREMOTEIP: "5.6.7.8", TCPREMOTEHOST: "relay.spam.example" },
-    { TCPREMOTEIP: "5.6.7.8", TCPREMOTEHOST: "mail.example.com" },
-    { TCPREMOTEIP: "5.6.7.8" },
-  ];
-  for (const env of clients) {
-    const r = await tool("tcprulescheck", [cdb], env);
-    const who = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
-    console.log(`\n$ ${who} tcprulescheck rules.cdb\n${r.out.trimEnd()}`);
+
+  server = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "tcpserver",
+      "-v",
+      "-1",
+      "-RH",
+      "-x",
+      cdb,
+      "127.0.0.1",
+      "0",
+      ...GREETER,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = server.stdout.getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("tcpserver did not start");
+    out += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const port = Number(out.trim());
+
+  // One conversation, to show it works.
+  const reply = await new Promise<string>((resolve, reject) => {
+    let text = "";
+    const s = net.connect({ host: "127.0.0.1", port }, () => s.end("it works\n"));
+    s.on("data", (d: Uint8Array) => (text += new TextDecoder().decode(d)));
+    s.on("error", reject);
+    s.on("close", () => resolve(text));
+  });
+  console.log(`\n$ echo "it works" | nc 127.0.0.1 ${port}\n${reply.trimEnd()}\n`);
+
+  if (!once) {
+    console.log(`tcpserver is listening on 127.0.0.1:${port}. Try:`);
+    console.log(`  nc 127.0.0.1 ${port}      (or: telnet 127.0.0.1 ${port})`);
+    console.log(`  deno run -A mod.ts tcpclient 127.0.0.1 ${port} sh -c 'cat <&6'`);
+    console.log("Ctrl-C stops it.");
+    await new Promise<void>((resolve) => {
+      Deno.addSignalListener("SIGINT", () => resolve());
+      Deno.addSignalListener("SIGTERM", () => resolve());
+      server!.status.then(() => resolve());
+    });
   }
 } finally {
+  if (server) {
+    try {
+      server.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await server.status;
+  }
   await Deno.remove(dir, { recursive: true });
 }

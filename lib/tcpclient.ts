@@ -253,6 +253,13 @@ function timedOut(): Error {
   return Object.assign(new Error("timed out"), { code: "ETIMEDOUT" });
 }
 
+/**
+ * What a timeout of 0 seconds allows: C's tcpclient polls once without
+ * waiting, so a connection the kernel completes at once (loopback) still
+ * succeeds; Deno reports even those asynchronously, so give it a moment.
+ */
+const ZERO_WAIT_MS = 20;
+
 /** One connection attempt to ip:port within seconds. */
 function attempt(
   ip: string,
@@ -268,7 +275,7 @@ function attempt(
       done = true;
       sock.destroy();
       reject(new AttemptError("connect", timedOut()));
-    }, seconds * 1000);
+    }, Math.max(seconds * 1000, ZERO_WAIT_MS));
     sock.once("error", (e: Error & { syscall?: string; code?: string }) => {
       if (done) return;
       done = true;

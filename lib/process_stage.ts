@@ -136,27 +136,63 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint
   while (off < data.length) off += await w.write(data.subarray(off));
 }
 
-/** Writes one log line (newline added) to stderr in one write, as DJB's tools do. */
-export function stderrLog(line: string): void {
-  const n = line.length;
-  if (logBuf.length < n + 1) logBuf = new Uint8Array(2 * n + 1);
-  let bytes: Uint8Array | undefined = logBuf.subarray(0, n + 1);
-  for (let i = 0; i < n; i++) {
-    const c = line.charCodeAt(i);
-    if (c > 255) {
-      bytes = undefined;
-      break;
-    }
-    logBuf[i] = c;
-  }
-  if (bytes) bytes[n] = 10;
+/** Log bytes gathered in this turn of the event loop, written together. */
+const LOG_BATCH = 4096; // PIPE_BUF: a write up to this size is never split
+const logBuf = new Uint8Array(LOG_BATCH);
+let logLen = 0;
+let flushQueued = false;
+
+function flushLog(): void {
+  flushQueued = false;
+  if (logLen === 0) return;
+  const n = logLen;
+  logLen = 0;
   try {
-    writeAllSync(Deno.stderr, bytes ?? logLineBytes(line + "\n"));
+    writeAllSync(Deno.stderr, logBuf.subarray(0, n));
   } catch { /* stderr gone: nothing to tell */ }
 }
 
-/** stderrLog's reused buffer (it writes synchronously, so one is enough). */
-let logBuf = new Uint8Array(1024);
+/**
+ * Writes one log line (newline added) to stderr. Lines logged in the same
+ * turn of the event loop (recordio's lines for one packet) go out in one
+ * write of at most 4096 bytes, so, as with DJB's line-per-write, no line is
+ * ever split by another writer; a longer line is one write of its own.
+ */
+export function stderrLog(line: string): void {
+  const n = line.length;
+  if (logLen + n + 1 > LOG_BATCH) flushLog();
+  let narrow = n + 1 <= LOG_BATCH;
+  if (narrow) {
+    // one byte per char, straight into the batch (the common case)
+    for (let i = 0; i < n; i++) {
+      const c = line.charCodeAt(i);
+      if (c > 255) {
+        narrow = false;
+        break;
+      }
+      logBuf[logLen + i] = c;
+    }
+  }
+  if (narrow) {
+    logBuf[logLen + n] = 10;
+    logLen += n + 1;
+  } else {
+    const bytes = logLineBytes(line + "\n");
+    if (logLen + bytes.length > LOG_BATCH) flushLog();
+    if (bytes.length > LOG_BATCH) {
+      try {
+        writeAllSync(Deno.stderr, bytes);
+      } catch { /* stderr gone */ }
+      return;
+    }
+    logBuf.set(bytes, logLen);
+    logLen += bytes.length;
+  }
+  if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushLog);
+  }
+}
 
 /**
  * Our stdin as a stream that reads only when asked (so a program run after a
@@ -275,6 +311,7 @@ export async function runStageAsProcess(
     throw await cannotRun(e);
   } finally {
     signals.detach();
+    flushLog();
   }
 
   async function cannotRun(e: unknown): Promise<ToolError> {

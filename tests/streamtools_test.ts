@@ -823,3 +823,28 @@ Deno.test("recordio inside our tcpserver (in-process stage): raw bytes in the lo
     await srv.stderr.cancel().catch(() => {});
   }
 });
+
+Deno.test("stderrLog: byte strings raw, wide chars UTF-8, long lines whole, order kept", async () => {
+  const mod = new URL("../lib/process_stage.ts", import.meta.url).href;
+  const code = `
+    import { stderrLog } from "${mod}";
+    stderrLog("a\\xff\\x00b");
+    stderrLog("euro \\u20ac");
+    stderrLog("L".repeat(5000));
+    stderrLog("after");
+    await new Promise((r) => setTimeout(r, 0));
+    stderrLog("next turn");
+  `;
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const want = concat([
+    bytes("a\xff\x00b\n"),
+    new TextEncoder().encode("euro \u20ac\n"),
+    bytes("L".repeat(5000) + "\nafter\nnext turn\n"),
+  ]);
+  assert.deepEqual(r.stderr, want);
+});

@@ -7,7 +7,7 @@
  */
 import type { Converter } from "./crlf.ts";
 import { errnoName, errorText, fatal, ToolError } from "./errors.ts";
-import { runInherited, runPumped, statusOf } from "./spawn.ts";
+import { forwardSignals, runInherited, runPumped, statusOf } from "./spawn.ts";
 import type { Io, Stage } from "./stage.ts";
 
 const utf8 = new TextEncoder();
@@ -217,54 +217,6 @@ export function stdioIo(log: (line: string) => void = stderrLog): Io {
     },
   });
   return { input, output, log };
-}
-
-/**
- * The signals a supervisor sends to what it thinks is the program (svc -t,
- * -h, -a, -1, -2, -i, -c): DJB's tools exec, so the program gets them.
- */
-const FORWARDED: Deno.Signal[] = [
-  "SIGTERM",
-  "SIGHUP",
-  "SIGALRM",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGINT",
-  "SIGCONT",
-];
-
-/**
- * Passes the supervisor's signals on to the program: we stay alive until it
- * exits and report its status. Listening starts at once, so a signal that
- * comes while the program is being started is held and delivered when
- * `attach` names its pid. `detach` restores the default handling.
- */
-function forwardSignals(): { attach: (pid: number) => void; detach: () => void } {
-  let pid: number | undefined;
-  const held: Deno.Signal[] = [];
-  const send = (sig: Deno.Signal) => {
-    try {
-      Deno.kill(pid!, sig);
-    } catch { /* already gone */ }
-  };
-  const installed: [Deno.Signal, () => void][] = [];
-  for (const sig of FORWARDED) {
-    const handler = () => pid === undefined ? held.push(sig) : send(sig);
-    try {
-      Deno.addSignalListener(sig, handler);
-      installed.push([sig, handler]);
-    } catch { /* not supported here */ }
-  }
-  return {
-    attach(p) {
-      pid = p;
-      for (const sig of held.splice(0)) send(sig);
-    },
-    detach() {
-      for (const [sig, handler] of installed) Deno.removeSignalListener(sig, handler);
-      installed.length = 0;
-    },
-  };
 }
 
 /**

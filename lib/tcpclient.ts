@@ -20,7 +20,7 @@ import type { Option } from "./getopt.ts";
 import { scanUlong } from "./getopt.ts";
 import { remoteInfo } from "./ident.ts";
 import { parsePort } from "./services.ts";
-import { type Ended, statusOf } from "./spawn.ts";
+import { type Ended, forwardSignals, statusOf } from "./spawn.ts";
 
 /** tcpclient's options (the defaults are DJB's). */
 export interface ClientOptions {
@@ -411,39 +411,6 @@ export async function setClientEnv(
 }
 
 /**
- * The signals a supervisor sends to what it thinks is the program: DJB's
- * tcpclient execs it, so the program gets them; we pass them on.
- */
-const FORWARDED: Deno.Signal[] = [
-  "SIGTERM",
-  "SIGHUP",
-  "SIGALRM",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGINT",
-  "SIGCONT",
-];
-
-/** Passes FORWARDED signals to pid until the returned function is called. */
-function forwardSignals(pid: number): () => void {
-  const installed: [Deno.Signal, () => void][] = [];
-  for (const sig of FORWARDED) {
-    const handler = () => {
-      try {
-        Deno.kill(pid, sig);
-      } catch { /* already gone */ }
-    };
-    try {
-      Deno.addSignalListener(sig, handler);
-      installed.push([sig, handler]);
-    } catch { /* not supported here */ }
-  }
-  return () => {
-    for (const [sig, handler] of installed) Deno.removeSignalListener(sig, handler);
-  };
-}
-
-/**
  * Runs argv with our stdin, stdout and stderr on 0-2, reading the network on
  * descriptor 6 and writing it on descriptor 7 (socket pairs pumped to and
  * from network). The program closing 7 half-closes the network; the peer
@@ -458,13 +425,13 @@ export function runWithNetwork(
   network: Duplex,
 ): Promise<Ended> {
   return new Promise((resolve, reject) => {
+    const forwarding = forwardSignals();
     const child = spawn(argv[0], argv.slice(1), {
       stdio: ["inherit", "inherit", "inherit", "ignore", "ignore", "ignore", "pipe", "pipe"],
       env: Object.fromEntries(env),
     });
     let ended: Ended | undefined;
     let flushed = false;
-    let unforward = () => {};
     const stdio = child.stdio as unknown as (net.Socket | null)[];
     const fd6 = stdio[6]!;
     const fd7 = stdio[7]!;
@@ -475,12 +442,13 @@ export function runWithNetwork(
       resolve(ended);
     };
     child.once("error", (e) => {
+      forwarding.detach();
       fd6?.destroy();
       fd7?.destroy();
       reject(e);
     });
     child.once("spawn", () => {
-      if (child.pid !== undefined) unforward = forwardSignals(child.pid);
+      if (child.pid !== undefined) forwarding.attach(child.pid);
       fd6.on("error", () => network.unpipe(fd6));
       fd7.on("error", () => {});
       network.on("error", () => {
@@ -502,7 +470,7 @@ export function runWithNetwork(
       fd7.resume();
     });
     child.once("exit", (code, signal) => {
-      unforward();
+      forwarding.detach();
       ended = { code, signal };
       finish();
     });

@@ -26,7 +26,7 @@ import { findProgram, logLineBytes } from "../lib/process_stage.ts";
 import { runPumped } from "../lib/spawn.ts";
 import type { Io } from "../lib/stage.ts";
 import { ToolError } from "../lib/errors.ts";
-import { haveC, ours, oursArgv, type Result, tempDir, theirs } from "./helpers.ts";
+import { cTool, haveC, ours, oursArgv, type Result, tempDir, theirs } from "./helpers.ts";
 
 const CR = 13;
 const LF = 10;
@@ -557,7 +557,7 @@ Deno.test("addcr/delcr: arguments ignored; unreadable input exits 111 silently, 
     assert.equal(r.code, 111);
     assert.equal(r.stderr.length, 0);
     if (haveC(tool)) {
-      const c = await cmd([`/usr/bin/${tool}`]);
+      const c = await cmd([cTool(tool)!]);
       assert.equal(c.code, r.code);
       assert.equal(c.stderr.length, 0);
     }
@@ -650,7 +650,7 @@ Deno.test("fixcrio/recordio/argv0: usage and cannot-run messages and codes equal
       assert.ok(o.code === 100 || o.code === 111, `${tool} ${args}: ${o.code}`);
       assert.match(o.err, new RegExp(`^${tool}: (usage|fatal): `));
       if (!haveC(tool)) continue;
-      const c = norm(await runHeld([`/usr/bin/${tool}`, ...args]));
+      const c = norm(await runHeld([cTool(tool)!, ...args]));
       same(o, c, `${tool} ${JSON.stringify(args)}`);
     }
   } finally {
@@ -713,7 +713,7 @@ Deno.test("recordio: a program that exits while the client is idle: no input [EO
     assert.deepEqual(bstr(r.stderr).replace(/^\d+ /gm, "PID "), "PID > hi \nPID > [EOF]\n");
   };
   check(await runHeld(oursArgv("recordio", ["echo", "hi"])));
-  if (haveC("recordio")) check(await runHeld(["/usr/bin/recordio", "echo", "hi"]));
+  if (haveC("recordio")) check(await runHeld([cTool("recordio")!, "echo", "hi"]));
 });
 
 Deno.test("recordio: the pid logged is the program's, as C's", async () => {

@@ -3,9 +3,11 @@
  * connections per second for a trivial program at 1, 8 and 64 concurrent
  * clients, MB/s of a bulk transfer to the client (and through `cat` both
  * ways), and the server's RSS holding 1,000 idle connections. Prints a table
- * with the ratio ours/C. Bounded in count and time; loopback only.
+ * with the ratio ours/C, for our native path (lib/native.ts, the default
+ * with -A) and for the pure-Deno path (TCPSERVER_NATIVE=0). Bounded in count
+ * and time; loopback only.
  *
- *   deno run -A bench/tcpserver_bench.ts [--quick]
+ *   deno run -A bench/tcpserver_bench.ts [--quick] [--native-only]
  */
 import net from "node:net";
 import { fileURLToPath } from "node:url";
@@ -14,6 +16,10 @@ const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const MOD = `${ROOT}mod.ts`;
 const C = "/usr/bin/tcpserver";
 const quick = Deno.args.includes("--quick");
+const nativeOnly = Deno.args.includes("--native-only");
+
+/** ours: the native path; pure: ours with TCPSERVER_NATIVE=0; c: DJB's. */
+type Which = "ours" | "pure" | "c";
 
 interface Server {
   port: number;
@@ -21,8 +27,8 @@ interface Server {
   stop(): Promise<void>;
 }
 
-async function start(which: "ours" | "c", args: string[]): Promise<Server> {
-  const argv = which === "ours"
+async function start(which: Which, args: string[]): Promise<Server> {
+  const argv = which !== "c"
     ? ["bash", "-c", `exec -a tcpserver "${Deno.execPath()}" run -A "${MOD}" "$@"`, "tcpserver"]
     : [C];
   const child = new Deno.Command(argv[0], {
@@ -30,6 +36,7 @@ async function start(which: "ours" | "c", args: string[]): Promise<Server> {
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",
+    env: { TCPSERVER_NATIVE: which === "pure" ? "0" : "1" },
   }).spawn();
   const reader = child.stdout.getReader();
   let out = "";
@@ -67,7 +74,7 @@ function fetchAll(port: number, send?: Uint8Array): Promise<number> {
   });
 }
 
-async function connRate(which: "ours" | "c", concurrency: number): Promise<number> {
+async function connRate(which: Which, concurrency: number): Promise<number> {
   const srv = await start(which, ["-c", "200", "127.0.0.1", "0", "true"]);
   try {
     await fetchAll(srv.port);
@@ -91,7 +98,7 @@ async function connRate(which: "ours" | "c", concurrency: number): Promise<numbe
 }
 
 /** Bytes per second of `program` output read by one client. */
-async function download(which: "ours" | "c", bytes: number): Promise<number> {
+async function download(which: Which, bytes: number): Promise<number> {
   const srv = await start(which, ["127.0.0.1", "0", "head", "-c", String(bytes), "/dev/zero"]);
   try {
     const t0 = performance.now();
@@ -104,7 +111,7 @@ async function download(which: "ours" | "c", bytes: number): Promise<number> {
 }
 
 /** Bytes per second sent through `cat` and back. */
-async function echo(which: "ours" | "c", bytes: number): Promise<number> {
+async function echo(which: Which, bytes: number): Promise<number> {
   const srv = await start(which, ["127.0.0.1", "0", "cat"]);
   try {
     const data = new Uint8Array(bytes);
@@ -123,7 +130,7 @@ function rssKb(pid: number): number {
 }
 
 /** The server process's RSS in kB while it holds n idle connections (program: cat). */
-async function idleRss(which: "ours" | "c", n: number): Promise<number> {
+async function idleRss(which: Which, n: number): Promise<number> {
   const srv = await start(which, ["-c", String(n + 10), "127.0.0.1", "0", "cat"]);
   const socks: net.Socket[] = [];
   try {
@@ -147,7 +154,7 @@ async function idleRss(which: "ours" | "c", n: number): Promise<number> {
   }
 }
 
-const rows: Array<[string, number, number, string]> = [];
+const rows: Array<[string, number, number, number, string]> = [];
 const haveC = (() => {
   try {
     return Deno.statSync(C).isFile;
@@ -155,14 +162,16 @@ const haveC = (() => {
     return false;
   }
 })();
-async function row(name: string, unit: string, f: (w: "ours" | "c") => Promise<number>) {
+async function row(name: string, unit: string, f: (w: Which) => Promise<number>) {
   const o = await f("ours");
+  const p = nativeOnly ? NaN : await f("pure");
   const c = haveC ? await f("c") : NaN;
-  rows.push([name, o, c, unit]);
+  rows.push([name, o, p, c, unit]);
+  const n = (x: number) => x.toFixed(1).padStart(9);
   console.log(
-    `${name.padEnd(34)} ours ${o.toFixed(1).padStart(9)} ${unit.padEnd(7)} C ${
-      c.toFixed(1).padStart(9)
-    }  ratio ${(o / c).toFixed(2)}`,
+    `${name.padEnd(34)} native ${n(o)} pure ${n(p)} C ${n(c)} ${unit.padEnd(7)} ratio native ${
+      (o / c).toFixed(2)
+    } pure ${(p / c).toFixed(2)}`,
   );
 }
 

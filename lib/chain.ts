@@ -34,6 +34,14 @@ import type { Io, Outcome, Stage } from "./stage.ts";
 export interface ChainContext {
   /** The pid rblsmtpd names in its log line (default: ours). */
   pid?: number;
+  /**
+   * Offered the first foreign program (file found by PATH, its argv with the
+   * argv[0] it sees, and the io it would talk over) before it is spawned
+   * pumped: may start it on the connection's socket itself (tcpserver's
+   * native path, when the io is still the untouched socket) and resolve with
+   * how it ended; null declines.
+   */
+  spawnDirect?: (file: string, argv: string[], io: Io) => Promise<Ended> | null;
 }
 
 /** The tools that run in-process, by name. */
@@ -180,6 +188,8 @@ export async function runConnectionProgram(
   const name = cur[0];
   try {
     const file = findProgram(name, env);
+    const direct = ctx.spawnDirect?.(file, [argv0 ?? name, ...cur.slice(1)], curIo);
+    if (direct) return await direct;
     return await runPumped([file, ...cur.slice(1)], env, curIo, argv0 ?? name);
   } catch (e) {
     // As the tool's process would: its fatal line, then what closing the

@@ -19,15 +19,16 @@
  * program's exit code x 256 or its signal; 25600 (exit 100) for a denied
  * connection, 28416 (exit 111) for a dropped one.
  */
-import { runConnectionProgram } from "./chain.ts";
+import { isOurs, runConnectionProgram } from "./chain.ts";
 import { DnsCache, resolveAddrs, resolvePtr } from "./dns.ts";
 import { errorText } from "./errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
 import { remoteInfo } from "./ident.ts";
 import { Limits } from "./limits.ts";
-import { logLineBytes } from "./process_stage.ts";
+import { endedOf, nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "./native.ts";
+import { findProgram, logLineBytes } from "./process_stage.ts";
 import { RulesFile } from "./rules.ts";
-import type { Ended } from "./spawn.ts";
+import { getRunAs } from "./spawn.ts";
 import type { Io } from "./stage.ts";
 import { decisionLine, endLine, pidLine, statusLine, waitStatus } from "./tcplog.ts";
 
@@ -88,6 +89,12 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** A per-connection step before peer info and rules (see PrepareHook). */
   prepare?: PrepareHook;
+  /**
+   * The native path (lib/native.ts: libc sockets, the program gets the
+   * socket itself). Default: used when available and there is no prepare
+   * hook; false: never.
+   */
+  native?: boolean;
 }
 
 /** What the prepare hook learns about a fresh connection. */
@@ -124,6 +131,21 @@ export interface Prepared {
  * connection (the hook logs why); throwing drops it and logs the error.
  */
 export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
+
+/** A connection as the pipeline sees it, whichever path accepted it. */
+interface Sock {
+  local: Endpoint;
+  remote: Endpoint;
+  /** The socket's own streams (made on first use). */
+  io(): Io;
+  /** The Deno connection, for the prepare hook (the Deno path only). */
+  raw?: Deno.TcpConn;
+  /** Writes to the socket directly (the native path: keeps it pristine). */
+  write?: (data: Uint8Array) => Promise<void>;
+  close(): void;
+  /** Runs the program; resolves with its wait status. */
+  run(argv: string[], env: Map<string, string>, wrapped: Io | null): Promise<number>;
+}
 
 const DROP = "warning: dropping connection, ";
 const WSTAT_DENY = 100 << 8;
@@ -204,6 +226,7 @@ export class TcpServer {
   readonly #dnsCache = new DnsCache(10000);
   readonly #localNames = new Map<string, { at: number; name: Promise<string | null> }>();
   #listener: Deno.TcpListener | null = null;
+  #native: NativeListener | null = null;
   #local: Endpoint | null = null;
   #active = 0;
   #nextId = 0;
@@ -244,6 +267,18 @@ export class TcpServer {
    * Returns the local address (port 0 picks one).
    */
   listen(): Endpoint {
+    if (
+      this.opts.native !== false && !this.opts.prepare && !this.opts.hostname.includes("%") &&
+      nativeAvailable(this.opts.baseEnv)
+    ) {
+      // Any failure here: Deno.listen below tries again and reports it.
+      const n = NativeListener.open(this.opts.hostname, this.opts.port, this.opts.reusePort);
+      if (n) {
+        this.#native = n;
+        this.#local = { ...n.local };
+        return this.#local;
+      }
+    }
     const o: Deno.TcpListenOptions = { hostname: this.opts.hostname, port: this.opts.port };
     if (this.opts.reusePort) o.reusePort = true;
     const l = Deno.listen({ ...o, transport: "tcp" });
@@ -251,6 +286,11 @@ export class TcpServer {
     const a = l.addr as Deno.NetAddr;
     this.#local = { ip: a.hostname, port: a.port };
     return this.#local;
+  }
+
+  /** True when listening on the native path (lib/native.ts). */
+  get isNative(): boolean {
+    return this.#native !== null;
   }
 
   /** The port listened on (after listen()). */
@@ -266,7 +306,8 @@ export class TcpServer {
 
   async #acceptLoop(): Promise<void> {
     const l = this.#listener;
-    if (!l) throw new Error("listen() first");
+    const native = this.#native;
+    if (!l && !native) throw new Error("listen() first");
     this.#status();
     const overLimit = this.opts.overLimitMessage ?? null;
     for (;;) {
@@ -274,9 +315,16 @@ export class TcpServer {
         await new Promise<void>((r) => (this.#wake = r));
       }
       if (this.#stopping) break;
-      let conn: Deno.TcpConn;
+      let conn: Deno.TcpConn | NativeConn;
       try {
-        conn = await l.accept();
+        if (native) {
+          const c = await native.accept();
+          if (c === null) {
+            if (this.#stopping || native.closed) break;
+            throw new Error("accept failed");
+          }
+          conn = c;
+        } else conn = await l!.accept();
       } catch (e) {
         if (this.#stopping || e instanceof Deno.errors.BadResource) break;
         // EMFILE and friends: C retries at once; give the loop a breath.
@@ -314,8 +362,12 @@ export class TcpServer {
     }
   }
 
-  #refuseBusy(conn: Deno.TcpConn, message: string): void {
+  #refuseBusy(conn: Deno.TcpConn | NativeConn, message: string): void {
     const data = enc.encode(message + "\r\n");
+    if (conn instanceof NativeConn) {
+      conn.writeAll(data).catch(() => {}).finally(() => conn.close());
+      return;
+    }
     (async () => {
       try {
         let off = 0;
@@ -336,6 +388,7 @@ export class TcpServer {
     try {
       this.#listener?.close();
     } catch { /* closed */ }
+    await this.#native?.close();
     const w = this.#wake;
     this.#wake = null;
     w?.();
@@ -387,43 +440,109 @@ export class TcpServer {
   }
 
   /** One connection, start to end; resolves with the wait status to log. */
-  async #handle(conn: Deno.TcpConn, id: number): Promise<number> {
+  #handle(conn: Deno.TcpConn | NativeConn, id: number): Promise<number> {
+    return conn instanceof NativeConn ? this.#handleNative(conn, id) : this.#handleDeno(conn, id);
+  }
+
+  /**
+   * A native connection: the same pipeline; the program gets the socket
+   * itself when nothing runs in-process before it (or what ran did not
+   * touch the stream), else the stages talk over the socket from here.
+   */
+  #handleNative(conn: NativeConn, id: number): Promise<number> {
+    const io = (): Io => conn.io(this.#log);
+    const runAs = getRunAs();
+    const start = async (file: string, argv: string[], env: Map<string, string>) => {
+      const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
+      conn.handedOver();
+      await conn.close(); // as C's parent after fork: the program owns the socket
+      return await child.status;
+    };
+    return this.#pipeline(conn, id, {
+      local: { ...conn.local },
+      remote: { ...conn.remote },
+      io,
+      write: (data) => conn.writeAll(data),
+      close: () => void conn.close(),
+      run: async (argv, env, wrapped) => {
+        if (wrapped) return waitStatus(await runConnectionProgram(argv, env, wrapped, { pid: id }));
+        if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
+          return await start(findProgram(argv[0], env), argv, env);
+        }
+        const ended = await runConnectionProgram(argv, env, io(), {
+          pid: id,
+          spawnDirect: (file, a, via) =>
+            via === io() && conn.pristine ? start(file, a, env).then((w) => endedOf(w)) : null,
+        });
+        return waitStatus(ended);
+      },
+    });
+  }
+
+  #handleDeno(conn: Deno.TcpConn, id: number): Promise<number> {
+    const la = conn.localAddr as Deno.NetAddr;
+    const ra = conn.remoteAddr as Deno.NetAddr;
+    let io: Io | null = null;
+    return this.#pipeline(conn, id, {
+      local: { ip: la.hostname, port: la.port },
+      remote: { ip: ra.hostname, port: ra.port },
+      io: () => (io ??= socketIo(conn, this.#log)),
+      raw: conn,
+      close: () => conn.close(),
+      run: async (argv, env, wrapped) => {
+        const via = wrapped ?? (io ??= socketIo(conn, this.#log));
+        return waitStatus(await runConnectionProgram(argv, env, via, { pid: id }));
+      },
+    });
+  }
+
+  async #pipeline(sock: Deno.TcpConn | NativeConn, id: number, c: Sock): Promise<number> {
     const o = this.opts;
     const prog = this.prog;
     let cleanup: (() => void | Promise<void>) | undefined;
+    let conn: Sock | null = c;
     try {
-      const la = conn.localAddr as Deno.NetAddr;
-      const ra = conn.remoteAddr as Deno.NetAddr;
-      let local: Endpoint = { ip: la.hostname, port: la.port };
-      let remote: Endpoint = { ip: ra.hostname, port: ra.port };
+      let local: Endpoint = c.local;
+      let remote: Endpoint = c.remote;
       if (this.#verbosity >= 2) {
         this.#log(pidLine(prog, id, showAddress(remote.ip, o.forceV6).ip));
       }
       try {
-        conn.setNoDelay(o.noDelay ?? false);
+        sock.setNoDelay(o.noDelay ?? false);
       } catch { /* not a TCP socket any more */ }
-      let io = socketIo(conn, this.#log);
+      let wrapped: Io | null = null;
+      const io = () => wrapped ?? c.io();
       let extraEnv: Array<[string, string | null]> = [];
       let editEnv: ((env: Map<string, string>) => void) | undefined;
-      if (o.prepare) {
-        const p = await o.prepare(conn, { id, io, local, remote });
+      if (o.prepare && c.raw) {
+        const p = await o.prepare(c.raw, { id, io: io(), local, remote });
         if (p === null) return WSTAT_DROP;
         cleanup = p.cleanup;
-        if (p.io) io = p.io;
+        if (p.io) wrapped = p.io;
         if (p.local) local = p.local;
         if (p.remote) remote = p.remote;
         if (p.extraEnv) extraEnv = p.extraEnv;
         editEnv = p.environ;
       }
       if (o.banner) {
-        const w = io.output.getWriter();
-        try {
-          await w.write(enc.encode(o.banner));
-        } catch (e) {
-          this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
-          return WSTAT_DROP;
-        } finally {
-          w.releaseLock();
+        const bytes = enc.encode(o.banner);
+        if (!wrapped && c.write) {
+          try {
+            await c.write(bytes);
+          } catch (e) {
+            this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
+            return WSTAT_DROP;
+          }
+        } else {
+          const w = io().output.getWriter();
+          try {
+            await w.write(bytes);
+          } catch (e) {
+            this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
+            return WSTAT_DROP;
+          } finally {
+            w.releaseLock();
+          }
         }
       }
 
@@ -510,42 +629,40 @@ export class TcpServer {
           );
         }
         if (admitted.message !== null) {
-          const w = io.output.getWriter();
+          const w = io().output.getWriter();
           try {
             await w.write(enc.encode(admitted.message + "\r\n"));
             await w.close();
           } catch { /* the client is gone */ }
         } else {
           // Close after a second, without holding a -c slot meanwhile.
-          const c = cleanup;
+          const clean = cleanup;
           const late = conn; // `conn` is nulled below; close this one later
           cleanup = undefined;
           setTimeout(() => {
             try {
-              late.close();
+              late?.close();
             } catch { /* closed */ }
-            c?.();
+            clean?.();
           }, 1000);
-          conn = null as unknown as Deno.TcpConn;
+          conn = null;
         }
         return WSTAT_DENY;
       }
       env.set("TCPCONNNUM", String(admitted.connNum));
       try {
         if (this.#verbosity >= 2) this.#log(decisionLine(prog, "ok", id, facts));
-        let ended: Ended;
         try {
-          ended = await runConnectionProgram(o.argv, env, io, { pid: id });
+          return await c.run(o.argv, env, wrapped);
         } catch (e) {
           this.#warn(`${prog}: ${DROP}unable to run ${o.argv[0]}: ${errorText(e)}`);
           return WSTAT_DROP;
         }
-        return waitStatus(ended);
       } finally {
         try {
           conn?.close();
         } catch { /* closed */ }
-        conn = null as unknown as Deno.TcpConn;
+        conn = null;
         admitted.release();
       }
     } finally {

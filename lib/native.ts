@@ -1,0 +1,580 @@
+/**
+ * tcpserver's native fast path: libc through Deno FFI (Linux, glibc).
+ *
+ * The listening socket is made with socket/bind/listen, connections are
+ * taken with accept4 (on a worker thread, SOCK_CLOEXEC), and a connection's
+ * program is started with posix_spawn with the socket itself as its fd 0 and
+ * 1, as C tcpserver's fork/exec gives it: no byte passes through the server,
+ * the program owns half-close and FIN. Children are reaped on SIGCHLD with
+ * waitpid(pid, WNOHANG) for our own pids only (Deno reaps its own children).
+ *
+ * Used only when available (see `nativeAvailable`): Linux, the ffi
+ * permission granted (--allow-ffi), libc.so.6 loadable, and
+ * $TCPSERVER_NATIVE not "0". Otherwise tcpserver keeps its pure-Deno path.
+ * Importing this module has no side effects: libc is opened on first use.
+ */
+import { spawn as nodeSpawn } from "node:child_process";
+import { formatIp4, formatIp6, parseIp4, parseIp6 } from "./addr.ts";
+import type { Ended } from "./spawn.ts";
+import type { Io } from "./stage.ts";
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: {
+    parameters: ["i32", "pointer", "pointer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  readAsync: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
+  writeAsync: {
+    name: "write",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  posix_spawn: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_setflags: { parameters: ["buffer", "i16"], result: "i32" },
+  posix_spawnattr_setsigmask: { parameters: ["buffer", "buffer"], result: "i32" },
+  posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const SHUT_RD = 0;
+const SHUT_WR = 1;
+const SHUT_RDWR = 2;
+const WNOHANG = 1;
+const POSIX_SPAWN_SETSIGDEF = 0x04;
+const POSIX_SPAWN_SETSIGMASK = 0x08;
+/** The listen backlog (what Deno.listen uses). */
+const BACKLOG = 511;
+
+let lib: Libc | null | undefined;
+let attr: Uint8Array | null = null;
+
+/**
+ * Whether the native path can be used: Linux, $TCPSERVER_NATIVE (in env, or
+ * the process environment) is not "0", the ffi permission is granted and
+ * libc.so.6 loads. Never throws, never prompts.
+ */
+export function nativeAvailable(env?: Map<string, string>): boolean {
+  let flag: string | undefined;
+  try {
+    flag = env ? env.get("TCPSERVER_NATIVE") : Deno.env.get("TCPSERVER_NATIVE");
+  } catch {
+    flag = undefined;
+  }
+  if (flag === "0") return false;
+  return libc() !== null;
+}
+
+function libc(): Libc | null {
+  if (lib !== undefined) return lib;
+  lib = null;
+  try {
+    if (Deno.build.os !== "linux") return null;
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    lib = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  } catch {
+    lib = null;
+  }
+  return lib;
+}
+
+function L(): Libc {
+  const l = libc();
+  if (!l) throw new Error("native path not available");
+  return l;
+}
+
+function errno(): number {
+  const p = L().__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+const ERRNO_CODES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  7: "E2BIG",
+  8: "ENOEXEC",
+  12: "ENOMEM",
+  13: "EACCES",
+  20: "ENOTDIR",
+  24: "EMFILE",
+  26: "ETXTBSY",
+  36: "ENAMETOOLONG",
+  40: "ELOOP",
+};
+
+function sysError(what: string, n: number): Error {
+  const e = new Error(`${what}: os error ${n}`) as Error & { code?: string };
+  const code = ERRNO_CODES[n];
+  if (code) e.code = code;
+  return e;
+}
+
+/** An address and port. */
+export interface NativeEndpoint {
+  ip: string;
+  port: number;
+}
+
+function sockaddr(ip: string, port: number): Uint8Array | null {
+  const v4 = parseIp4(ip);
+  if (v4) {
+    const b = new Uint8Array(16);
+    new DataView(b.buffer).setUint16(0, AF_INET, true);
+    new DataView(b.buffer).setUint16(2, port, false);
+    b.set(v4, 4);
+    return b;
+  }
+  const v6 = parseIp6(ip);
+  if (!v6) return null;
+  const b = new Uint8Array(28);
+  new DataView(b.buffer).setUint16(0, AF_INET6, true);
+  new DataView(b.buffer).setUint16(2, port, false);
+  b.set(v6, 8);
+  return b;
+}
+
+/** A sockaddr_in/sockaddr_in6 as Deno would show it ("::ffff:a.b.c.d" for mapped). */
+function endpointOf(b: Uint8Array): NativeEndpoint {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const family = dv.getUint16(0, true);
+  const port = dv.getUint16(2, false);
+  if (family === AF_INET) return { ip: formatIp4(b.subarray(4, 8)), port };
+  const scope = dv.getUint32(24, true);
+  const ip = formatIp6(b.subarray(8, 24));
+  return { ip: scope ? `${ip}%${scope}` : ip, port };
+}
+
+function nameOf(fd: number, peer: boolean): NativeEndpoint {
+  const b = new Uint8Array(128);
+  const len = new Uint32Array([128]);
+  const r = peer ? L().getpeername(fd, b, len) : L().getsockname(fd, b, len);
+  if (r !== 0) throw sysError(peer ? "getpeername" : "getsockname", errno());
+  return endpointOf(b);
+}
+
+function setInt(fd: number, level: number, opt: number, value: number): boolean {
+  return L().setsockopt(fd, level, opt, new Int32Array([value]), 4) === 0;
+}
+
+/** A listening socket made with libc. */
+export class NativeListener {
+  readonly fd: number;
+  readonly local: NativeEndpoint;
+  #closed = false;
+  #pending: Promise<number> | null = null;
+
+  private constructor(fd: number) {
+    this.fd = fd;
+    this.local = nameOf(fd, false);
+  }
+
+  /**
+   * Binds and listens on ip:port (a literal address; "::" is dual-stack),
+   * SO_REUSEADDR as Deno sets it, SO_REUSEPORT when asked. Returns null on
+   * any failure: the caller then lets Deno.listen try (and report the error
+   * with Deno's error classes, as before).
+   */
+  static open(ip: string, port: number, reusePort = false): NativeListener | null {
+    const sa = sockaddr(ip, port);
+    const l = libc();
+    if (!sa || !l) return null;
+    const v6 = sa.length === 28;
+    const fd = l.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return null;
+    const ok = setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
+      (!reusePort || setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
+      (!v6 || ip !== "::" || setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
+      l.bind(fd, sa, sa.length) === 0 &&
+      l.listen(fd, BACKLOG) === 0;
+    if (!ok) {
+      l.close(fd);
+      return null;
+    }
+    try {
+      return new NativeListener(fd);
+    } catch {
+      l.close(fd);
+      return null;
+    }
+  }
+
+  /** The next connection, or null once closed (or on an error: retry). */
+  async accept(): Promise<NativeConn | null> {
+    if (this.#closed) return null;
+    const p = L().accept4(this.fd, null, null, SOCK_CLOEXEC);
+    this.#pending = p;
+    const fd = await p;
+    this.#pending = null;
+    if (fd < 0) return null;
+    if (this.#closed) {
+      L().close(fd);
+      return null;
+    }
+    try {
+      return new NativeConn(fd);
+    } catch {
+      // the client is gone already (ENOTCONN)
+      L().close(fd);
+      return null;
+    }
+  }
+
+  /** True after close(). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops accepting: wakes a pending accept4, closes the socket once it returned. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    L().shutdown(this.fd, SHUT_RDWR);
+    const p = this.#pending;
+    if (p) await p.catch(() => {});
+    L().close(this.fd);
+  }
+}
+
+const READ_SIZE = 64 * 1024;
+
+/** An accepted connection's socket (a file descriptor we own until close). */
+export class NativeConn {
+  readonly fd: number;
+  readonly local: NativeEndpoint;
+  readonly remote: NativeEndpoint;
+  #closed = false;
+  #handedOver = false;
+  #pendingRead: Promise<unknown> | null = null;
+  #pendingWrite: Promise<unknown> | null = null;
+  #io: Io | null = null;
+  #readAny = false;
+
+  constructor(fd: number) {
+    this.fd = fd;
+    this.local = nameOf(fd, false);
+    this.remote = nameOf(fd, true);
+  }
+
+  /** TCP_NODELAY on or off. */
+  setNoDelay(on: boolean): void {
+    setInt(this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+  }
+
+  /** Writes all of data (on a worker thread); throws when the client is gone. */
+  async writeAll(data: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      const chunk = data.subarray(off);
+      const p = L().writeAsync(this.fd, chunk, BigInt(chunk.length));
+      this.#pendingWrite = p;
+      const n = Number(await p);
+      this.#pendingWrite = null;
+      if (n <= 0) throw sysError("write", 32);
+      off += n;
+    }
+  }
+
+  /**
+   * The connection as an Io (for stages that run in-process): input ends
+   * at the client's FIN, closing output half-closes the socket.
+   */
+  io(log: (line: string) => void): Io {
+    if (this.#io) return this.#io;
+    let ended = false;
+    const input = new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        if (ended || this.#closed) {
+          if (!ended) c.close();
+          ended = true;
+          return;
+        }
+        const buf = new Uint8Array(READ_SIZE);
+        this.#readAny = true;
+        const p = L().readAsync(this.fd, buf, BigInt(READ_SIZE));
+        this.#pendingRead = p;
+        const n = Number(await p);
+        this.#pendingRead = null;
+        if (n <= 0 || this.#closed) {
+          ended = true;
+          c.close();
+        } else c.enqueue(buf.subarray(0, n));
+      },
+      cancel() {
+        ended = true;
+      },
+    }, { highWaterMark: 0 });
+    const output = new WritableStream<Uint8Array>({
+      write: async (chunk) => {
+        if (this.#closed) throw sysError("write", 32);
+        await this.writeAll(chunk);
+      },
+      close: () => {
+        if (!this.#closed) L().shutdown(this.fd, SHUT_WR);
+      },
+    });
+    this.#io = { input, output, log };
+    return this.#io;
+  }
+
+  /**
+   * True while the socket can go to a program as it is: nothing read from
+   * it or written to it by a stage yet.
+   */
+  get pristine(): boolean {
+    return !this.#readAny && !this.#closed && this.#pendingWrite === null &&
+      (this.#io === null || (!this.#io.output.locked && !this.#io.input.locked));
+  }
+
+  /** Our copy was given to a program (after spawn): close() only drops ours. */
+  handedOver(): void {
+    this.#handedOver = true;
+  }
+
+  /**
+   * Closes the socket once: a read or write still pending on a worker thread
+   * is woken first (shutdown) and awaited, so the descriptor number is never
+   * reused under it. After a hand-over, only our copy is closed.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const l = L();
+    if (!this.#handedOver && (this.#pendingRead || this.#pendingWrite)) {
+      l.shutdown(this.fd, SHUT_RDWR);
+      await Promise.allSettled([this.#pendingRead, this.#pendingWrite]);
+    }
+    l.close(this.fd);
+  }
+
+  /** Shuts reading down without closing (the client's further data is discarded). */
+  shutdownRead(): void {
+    if (!this.#closed) L().shutdown(this.fd, SHUT_RD);
+  }
+}
+
+// --- spawning and reaping -------------------------------------------------
+
+const waiting = new Map<number, (wstat: number) => void>();
+let sigchldInstalled = false;
+const statusBuf = new Int32Array(1);
+
+function reap(): void {
+  const l = L();
+  for (const [pid, done] of waiting) {
+    const r = l.waitpid(pid, statusBuf, WNOHANG);
+    if (r === pid || (r < 0 && errno() === 10 /* ECHILD */)) {
+      waiting.delete(pid);
+      done(r === pid ? statusBuf[0] : 0);
+    }
+  }
+  if (waiting.size === 0 && sigchldInstalled) {
+    Deno.removeSignalListener("SIGCHLD", reap);
+    sigchldInstalled = false;
+  }
+}
+
+function watch(pid: number): Promise<number> {
+  return new Promise((resolve) => {
+    waiting.set(pid, resolve);
+    if (!sigchldInstalled) {
+      Deno.addSignalListener("SIGCHLD", reap);
+      sigchldInstalled = true;
+    }
+    // it may have ended before the listener was in place
+    queueMicrotask(reap);
+  });
+}
+
+function spawnAttr(): Uint8Array {
+  if (attr) return attr;
+  const l = L();
+  const a = new Uint8Array(512);
+  l.posix_spawnattr_init(a);
+  // Default dispositions for 1-31 except KILL and STOP (Deno ignores SIGPIPE;
+  // an ignored signal would stay ignored across exec), and no blocked signals.
+  const def = new BigUint64Array(16);
+  let m = 0n;
+  for (let s = 1; s <= 31; s++) if (s !== 9 && s !== 19) m |= 1n << BigInt(s - 1);
+  def[0] = m;
+  l.posix_spawnattr_setsigdefault(a, new Uint8Array(def.buffer));
+  l.posix_spawnattr_setsigmask(a, new Uint8Array(128));
+  l.posix_spawnattr_setflags(a, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  attr = a;
+  return a;
+}
+
+const enc = new TextEncoder();
+
+/** NUL-terminated strings and the NULL-terminated pointer array to them. */
+function cStrings(list: string[]): { ptrs: Uint8Array; keep: Uint8Array } {
+  const parts = list.map((s) => enc.encode(s));
+  let total = 0;
+  for (const p of parts) total += p.length + 1;
+  const keep = new Uint8Array(total);
+  const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(keep));
+  const ptrs = new BigUint64Array(list.length + 1);
+  let off = 0;
+  for (let i = 0; i < parts.length; i++) {
+    keep.set(parts[i], off);
+    ptrs[i] = BigInt(base) + BigInt(off);
+    off += parts[i].length + 1;
+  }
+  return { ptrs: new Uint8Array(ptrs.buffer), keep };
+}
+
+/** A program started on a socket. */
+export interface Spawned {
+  pid: number;
+  /** Resolves with the wait(2) status when the program ended. */
+  status: Promise<number>;
+}
+
+/**
+ * Starts `file` with argv (argv[0] as given) and env, the socket fd as its
+ * fd 0 and 1, stderr inherited. posix_spawn without uid/gid; with them
+ * (tcpserver -u/-g), node's spawn, which can set both. Throws (with `code`:
+ * ENOENT, EACCES...) when the program cannot be started.
+ */
+export async function spawnOnSocket(
+  file: string,
+  argv: string[],
+  env: Map<string, string>,
+  fd: number,
+  creds: { uid?: number; gid?: number } = {},
+): Promise<Spawned> {
+  if (creds.uid !== undefined || creds.gid !== undefined) {
+    return await spawnNode(file, argv, env, fd, creds);
+  }
+  const l = L();
+  const fa = new Uint8Array(128);
+  l.posix_spawn_file_actions_init(fa);
+  try {
+    l.posix_spawn_file_actions_adddup2(fa, fd, 0);
+    l.posix_spawn_file_actions_adddup2(fa, fd, 1);
+    const path = enc.encode(file + "\0");
+    const args = cStrings(argv);
+    const envs: string[] = [];
+    for (const [k, v] of env) envs.push(`${k}=${v}`);
+    const envp = cStrings(envs);
+    const pidOut = new Int32Array(1);
+    const r = l.posix_spawn(
+      new Uint8Array(pidOut.buffer),
+      path,
+      fa,
+      spawnAttr(),
+      args.ptrs,
+      envp.ptrs,
+    );
+    // keep the strings alive until here
+    void args.keep;
+    void envp.keep;
+    if (r !== 0) throw sysError(`unable to run ${file}`, r);
+    const pid = pidOut[0];
+    return { pid, status: watch(pid) };
+  } finally {
+    l.posix_spawn_file_actions_destroy(fa);
+  }
+}
+
+const SIGNAL_NUMBERS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+  SIGSTKFLT: 16,
+  SIGCHLD: 17,
+  SIGCONT: 18,
+  SIGSTOP: 19,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGURG: 23,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGWINCH: 28,
+  SIGIO: 29,
+  SIGPWR: 30,
+  SIGSYS: 31,
+};
+
+/** A wait(2) status as an Ended (exit code, or the signal's name). */
+export function endedOf(wstat: number): Ended {
+  const sig = wstat & 0x7f;
+  if (sig === 0) return { code: (wstat >> 8) & 0xff, signal: null };
+  const name = Object.keys(SIGNAL_NUMBERS).find((k) => SIGNAL_NUMBERS[k] === sig);
+  return { code: null, signal: name ?? `SIG${sig}` };
+}
+
+function spawnNode(
+  file: string,
+  argv: string[],
+  env: Map<string, string>,
+  fd: number,
+  creds: { uid?: number; gid?: number },
+): Promise<Spawned> {
+  return new Promise((resolve, reject) => {
+    const child = nodeSpawn(file, argv.slice(1), {
+      stdio: [fd, fd, "inherit"],
+      env: Object.fromEntries(env),
+      argv0: argv[0],
+      uid: creds.uid,
+      gid: creds.gid,
+    });
+    const status = new Promise<number>((r) => {
+      child.once("exit", (code, signal) => {
+        r(code !== null ? (code & 0xff) << 8 : signal ? SIGNAL_NUMBERS[signal] ?? 0 : 0);
+      });
+    });
+    child.once("error", reject);
+    child.once("spawn", () => resolve({ pid: child.pid ?? 0, status }));
+  });
+}

@@ -183,11 +183,38 @@ export async function loadServerCredentials(files: ServerFiles): Promise<ServerC
 }
 
 /**
- * A node Duplex over a Web stream pair (what node:tls needs underneath).
- * Destroying it lets writes already accepted reach the socket first (a TLS
- * alert or Finished message), then closes the connection.
+ * Flow control for the encrypted input: open while the plaintext reader has
+ * room. Closing it stops reading the connection (so the peer's sending
+ * blocks in TCP, as with a plain socket), instead of asking node:tls to stop
+ * reading (see keepEofDeliverable).
  */
-function duplexOver(pair: StreamPair): Duplex {
+class InputGate {
+  #open = true;
+  #waiters: Array<() => void> = [];
+  get open(): boolean {
+    return this.#open;
+  }
+  close(): void {
+    this.#open = false;
+  }
+  release(): void {
+    this.#open = true;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  /** Runs f now if open, else once released. */
+  when(f: () => void): void {
+    if (this.#open) f();
+    else this.#waiters.push(f);
+  }
+}
+
+/**
+ * A node Duplex over a Web stream pair (what node:tls needs underneath).
+ * Reads the pair only while `gate` is open. Destroying it lets writes
+ * already accepted reach the socket first (a TLS alert, Finished or
+ * close_notify message), then closes the connection.
+ */
+function duplexOver(pair: StreamPair, gate: InputGate): Duplex {
   const reader = pair.readable.getReader();
   const writer = pair.writable.getWriter();
   let last: Promise<unknown> = Promise.resolve();
@@ -195,12 +222,14 @@ function duplexOver(pair: StreamPair): Duplex {
   return new Duplex({
     allowHalfOpen: true,
     read() {
-      reader.read().then(
-        ({ value, done }) => {
-          if (done) this.push(null);
-          else this.push(value);
-        },
-        () => this.push(null),
+      gate.when(() =>
+        reader.read().then(
+          ({ value, done }) => {
+            if (done) this.push(null);
+            else this.push(value);
+          },
+          () => this.push(null),
+        )
       );
     },
     write(chunk: Uint8Array, _enc, cb) {
@@ -213,6 +242,7 @@ function duplexOver(pair: StreamPair): Duplex {
       last.then(() => cb(), () => cb());
     },
     destroy(err, cb) {
+      gate.release();
       reader.cancel().catch(() => {});
       last.catch(() => {}).finally(() => {
         if (!closing) writer.close().catch(() => {});
@@ -225,40 +255,67 @@ function duplexOver(pair: StreamPair): Duplex {
   });
 }
 
+/**
+ * Works around a Deno 2.9 node:tls bug that loses the peer's end of data.
+ * When node:tls stops reading (readStop: its buffer is full, or pause()),
+ * Deno's TLSWrap parks decrypted data and a received close_notify; on the
+ * next readStart it hands over the parked data first, and if that fills the
+ * buffer again node:tls calls readStop inside readStart, and the parked
+ * end-of-data is then delivered to no one and forgotten: the peer's
+ * half-close never shows as 'end', and the connection hangs (seen with bulk
+ * traffic both ways when one side half-closes). Deno's readStop does not
+ * stop the underlying input anyway (the parked data grows without bound),
+ * so it is made a no-op here: decrypted data always goes straight into the
+ * socket's buffer and the close_notify always becomes 'end'. Flow control
+ * is done below TLS instead (InputGate for our adapter; for a native
+ * socket Deno's TLS layer reads on regardless, as before).
+ */
+function keepEofDeliverable(sock: tls.TLSSocket): void {
+  const handle = (sock as unknown as { _handle?: { readStop?: () => number } })._handle;
+  if (handle && typeof handle.readStop === "function") handle.readStop = () => 0;
+}
+
 /** A TLS socket over pair whose end also ends the connection underneath. */
 function tieDown(sock: tls.TLSSocket, duplex: Duplex): tls.TLSSocket {
   sock.once("close", () => duplex.destroy());
   return sock;
 }
 
-/** The plaintext side of a TLS connection as Web streams. */
-function streamsOf(sock: tls.TLSSocket): StreamPair {
+/**
+ * The plaintext side of a TLS connection as Web streams. The socket is never
+ * paused (see keepEofDeliverable); when the reader falls behind, `gate`
+ * (if any) stops reading the connection underneath until it catches up.
+ */
+function streamsOf(sock: tls.TLSSocket, gate?: InputGate): StreamPair {
   let ended = false;
+  let cancelled = false;
   const readable = new ReadableStream<Uint8Array>({
     start(controller) {
-      sock.on("data", (chunk: Uint8Array) => {
-        controller.enqueue(new Uint8Array(chunk));
-        if ((controller.desiredSize ?? 0) <= 0) sock.pause();
-      });
-      sock.on("end", () => {
-        ended = true;
-        try {
-          controller.close();
-        } catch { /* cancelled */ }
-      });
-      sock.on("close", () => {
+      const finish = () => {
         if (ended) return;
         ended = true;
+        if (cancelled) return;
         try {
           controller.close();
         } catch { /* cancelled */ }
+      };
+      sock.on("data", (chunk: Uint8Array) => {
+        if (cancelled || ended) return;
+        controller.enqueue(new Uint8Array(chunk));
+        if ((controller.desiredSize ?? 0) <= 0) gate?.close();
       });
+      sock.on("end", finish);
+      sock.on("close", finish);
       sock.on("error", () => {/* reported through close; logged by the caller */});
     },
     pull() {
-      sock.resume();
+      gate?.release();
     },
     cancel() {
+      // Nobody reads any more: discard what comes (never stall the peer's
+      // close), and close the connection once our own data is out.
+      cancelled = true;
+      gate?.release();
       if (sock.writableFinished || sock.destroyed) sock.destroy();
       else sock.once("finish", () => sock.destroy());
     },
@@ -408,7 +465,8 @@ export async function acceptTls(
   opts: AcceptOptions,
 ): Promise<TlsSession> {
   const wantCert = opts.clientCert !== "none" || creds.cas.length > 0;
-  const duplex = duplexOver(pair);
+  const gate = new InputGate();
+  const duplex = duplexOver(pair, gate);
   const sock = tieDown(
     new tls.TLSSocket(duplex, {
       isServer: true,
@@ -418,6 +476,7 @@ export async function acceptTls(
     }),
     duplex,
   );
+  keepEofDeliverable(sock);
   await handshake(sock, "secure", opts.timeoutMs);
   const raw = sock.getPeerCertificate();
   let peer: X509Certificate | undefined;
@@ -446,7 +505,7 @@ export async function acceptTls(
   }
   const cipher = sock.getCipher();
   return {
-    ...streamsOf(sock),
+    ...streamsOf(sock, gate),
     info: {
       protocol: sock.getProtocol() ?? "",
       cipher: cipher?.name ?? "",
@@ -500,10 +559,11 @@ function isIp(host: string): boolean {
  * not trusted (verifyServer) or does not name host (checkName).
  */
 export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promise<TlsSession> {
-  const duplex = duplexOver(pair);
+  const gate = new InputGate();
+  const duplex = duplexOver(pair, gate);
   const { socket, info } = await connectTlsSocket(duplex, opts);
   tieDown(socket, duplex);
-  return { ...streamsOf(socket), info };
+  return { ...streamsOf(socket, gate), info };
 }
 
 /**
@@ -528,6 +588,7 @@ export async function connectTlsSocket(
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
   });
+  keepEofDeliverable(sock);
   await handshake(sock, "secureConnect", opts.timeoutMs);
   const raw = sock.getPeerCertificate();
   let peer: X509Certificate | undefined;

@@ -23,11 +23,8 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
-  accept4: {
-    parameters: ["i32", "pointer", "pointer", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
@@ -45,9 +42,12 @@ const SYMBOLS = {
     nonblocking: true,
   },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // On a worker thread: the parent waits in posix_spawn until the child's
+  // execve is done, which is most of a spawn's cost (C pays it in the child).
   posix_spawn: {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
+    nonblocking: true,
   },
   posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
   posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
@@ -65,6 +65,11 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const POLLIN = 1;
+const EINTR = 4;
+const EAGAIN = 11;
+const ECONNABORTED = 103;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
@@ -215,7 +220,9 @@ export class NativeListener {
     const l = libc();
     if (!sa || !l) return null;
     const v6 = sa.length === 28;
-    const fd = l.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // Non-blocking: accept4 drains the queue synchronously, and waits in
+    // poll on a worker thread only when it is empty.
+    const fd = l.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return null;
     const ok = setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
       (!reusePort || setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
@@ -234,18 +241,29 @@ export class NativeListener {
     }
   }
 
-  /** The next connection, or null once closed (or on an error: retry). */
+  /**
+   * The next connection (a blocking socket, close-on-exec), or null once
+   * closed or on an error such as EMFILE (the caller retries).
+   */
   async accept(): Promise<NativeConn | null> {
-    if (this.#closed) return null;
-    const p = L().accept4(this.fd, null, null, SOCK_CLOEXEC);
-    this.#pending = p;
-    const fd = await p;
-    this.#pending = null;
-    if (fd < 0) return null;
-    if (this.#closed) {
-      L().close(fd);
-      return null;
+    const l = L();
+    let fd = -1;
+    while (!this.#closed) {
+      fd = l.accept4(this.fd, null, null, SOCK_CLOEXEC);
+      if (fd >= 0) break;
+      const e = errno();
+      if (e === EINTR || e === ECONNABORTED) continue;
+      if (e !== EAGAIN) return null;
+      // Wait for the next one; wake up now and then to notice close().
+      const pfd = new Uint8Array(8);
+      new DataView(pfd.buffer).setInt32(0, this.fd, true);
+      new DataView(pfd.buffer).setInt16(4, POLLIN, true);
+      const p = l.poll(pfd, 1n, 1000);
+      this.#pending = p;
+      await p;
+      this.#pending = null;
     }
+    if (fd < 0) return null;
     try {
       return new NativeConn(fd);
     } catch {
@@ -443,17 +461,15 @@ const enc = new TextEncoder();
 
 /** NUL-terminated strings and the NULL-terminated pointer array to them. */
 function cStrings(list: string[]): { ptrs: Uint8Array; keep: Uint8Array } {
-  const parts = list.map((s) => enc.encode(s));
-  let total = 0;
-  for (const p of parts) total += p.length + 1;
-  const keep = new Uint8Array(total);
-  const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(keep));
+  // One encode for all: a string cannot hold a NUL that C would see anyway.
+  const keep = enc.encode(list.join("\0") + "\0");
+  const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(keep)));
   const ptrs = new BigUint64Array(list.length + 1);
   let off = 0;
-  for (let i = 0; i < parts.length; i++) {
-    keep.set(parts[i], off);
-    ptrs[i] = BigInt(base) + BigInt(off);
-    off += parts[i].length + 1;
+  for (let i = 0; i < list.length; i++) {
+    ptrs[i] = base + BigInt(off);
+    const z = keep.indexOf(0, off);
+    off = z + 1;
   }
   return { ptrs: new Uint8Array(ptrs.buffer), keep };
 }
@@ -490,10 +506,10 @@ export async function spawnOnSocket(
     const path = enc.encode(file + "\0");
     const args = cStrings(argv);
     const envs: string[] = [];
-    for (const [k, v] of env) envs.push(`${k}=${v}`);
+    for (const [k, v] of env) envs.push(k + "=" + v);
     const envp = cStrings(envs);
     const pidOut = new Int32Array(1);
-    const r = l.posix_spawn(
+    const r = await l.posix_spawn(
       new Uint8Array(pidOut.buffer),
       path,
       fa,

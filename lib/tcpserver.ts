@@ -132,6 +132,28 @@ export interface Prepared {
  */
 export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
 
+const found = new Map<string, { path: string; at: number }>();
+
+/**
+ * findProgram (PATH search as DJB's pathexec) remembered for a second per
+ * (name, PATH): a stat per PATH entry per connection is most of a spawn's
+ * cost in the server. `fresh` searches again.
+ */
+function findCached(
+  name: string,
+  env: Map<string, string>,
+  fresh = false,
+): { path: string; cached: boolean } {
+  const key = name + "\0" + (env.get("PATH") ?? "");
+  const now = Date.now();
+  const hit = found.get(key);
+  if (!fresh && hit && now - hit.at < 1000) return { path: hit.path, cached: true };
+  const path = findProgram(name, env);
+  if (found.size >= 1024) found.clear();
+  found.set(key, { path, at: now });
+  return { path, cached: false };
+}
+
 /** A connection as the pipeline sees it, whichever path accepted it. */
 interface Sock {
   local: Endpoint;
@@ -467,7 +489,15 @@ export class TcpServer {
       run: async (argv, env, wrapped) => {
         if (wrapped) return waitStatus(await runConnectionProgram(argv, env, wrapped, { pid: id }));
         if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
-          return await start(findProgram(argv[0], env), argv, env);
+          let file = findCached(argv[0], env);
+          try {
+            return await start(file.path, argv, env);
+          } catch (e) {
+            if (!file.cached) throw e;
+            // what PATH found a moment ago is gone: search again
+            file = findCached(argv[0], env, true);
+            return await start(file.path, argv, env);
+          }
         }
         const ended = await runConnectionProgram(argv, env, io(), {
           pid: id,

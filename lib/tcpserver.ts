@@ -11,6 +11,11 @@
  * line); a tool built on it (sslserver) adds its per-connection steps with
  * the `prepare` hook instead of copying this file.
  *
+ * Two paths share this pipeline: the native one (lib/native.ts: libc
+ * sockets through FFI; a foreign program gets the socket itself as fd 0/1,
+ * as under C) when FFI is available and nothing wraps the stream, else the
+ * pure-Deno one (Deno.listen; the program's stdin/stdout pumped).
+ *
  * Log lines are DJB's (lib/tcplog.ts). Where C prints a child's pid, this
  * server prints a connection number (1, 2, ...): a connection is not a
  * process here (rules may deny it, rblsmtpd may answer it in-process), and

@@ -29,18 +29,11 @@ const SYMBOLS = {
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  readAsync: {
-    name: "read",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
-  writeAsync: {
-    name: "write",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   // On a worker thread: the parent waits in posix_spawn until the child's
   // execve is done, which is most of a spawn's cost (C pays it in the child).
@@ -77,9 +70,7 @@ const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
-const SHUT_RD = 0;
 const SHUT_WR = 1;
-const SHUT_RDWR = 2;
 const WNOHANG = 1;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
@@ -197,12 +188,123 @@ function setInt(fd: number, level: number, opt: number, value: number): boolean 
   return L().setsockopt(fd, level, opt, new Int32Array([value]), 4) === 0;
 }
 
+// --- one poller for every socket --------------------------------------------
+
+const POLLOUT = 4;
+const POLLERR = 8;
+const POLLHUP = 16;
+const POLLNVAL = 32;
+const EFD_FLAGS = 0o2000000 | 0o4000; // EFD_CLOEXEC | EFD_NONBLOCK
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+
+interface Interest {
+  read: Array<() => void>;
+  write: Array<() => void>;
+}
+
+/**
+ * Waits for sockets to become readable or writable with ONE poll(2) call on
+ * one worker thread for all of them (Deno runs blocking FFI calls on a small
+ * thread pool: a blocked call per connection would starve it). An eventfd
+ * wakes the poll when the set of interests changes.
+ */
+class Poller {
+  readonly #efd: number;
+  readonly #want = new Map<number, Interest>();
+  /** fd -> events of the poll in flight (null: none in flight). */
+  #inFlight: Map<number, number> | null = null;
+  #running = false;
+  readonly #one = new BigUint64Array([1n]);
+  readonly #drain = new Uint8Array(8);
+
+  constructor(efd: number) {
+    this.#efd = efd;
+  }
+
+  /** Resolves when fd is readable (POLLIN) or writable (POLLOUT), or has an error. */
+  wait(fd: number, events: number): Promise<void> {
+    return new Promise((resolve) => {
+      let w = this.#want.get(fd);
+      if (!w) this.#want.set(fd, w = { read: [], write: [] });
+      (events === POLLIN ? w.read : w.write).push(resolve);
+      if (!this.#running) {
+        this.#running = true;
+        void this.#loop();
+      } else if (this.#inFlight && ((this.#inFlight.get(fd) ?? 0) & events) === 0) {
+        this.#wake();
+      }
+    });
+  }
+
+  /** Drops fd (before it is closed): its waiters are resolved and see it closed. */
+  forget(fd: number): void {
+    const w = this.#want.get(fd);
+    if (!w) return;
+    this.#want.delete(fd);
+    for (const f of [...w.read, ...w.write]) f();
+    if (this.#inFlight?.has(fd)) this.#wake();
+  }
+
+  #wake(): void {
+    L().write(this.#efd, new Uint8Array(this.#one.buffer), 8n);
+  }
+
+  async #loop(): Promise<void> {
+    const l = L();
+    try {
+      while (this.#want.size > 0) {
+        const fds = [...this.#want.keys()];
+        const buf = new Uint8Array(8 * (fds.length + 1));
+        const dv = new DataView(buf.buffer);
+        dv.setInt32(0, this.#efd, true);
+        dv.setInt16(4, POLLIN, true);
+        const inFlight = new Map<number, number>();
+        fds.forEach((fd, i) => {
+          const w = this.#want.get(fd)!;
+          const ev = (w.read.length ? POLLIN : 0) | (w.write.length ? POLLOUT : 0);
+          dv.setInt32(8 * (i + 1), fd, true);
+          dv.setInt16(8 * (i + 1) + 4, ev, true);
+          inFlight.set(fd, ev);
+        });
+        this.#inFlight = inFlight;
+        await l.poll(buf, BigInt(fds.length + 1), -1);
+        this.#inFlight = null;
+        if (dv.getInt16(6, true) !== 0) l.read(this.#efd, this.#drain, 8n);
+        fds.forEach((fd, i) => {
+          const rev = dv.getInt16(8 * (i + 1) + 6, true);
+          if (rev === 0) return;
+          const w = this.#want.get(fd);
+          if (!w) return;
+          const bad = POLLERR | POLLHUP | POLLNVAL;
+          if (rev & (POLLIN | bad)) { for (const f of w.read.splice(0)) f(); }
+          if (rev & (POLLOUT | bad)) { for (const f of w.write.splice(0)) f(); }
+          if (!w.read.length && !w.write.length) this.#want.delete(fd);
+        });
+      }
+    } finally {
+      this.#running = false;
+      this.#inFlight = null;
+    }
+  }
+}
+
+let poller: Poller | null = null;
+
+function thePoller(): Poller {
+  if (!poller) {
+    const efd = L().eventfd(0, EFD_FLAGS);
+    if (efd < 0) throw sysError("eventfd", errno());
+    poller = new Poller(efd);
+  }
+  return poller;
+}
+
 /** A listening socket made with libc. */
 export class NativeListener {
   readonly fd: number;
   readonly local: NativeEndpoint;
   #closed = false;
-  #pending: Promise<number> | null = null;
 
   private constructor(fd: number) {
     this.fd = fd;
@@ -219,9 +321,14 @@ export class NativeListener {
     const sa = sockaddr(ip, port);
     const l = libc();
     if (!sa || !l) return null;
+    try {
+      thePoller();
+    } catch {
+      return null;
+    }
     const v6 = sa.length === 28;
-    // Non-blocking: accept4 drains the queue synchronously, and waits in
-    // poll on a worker thread only when it is empty.
+    // Non-blocking: accept4 drains the queue synchronously; the poller
+    // waits when it is empty.
     const fd = l.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return null;
     const ok = setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
@@ -247,30 +354,22 @@ export class NativeListener {
    */
   async accept(): Promise<NativeConn | null> {
     const l = L();
-    let fd = -1;
     while (!this.#closed) {
-      fd = l.accept4(this.fd, null, null, SOCK_CLOEXEC);
-      if (fd >= 0) break;
+      const fd = l.accept4(this.fd, null, null, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        try {
+          return new NativeConn(fd);
+        } catch {
+          l.close(fd); // the client is gone already (ENOTCONN)
+          continue;
+        }
+      }
       const e = errno();
       if (e === EINTR || e === ECONNABORTED) continue;
       if (e !== EAGAIN) return null;
-      // Wait for the next one; wake up now and then to notice close().
-      const pfd = new Uint8Array(8);
-      new DataView(pfd.buffer).setInt32(0, this.fd, true);
-      new DataView(pfd.buffer).setInt16(4, POLLIN, true);
-      const p = l.poll(pfd, 1n, 1000);
-      this.#pending = p;
-      await p;
-      this.#pending = null;
+      await thePoller().wait(this.fd, POLLIN);
     }
-    if (fd < 0) return null;
-    try {
-      return new NativeConn(fd);
-    } catch {
-      // the client is gone already (ENOTCONN)
-      L().close(fd);
-      return null;
-    }
+    return null;
   }
 
   /** True after close(). */
@@ -278,13 +377,11 @@ export class NativeListener {
     return this.#closed;
   }
 
-  /** Stops accepting: wakes a pending accept4, closes the socket once it returned. */
-  async close(): Promise<void> {
+  /** Stops accepting and closes the socket. */
+  close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    L().shutdown(this.fd, SHUT_RDWR);
-    const p = this.#pending;
-    if (p) await p.catch(() => {});
+    thePoller().forget(this.fd);
     L().close(this.fd);
   }
 }
@@ -297,9 +394,7 @@ export class NativeConn {
   readonly local: NativeEndpoint;
   readonly remote: NativeEndpoint;
   #closed = false;
-  #handedOver = false;
-  #pendingRead: Promise<unknown> | null = null;
-  #pendingWrite: Promise<unknown> | null = null;
+  #writing = false;
   #io: Io | null = null;
   #readAny = false;
 
@@ -314,17 +409,48 @@ export class NativeConn {
     setInt(this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
   }
 
-  /** Writes all of data (on a worker thread); throws when the client is gone. */
+  /** Reads what is there (waiting for some); null at EOF, an error, or close(). */
+  async read(buf: Uint8Array): Promise<number | null> {
+    this.#readAny = true;
+    const l = L();
+    while (!this.#closed) {
+      const n = Number(l.recv(this.fd, buf, BigInt(buf.length), MSG_DONTWAIT));
+      if (n > 0) return n;
+      if (n === 0) return null;
+      const e = errno();
+      if (e === EINTR) continue;
+      if (e !== EAGAIN) return null;
+      await thePoller().wait(this.fd, POLLIN);
+    }
+    return null;
+  }
+
+  /** Writes all of data; throws when the client is gone (or after close()). */
   async writeAll(data: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < data.length) {
-      const chunk = data.subarray(off);
-      const p = L().writeAsync(this.fd, chunk, BigInt(chunk.length));
-      this.#pendingWrite = p;
-      const n = Number(await p);
-      this.#pendingWrite = null;
-      if (n <= 0) throw sysError("write", 32);
-      off += n;
+    const l = L();
+    this.#writing = true;
+    try {
+      let off = 0;
+      while (off < data.length) {
+        if (this.#closed) throw sysError("write", 32);
+        const chunk = data.subarray(off);
+        const n = Number(
+          l.send(this.fd, chunk, BigInt(chunk.length), MSG_DONTWAIT | MSG_NOSIGNAL),
+        );
+        if (n > 0) {
+          off += n;
+          continue;
+        }
+        const e = errno();
+        if (n < 0 && e === EINTR) continue;
+        if (n < 0 && e === EAGAIN) {
+          await thePoller().wait(this.fd, POLLOUT);
+          continue;
+        }
+        throw sysError("write", e || 32);
+      }
+    } finally {
+      this.#writing = false;
     }
   }
 
@@ -337,18 +463,10 @@ export class NativeConn {
     let ended = false;
     const input = new ReadableStream<Uint8Array>({
       pull: async (c) => {
-        if (ended || this.#closed) {
-          if (!ended) c.close();
-          ended = true;
-          return;
-        }
+        if (ended) return;
         const buf = new Uint8Array(READ_SIZE);
-        this.#readAny = true;
-        const p = L().readAsync(this.fd, buf, BigInt(READ_SIZE));
-        this.#pendingRead = p;
-        const n = Number(await p);
-        this.#pendingRead = null;
-        if (n <= 0 || this.#closed) {
+        const n = await this.read(buf);
+        if (n === null) {
           ended = true;
           c.close();
         } else c.enqueue(buf.subarray(0, n));
@@ -358,10 +476,7 @@ export class NativeConn {
       },
     }, { highWaterMark: 0 });
     const output = new WritableStream<Uint8Array>({
-      write: async (chunk) => {
-        if (this.#closed) throw sysError("write", 32);
-        await this.writeAll(chunk);
-      },
+      write: (chunk) => this.writeAll(chunk),
       close: () => {
         if (!this.#closed) L().shutdown(this.fd, SHUT_WR);
       },
@@ -372,37 +487,23 @@ export class NativeConn {
 
   /**
    * True while the socket can go to a program as it is: nothing read from
-   * it or written to it by a stage yet.
+   * it by a stage, no write under way, not closed.
    */
   get pristine(): boolean {
-    return !this.#readAny && !this.#closed && this.#pendingWrite === null &&
-      (this.#io === null || (!this.#io.output.locked && !this.#io.input.locked));
+    return !this.#readAny && !this.#closed && !this.#writing;
   }
 
   /** Our copy was given to a program (after spawn): close() only drops ours. */
   handedOver(): void {
-    this.#handedOver = true;
+    // Nothing else to do: closing our copy leaves the program's.
   }
 
-  /**
-   * Closes the socket once: a read or write still pending on a worker thread
-   * is woken first (shutdown) and awaited, so the descriptor number is never
-   * reused under it. After a hand-over, only our copy is closed.
-   */
-  async close(): Promise<void> {
+  /** Closes our descriptor once; waiting reads and writes return (EOF, error). */
+  close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const l = L();
-    if (!this.#handedOver && (this.#pendingRead || this.#pendingWrite)) {
-      l.shutdown(this.fd, SHUT_RDWR);
-      await Promise.allSettled([this.#pendingRead, this.#pendingWrite]);
-    }
-    l.close(this.fd);
-  }
-
-  /** Shuts reading down without closing (the client's further data is discarded). */
-  shutdownRead(): void {
-    if (!this.#closed) L().shutdown(this.fd, SHUT_RD);
+    thePoller().forget(this.fd);
+    L().close(this.fd);
   }
 }
 

@@ -264,3 +264,51 @@ Deno.test("tcpserver: without --allow-ffi the pure-Deno path serves silently", a
     assert.match(err, /tcpserver: end 1 status 0/);
   }
 });
+
+Deno.test("tcpserver native: 100 idle in-process conversations do not starve new connections", async () => {
+  const dir = await tempDir();
+  try {
+    const cdb = `${dir.path}/rules.cdb`;
+    const r = await ours("tcprules", [cdb, `${dir.path}/tmp`], {
+      stdin: '127.0.0.31:allow,RBLSMTPD="-go away"\n:allow,RBLSMTPD=""\n',
+    });
+    assert.equal(r.code, 0, r.err);
+    const srv = await startSrv("ours", [
+      "-1",
+      "-RHq",
+      "-l0",
+      "-c",
+      "300",
+      "-x",
+      cdb,
+      "127.0.0.1",
+      "0",
+      "rblsmtpd",
+      "echo",
+      "x",
+    ], { env: { TCPSERVER_NATIVE: "1", UCSPI_CHAIN: "force" } });
+    const held: net.Socket[] = [];
+    try {
+      // rblsmtpd answers these in-process and waits for their commands
+      for (let i = 0; i < 100; i++) {
+        const s = net.connect({ host: "127.0.0.1", port: srv.port, localAddress: "127.0.0.31" });
+        s.on("error", () => {});
+        await new Promise((res) => s.once("data", res)); // the 220 greeting
+        held.push(s);
+      }
+      for (let i = 0; i < 20; i++) {
+        assert.equal((await talk(srv.port, { localAddress: "127.0.0.33" })).text, "x\n");
+      }
+      // and the held ones still talk
+      const last = held[held.length - 1];
+      const reply = new Promise<string>((res) => last.once("data", (d) => res(String(d))));
+      last.write("HELO x\r\n");
+      assert.match(await reply, /^250 rblsmtpd\.local/);
+    } finally {
+      for (const s of held) s.destroy();
+      await srv.stop();
+    }
+  } finally {
+    await dir.cleanup();
+  }
+});

@@ -4,7 +4,7 @@
  * clients, MB/s of a bulk transfer to the client (and through `cat` both
  * ways), and the server's RSS holding 1,000 idle connections. Prints a table
  * with the ratio ours/C, for our native path (lib/native.ts, the default
- * with -A) and for the pure-Deno path (TCPSERVER_NATIVE=0). Bounded in count
+ * with -A) and for the pure-Deno path (UCSPI_NATIVE=0). Bounded in count
  * and time; loopback only.
  *
  *   deno run -A bench/tcpserver_bench.ts [--quick] [--native-only]
@@ -18,7 +18,7 @@ const C = "/usr/bin/tcpserver";
 const quick = Deno.args.includes("--quick");
 const nativeOnly = Deno.args.includes("--native-only");
 
-/** ours: the native path; pure: ours with TCPSERVER_NATIVE=0; c: DJB's. */
+/** ours: the native path; pure: ours with UCSPI_NATIVE=0; c: DJB's. */
 type Which = "ours" | "pure" | "c";
 
 interface Server {
@@ -36,7 +36,7 @@ async function start(which: Which, args: string[]): Promise<Server> {
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",
-    env: { TCPSERVER_NATIVE: which === "pure" ? "0" : "1" },
+    env: { UCSPI_NATIVE: which === "pure" ? "0" : "1" },
   }).spawn();
   const reader = child.stdout.getReader();
   let out = "";

@@ -10,7 +10,7 @@
  *
  * Used only when available (see `nativeAvailable`): Linux, the ffi
  * permission granted (--allow-ffi), libc.so.6 loadable, and
- * $TCPSERVER_NATIVE not "0". Otherwise tcpserver keeps its pure-Deno path.
+ * $UCSPI_NATIVE not "0". Otherwise tcpserver keeps its pure-Deno path.
  * Importing this module has no side effects: libc is opened on first use.
  */
 import { spawn as nodeSpawn } from "node:child_process";
@@ -81,14 +81,14 @@ let lib: Libc | null | undefined;
 let attr: Uint8Array | null = null;
 
 /**
- * Whether the native path can be used: Linux, $TCPSERVER_NATIVE (in env, or
+ * Whether the native path can be used: Linux, $UCSPI_NATIVE (in env, or
  * the process environment) is not "0", the ffi permission is granted and
  * libc.so.6 loads. Never throws, never prompts.
  */
 export function nativeAvailable(env?: Map<string, string>): boolean {
   let flag: string | undefined;
   try {
-    flag = env ? env.get("TCPSERVER_NATIVE") : Deno.env.get("TCPSERVER_NATIVE");
+    flag = env ? env.get("UCSPI_NATIVE") : Deno.env.get("UCSPI_NATIVE");
   } catch {
     flag = undefined;
   }
@@ -513,15 +513,23 @@ const waiting = new Map<number, (wstat: number) => void>();
 let sigchldInstalled = false;
 const statusBuf = new Int32Array(1);
 
-function reap(): void {
-  const l = L();
-  for (const [pid, done] of waiting) {
-    const r = l.waitpid(pid, statusBuf, WNOHANG);
-    if (r === pid || (r < 0 && errno() === 10 /* ECHILD */)) {
-      waiting.delete(pid);
-      done(r === pid ? statusBuf[0] : 0);
-    }
+/** Reaps pid if it ended; true when it did. */
+function reapOne(pid: number, done: (wstat: number) => void): boolean {
+  const r = L().waitpid(pid, statusBuf, WNOHANG);
+  if (r === pid || (r < 0 && errno() === 10 /* ECHILD */)) {
+    waiting.delete(pid);
+    done(r === pid ? statusBuf[0] : 0);
+    return true;
   }
+  return false;
+}
+
+function reap(): void {
+  for (const [pid, done] of waiting) reapOne(pid, done);
+  idle();
+}
+
+function idle(): void {
   if (waiting.size === 0 && sigchldInstalled) {
     Deno.removeSignalListener("SIGCHLD", reap);
     sigchldInstalled = false;
@@ -536,7 +544,9 @@ function watch(pid: number): Promise<number> {
       sigchldInstalled = true;
     }
     // it may have ended before the listener was in place
-    queueMicrotask(reap);
+    queueMicrotask(() => {
+      if (waiting.get(pid) === resolve && reapOne(pid, resolve)) idle();
+    });
   });
 }
 

@@ -1,6 +1,6 @@
 /**
  * tcpserver's native path (lib/native.ts: libc sockets, the program gets the
- * socket itself) against the pure-Deno path (TCPSERVER_NATIVE=0): the key
+ * socket itself) against the pure-Deno path (UCSPI_NATIVE=0): the key
  * end-to-end behaviours run on both; the native path's own promises (the
  * program's fd 0/1 is the socket, no descriptor leaks, no zombies, the
  * fallback without --allow-ffi) are checked on their own.
@@ -11,8 +11,8 @@ import { DENO, MOD, ours, tempDir } from "./helpers.ts";
 import { fdCount, startSrv, talk } from "./tcpserver_util.ts";
 
 const MODES = [
-  { name: "native", env: { TCPSERVER_NATIVE: "1" }, stdin: /^socket:/ },
-  { name: "pure", env: { TCPSERVER_NATIVE: "0" }, stdin: /^pipe:/ },
+  { name: "native", env: { UCSPI_NATIVE: "1" }, stdin: /^socket:/ },
+  { name: "pure", env: { UCSPI_NATIVE: "0" }, stdin: /^pipe:/ },
 ] as const;
 
 function zombiesOf(pid: number): number {
@@ -172,7 +172,7 @@ Deno.test("tcpserver native: many connections (spawned, denied, in-process, pump
       "sh",
       "-c",
       'if [ "$MODE" = fix ]; then exec fixcrio cat; else echo x; fi',
-    ], { env: { TCPSERVER_NATIVE: "1", UCSPI_CHAIN: "force" } });
+    ], { env: { UCSPI_NATIVE: "1", UCSPI_CHAIN: "force" } });
     try {
       assert.equal((await talk(srv.port)).text, "x\n");
       const before = fdCount(srv.pid);
@@ -208,7 +208,7 @@ Deno.test("tcpserver native: many connections (spawned, denied, in-process, pump
 
 Deno.test("tcpserver native: SIGTERM while programs hold connections drains, then exits 0", async () => {
   const srv = await startSrv("ours", ["-1", "-RHq", "-l0", "127.0.0.1", "0", "cat"], {
-    env: { TCPSERVER_NATIVE: "1" },
+    env: { UCSPI_NATIVE: "1" },
   });
   const sock = net.connect({ host: "127.0.0.1", port: srv.port });
   const got: Uint8Array[] = [];
@@ -239,7 +239,7 @@ Deno.test("tcpserver: without --allow-ffi the pure-Deno path serves silently", a
       "readlink",
       "/proc/self/fd/0",
     ],
-    env: { TCPSERVER_NATIVE: "1" },
+    env: { UCSPI_NATIVE: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -286,7 +286,7 @@ Deno.test("tcpserver native: 100 idle in-process conversations do not starve new
       "rblsmtpd",
       "echo",
       "x",
-    ], { env: { TCPSERVER_NATIVE: "1", UCSPI_CHAIN: "force" } });
+    ], { env: { UCSPI_NATIVE: "1", UCSPI_CHAIN: "force" } });
     const held: net.Socket[] = [];
     try {
       // rblsmtpd answers these in-process and waits for their commands

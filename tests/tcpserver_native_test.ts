@@ -312,3 +312,34 @@ Deno.test("tcpserver native: 100 idle in-process conversations do not starve new
     await dir.cleanup();
   }
 });
+
+Deno.test("tcpserver native: -u/-g programs (node's spawn) also get the socket itself", async () => {
+  if (Deno.uid() !== 0) {
+    console.log("skip: -u/-g need root");
+    return;
+  }
+  const srv = await startSrv("ours", [
+    "-1",
+    "-v",
+    "-RH",
+    "-l0",
+    "-u",
+    "65534",
+    "-g",
+    "65534",
+    "127.0.0.1",
+    "0",
+    "sh",
+    "-c",
+    "id -u; id -g; readlink /proc/self/fd/0; exit 7",
+  ], { env: { UCSPI_NATIVE: "1" } });
+  try {
+    const [uid, gid, fd0] = (await talk(srv.port)).text.split("\n");
+    assert.equal(uid, "65534");
+    assert.equal(gid, "65534");
+    assert.match(fd0, /^socket:/);
+    await srv.waitLine(/^tcpserver: end 1 status 1792$/);
+  } finally {
+    await srv.stop();
+  }
+});

@@ -255,7 +255,9 @@ class Poller {
     try {
       while (this.#want.size > 0) {
         const fds = [...this.#want.keys()];
-        const buf = new Uint8Array(8 * (fds.length + 1));
+        // (at least 128 bytes: V8 keeps small typed arrays in its heap, where
+        // they could move while the worker thread writes revents)
+        const buf = new Uint8Array(Math.max(128, 8 * (fds.length + 1)));
         const dv = new DataView(buf.buffer);
         dv.setInt32(0, this.#efd, true);
         dv.setInt16(4, POLLIN, true);
@@ -619,7 +621,7 @@ export async function spawnOnSocket(
     const envs: string[] = [];
     for (const [k, v] of env) envs.push(k + "=" + v);
     const envp = cStrings(envs);
-    const pidOut = new Int32Array(1);
+    const pidOut = new Int32Array(32); // [0]; off V8's heap, as the poll buffer
     const r = await l.posix_spawn(
       new Uint8Array(pidOut.buffer),
       path,

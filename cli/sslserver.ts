@@ -29,6 +29,7 @@ import {
   serverFilesFromEnv,
   sslEnvironment,
   sslVariables,
+  type TlsSession,
 } from "../lib/tls.ts";
 import { BUSY_MESSAGE, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
@@ -38,6 +39,8 @@ const USAGE = "sslserver [ -1346UXpPhHrRoOdDqQvVIeEsSnNmzZ ] [ -c limit ] [ -x r
   "[ -I interface ] [ -T ssltimeout ] [ -w progtimeout ] host port program";
 const SPEC = "1346dDvVqQhHrRUXx:t:T:u:g:l:b:B:c:pPoOI:EeSsw:nNzZmC:LW";
 const DROP_SSL = `${PROG}: warning: dropping SSL connection, `;
+/** Lingering close: how long a client may stay quiet before we close (see lib/tls StreamPair). */
+const LINGER_MS = 2000;
 
 /** sslserver's own settings, beside tcpserver's. */
 export interface SslOptions {
@@ -333,23 +336,36 @@ export function sslPrepareHook(
     if (ssl.verbosity >= 1) stderrLine(line);
   };
   return async (conn, ctx) => {
+    const connClose = conn.close.bind(conn);
     let { io, local, remote } = ctx;
     if (proxy) {
       const r = await proxyStep({ io, local, remote }, proxy);
       if (!r) return null;
       ({ io, local, remote } = r);
     }
-    let session;
+    // tcpserver closes the connection when the program is done; do it
+    // through the TLS session instead, so a client still sending gets our
+    // last data and the end (lingering close) instead of a reset.
+    const realClose = () => {
+      try {
+        connClose();
+      } catch { /* closed */ }
+    };
+    let session: TlsSession | undefined;
+    let closed = false;
+    const deferredClose = () => {
+      if (closed) return;
+      closed = true;
+      if (session) session.shutdown();
+      else realClose();
+    };
     try {
       session = await acceptTls(
         {
           readable: io.input,
           writable: io.output,
-          close: () => {
-            try {
-              conn.close();
-            } catch { /* closed */ }
-          },
+          close: realClose,
+          lingerMs: LINGER_MS,
         },
         current(),
         {
@@ -363,6 +379,7 @@ export function sslPrepareHook(
       else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
       return null;
     }
+    (conn as { close: () => void }).close = deferredClose;
     if (ssl.verbosity >= 3) {
       stderrLine(
         `${PROG}: ssl ${ctx.id} accept ${session.info.protocol}:${session.info.cipher}`,

@@ -17,6 +17,15 @@ export interface StreamPair {
   writable: WritableStream<Uint8Array>;
   /** Closes the whole connection at once (Deno.Conn's close), when available. */
   close?: () => void;
+  /**
+   * Lingering close (servers): after our end went out, read and discard
+   * what the peer still sends until it closes or is quiet this many
+   * milliseconds, before closing. Closing with unread input makes the
+   * kernel send a reset, which throws away our last data still on its way
+   * (and the close_notify), so a client that was still sending when the
+   * program exited would lose the end of the answer.
+   */
+  lingerMs?: number;
 }
 
 /** Why credentials could not be loaded; the cli maps it to ucspi-ssl's message. */
@@ -243,9 +252,11 @@ function duplexOver(pair: StreamPair, gate: InputGate): Duplex {
     },
     destroy(err, cb) {
       gate.release();
-      reader.cancel().catch(() => {});
-      last.catch(() => {}).finally(() => {
-        if (!closing) writer.close().catch(() => {});
+      const linger = !err && (pair.lingerMs ?? 0) > 0;
+      if (!linger) reader.cancel().catch(() => {});
+      last.catch(() => {}).finally(async () => {
+        if (!closing) await writer.close().catch(() => {});
+        if (linger) await drain(reader, pair.lingerMs!);
         try {
           pair.close?.();
         } catch { /* already closed */ }
@@ -253,6 +264,31 @@ function duplexOver(pair: StreamPair, gate: InputGate): Duplex {
       cb(err);
     },
   });
+}
+
+/** Reads and discards until the end, an error, or ms without data. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let quiet = false;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      quiet = true;
+      reader.cancel().catch(() => {});
+    }, ms);
+  };
+  try {
+    for (;;) {
+      arm();
+      const { done } = await reader.read();
+      if (done || quiet) break;
+    }
+  } catch {
+    /* reset or cancelled: done */
+  } finally {
+    clearTimeout(timer);
+    reader.cancel().catch(() => {});
+  }
 }
 
 /**
@@ -371,6 +407,11 @@ export interface TlsInfo {
 /** A secured connection: plaintext streams and the handshake's outcome. */
 export interface TlsSession extends StreamPair {
   info: TlsInfo;
+  /**
+   * Ends the session and then the connection underneath (pair.close, after
+   * the lingering close when pair.lingerMs is set).
+   */
+  shutdown(): void;
 }
 
 /**
@@ -506,6 +547,7 @@ export async function acceptTls(
   const cipher = sock.getCipher();
   return {
     ...streamsOf(sock, gate),
+    shutdown: () => sock.destroy(),
     info: {
       protocol: sock.getProtocol() ?? "",
       cipher: cipher?.name ?? "",
@@ -563,7 +605,7 @@ export async function connectTls(pair: StreamPair, opts: ConnectOptions): Promis
   const duplex = duplexOver(pair, gate);
   const { socket, info } = await connectTlsSocket(duplex, opts);
   tieDown(socket, duplex);
-  return { ...streamsOf(socket, gate), info };
+  return { ...streamsOf(socket, gate), info, shutdown: () => socket.destroy() };
 }
 
 /**

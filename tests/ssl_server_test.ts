@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import tls from "node:tls";
+import { connectTls } from "../lib/tls.ts";
 import { ours, tempDir } from "./helpers.ts";
 import { makePki, type Pki, sClient, startTool } from "./ssl_fixtures.ts";
 
@@ -366,6 +367,61 @@ Deno.test("sslserver -w: an idle connection is dropped, the client sees the end"
     await srv.waitLine(
       /^sslserver: warning: dropping SSL connection, unable to speak SSL: timed out$/,
     );
+  } finally {
+    await srv.stop();
+  }
+});
+
+Deno.test("sslserver: the program exits while the client still sends; the client gets all, then the end", async () => {
+  // Closing a socket with unread input makes the kernel send a reset that
+  // throws away our last data still on its way; sslserver closes lingering.
+  const p = await pki();
+  const size = 256 << 10;
+  const srv = await startTool(
+    "sslserver",
+    ["-1", "-v", "-RH", "-l0", "127.0.0.1", "0", "sh", "-c", `head -c ${size} /dev/zero`],
+    { CERTFILE: p.serverCert, KEYFILE: p.serverKey },
+  );
+  const ca = await Deno.readTextFile(p.caCert);
+  try {
+    for (let round = 1; round <= 2; round++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: srv.port });
+      const k = await connectTls(conn, {
+        host: "localhost",
+        verifyServer: true,
+        checkName: true,
+        ca,
+        timeoutMs: 10000,
+      });
+      const st = { got: 0, sent: 0, end: false };
+      let stop = false;
+      const sending = (async () => {
+        const w = k.writable.getWriter();
+        try {
+          while (!stop) {
+            await w.write(new Uint8Array(16384));
+            st.sent += 16384;
+            await new Promise((r) => setTimeout(r, 0)); // let the reader run
+          }
+        } catch { /* the server closed */ }
+      })();
+      const r = k.readable.getReader();
+      // read a little, then wait until the program is over, then the rest
+      st.got += (await r.read()).value?.length ?? 0;
+      await srv.waitLine(new RegExp(`^sslserver: end ${round} status 0$`));
+      for (;;) {
+        const { value, done } = await r.read();
+        if (done) break;
+        st.got += value.length;
+      }
+      st.end = true;
+      stop = true;
+      await sending;
+      try {
+        conn.close();
+      } catch { /* closed with its streams */ }
+      assert.deepEqual(st.got, size, JSON.stringify(st));
+    }
   } finally {
     await srv.stop();
   }

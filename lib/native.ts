@@ -15,7 +15,7 @@
  */
 import { spawn as nodeSpawn } from "node:child_process";
 import { formatIp4, formatIp6, parseIp4, parseIp6 } from "./addr.ts";
-import type { Ended } from "./spawn.ts";
+import { waitStatus } from "./spawn.ts";
 import type { Io } from "./stage.ts";
 
 const SYMBOLS = {
@@ -641,48 +641,6 @@ export async function spawnOnSocket(
   }
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGTRAP: 5,
-  SIGABRT: 6,
-  SIGBUS: 7,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGSEGV: 11,
-  SIGUSR2: 12,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-  SIGSTKFLT: 16,
-  SIGCHLD: 17,
-  SIGCONT: 18,
-  SIGSTOP: 19,
-  SIGTSTP: 20,
-  SIGTTIN: 21,
-  SIGTTOU: 22,
-  SIGURG: 23,
-  SIGXCPU: 24,
-  SIGXFSZ: 25,
-  SIGVTALRM: 26,
-  SIGPROF: 27,
-  SIGWINCH: 28,
-  SIGIO: 29,
-  SIGPWR: 30,
-  SIGSYS: 31,
-};
-
-/** A wait(2) status as an Ended (exit code, or the signal's name). */
-export function endedOf(wstat: number): Ended {
-  const sig = wstat & 0x7f;
-  if (sig === 0) return { code: (wstat >> 8) & 0xff, signal: null };
-  const name = Object.keys(SIGNAL_NUMBERS).find((k) => SIGNAL_NUMBERS[k] === sig);
-  return { code: null, signal: name ?? `SIG${sig}` };
-}
-
 function spawnNode(
   file: string,
   argv: string[],
@@ -700,7 +658,7 @@ function spawnNode(
     });
     const status = new Promise<number>((r) => {
       child.once("exit", (code, signal) => {
-        r(code !== null ? (code & 0xff) << 8 : signal ? SIGNAL_NUMBERS[signal] ?? 0 : 0);
+        r(waitStatus({ code, signal }));
       });
     });
     child.once("error", reject);

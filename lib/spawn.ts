@@ -19,7 +19,8 @@ export function statusOf(ended: Ended): number {
   return 128 + n;
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = {
+/** Linux signal numbers by name. */
+export const SIGNAL_NUMBERS: Record<string, number> = {
   SIGHUP: 1,
   SIGINT: 2,
   SIGQUIT: 3,
@@ -35,7 +36,37 @@ const SIGNAL_NUMBERS: Record<string, number> = {
   SIGPIPE: 13,
   SIGALRM: 14,
   SIGTERM: 15,
+  SIGSTKFLT: 16,
+  SIGCHLD: 17,
+  SIGCONT: 18,
+  SIGSTOP: 19,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGURG: 23,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGWINCH: 28,
+  SIGIO: 29,
+  SIGPWR: 30,
+  SIGSYS: 31,
 };
+
+/** A wait(2) status as an Ended (exit code, or the signal's name). */
+export function endedOf(wstat: number): Ended {
+  const sig = wstat & 0x7f;
+  if (sig === 0) return { code: (wstat >> 8) & 0xff, signal: null };
+  const name = Object.keys(SIGNAL_NUMBERS).find((k) => SIGNAL_NUMBERS[k] === sig);
+  return { code: null, signal: name ?? `SIG${sig}` };
+}
+
+/** The wait(2) status word for an exit code or a terminating signal. */
+export function waitStatus(ended: Ended): number {
+  if (ended.code !== null) return (ended.code & 0xff) << 8;
+  return ended.signal ? SIGNAL_NUMBERS[ended.signal] ?? 0 : 0;
+}
 
 /** The user and group programs run as (tcpserver -u/-g/-U). */
 export interface Credentials {

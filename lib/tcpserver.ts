@@ -30,12 +30,12 @@ import { errorText } from "./errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
 import { remoteInfo } from "./ident.ts";
 import { Limits } from "./limits.ts";
-import { endedOf, nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "./native.ts";
+import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "./native.ts";
 import { findProgram, logLineBytes } from "./process_stage.ts";
 import { RulesFile } from "./rules.ts";
-import { getRunAs } from "./spawn.ts";
+import { endedOf, getRunAs, waitStatus } from "./spawn.ts";
 import type { Io } from "./stage.ts";
-import { decisionLine, endLine, pidLine, statusLine, waitStatus } from "./tcplog.ts";
+import { decisionLine, endLine, pidLine, statusLine } from "./tcplog.ts";
 
 /** An address and port. */
 export interface Endpoint {

@@ -12,8 +12,8 @@
  * ucspi-ssl: SIGHUP re-reads the certificate, key and CAs (new connections
  * get them), -W reads a PROXY header first, -C and -L as our tcpserver.
  */
-import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
-import { getopt, scanUlong } from "../lib/getopt.ts";
+import { errorText, fatal, ToolError } from "../lib/errors.ts";
+import { scanUlong } from "../lib/getopt.ts";
 import { type ProxyPolicy, proxyPolicyFromEnv, proxyStep } from "../lib/proxy.ts";
 import type { Io } from "../lib/stage.ts";
 import { type Prepared, type PrepareHook, stderrLine } from "../lib/tcpserver.ts";
@@ -31,7 +31,7 @@ import {
   sslVariables,
   type TlsSession,
 } from "../lib/tls.ts";
-import { BUSY_MESSAGE, runServer, type TcpserverArgs } from "./tcpserver.ts";
+import { parseServerArgs, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
 const PROG = "sslserver";
 const USAGE = "sslserver [ -1346UXpPhHrRoOdDqQvVIeEsSnNmzZ ] [ -c limit ] [ -x rules.cdb ] " +
@@ -67,22 +67,6 @@ export function parseArgs(
   args: string[],
   env: Map<string, string>,
 ): { tcp: TcpserverArgs; ssl: SslOptions } {
-  const { options, rest } = getopt(PROG, args, SPEC, USAGE);
-  const s: TcpserverArgs["server"] = {
-    prog: PROG,
-    limit: 40,
-    argv: [],
-    verbosity: 1,
-    noDelay: true,
-    remoteHost: true,
-    paranoid: false,
-    remoteInfo: false,
-    infoTimeout: 26,
-    banner: "",
-    rules: null,
-    allowNoRules: false,
-    overLimitMessage: null,
-  };
   const ssl: SslOptions = {
     verbosity: 1,
     tcpEnv: false,
@@ -93,32 +77,8 @@ export function parseArgs(
     passwordFd3: false,
     proxy: false,
   };
-  let flag1 = false, uid = 0, gid = 0, backlog = 20, overLimit = false;
-  let family: 0 | 4 | 6 = 0;
-  let iface: string | undefined;
-  for (const { letter, value } of options) {
+  const sslOption = (letter: string, value: string): boolean => {
     switch (letter) {
-      case "b":
-        backlog = scanUlong(value);
-        break;
-      case "c":
-        s.limit = scanUlong(value);
-        break;
-      case "X":
-        s.allowNoRules = true;
-        break;
-      case "x":
-        s.rules = value;
-        break;
-      case "B":
-        s.banner = value;
-        break;
-      case "d":
-        s.noDelay = false;
-        break;
-      case "D":
-        s.noDelay = true;
-        break;
       case "v":
         ssl.verbosity = 2;
         break;
@@ -131,14 +91,6 @@ export function parseArgs(
       case "Q":
         ssl.verbosity = 1;
         break;
-      case "P":
-        s.paranoid = false;
-        break;
-      case "p":
-        s.paranoid = true;
-        break;
-      case "o":
-      case "O":
       case "N":
         break;
       case "n":
@@ -146,59 +98,14 @@ export function parseArgs(
           `${PROG}: fatal: -n (delayed TLS over UCSPI-TLS) is not supported`,
           100,
         );
-      case "H":
-        s.remoteHost = false;
-        break;
-      case "h":
-        s.remoteHost = true;
-        break;
-      case "R":
-        s.remoteInfo = false;
-        break;
-      case "r":
-        s.remoteInfo = true;
-        break;
-      case "t":
-        s.infoTimeout = scanUlong(value);
-        break;
       case "T":
         ssl.sslTimeout = scanUlong(value);
         break;
       case "w":
         ssl.progTimeout = scanUlong(value);
         break;
-      case "U": {
-        const u = env.get("UID");
-        if (u !== undefined) uid = scanUlong(u);
-        const g = env.get("GID");
-        if (g !== undefined) gid = scanUlong(g);
-        break;
-      }
-      case "u":
-        uid = scanUlong(value);
-        break;
-      case "g":
-        gid = scanUlong(value);
-        break;
-      case "1":
-        flag1 = true;
-        break;
       case "3":
         ssl.passwordFd3 = true;
-        break;
-      case "l":
-        s.localName = value;
-        break;
-      case "4":
-        family = 4;
-        s.forceV6 = false;
-        break;
-      case "6":
-        family = 6;
-        s.forceV6 = true;
-        break;
-      case "I":
-        iface = value;
         break;
       case "e":
         ssl.tcpEnv = true;
@@ -221,28 +128,23 @@ export function parseArgs(
       case "Z":
         ssl.clientCert = "none";
         break;
-      case "C": {
-        const colon = value.indexOf(":");
-        s.maxConnIp = scanUlong(colon >= 0 ? value.slice(0, colon) : value);
-        if (colon >= 0) s.maxConnIpMessage = value.slice(colon + 1);
-        break;
-      }
-      case "L":
-        overLimit = true;
-        break;
       case "W":
         ssl.proxy = true;
         break;
+      default:
+        return false;
     }
-  }
-  s.verbosity = Math.min(ssl.verbosity, 2);
-  if (overLimit) s.overLimitMessage = env.get("DIEMSG") || BUSY_MESSAGE;
+    return true;
+  };
+  const tcp = parseServerArgs(PROG, args, SPEC, USAGE, env, {
+    prog: PROG,
+    noDelay: true,
+    remoteInfo: false,
+  }, sslOption);
+  tcp.server.verbosity = Math.min(ssl.verbosity, 2);
   // $CCAFILE="-" turns the client certificate request off, as ucspi-ssl.
   if (env.get("CCAFILE") === "-") ssl.clientCert = "none";
-  const [host, port, ...argv] = rest;
-  if (host === undefined || port === undefined || argv.length === 0) throw usage(PROG, USAGE);
-  s.argv = argv;
-  return { tcp: { server: s, host, port, flag1, uid, gid, family, iface, backlog }, ssl };
+  return { tcp, ssl };
 }
 
 /** The key's password: descriptor 3 up to a NUL or its end (-3). */

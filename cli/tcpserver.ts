@@ -39,9 +39,22 @@ export interface TcpserverArgs {
   backlog: number;
 }
 
-/** Parses tcpserver's arguments (throws the usage ToolError). */
-export function parseArgs(args: string[], env: Map<string, string>): TcpserverArgs {
-  const { options, rest } = getopt(PROG, args, SPEC, USAGE);
+/**
+ * Parses the options tcpserver and sslserver share, with `defaults` for the
+ * server settings. `own(letter, value)` sees every option first and returns
+ * true for the ones it handled itself (sslserver's additions). Throws the
+ * usage ToolError.
+ */
+export function parseServerArgs(
+  prog: string,
+  args: string[],
+  spec: string,
+  usageText: string,
+  env: Map<string, string>,
+  defaults: Partial<TcpserverArgs["server"]>,
+  own: (letter: string, value: string) => boolean = () => false,
+): TcpserverArgs {
+  const { options, rest } = getopt(prog, args, spec, usageText);
   const s: TcpserverArgs["server"] = {
     limit: 40,
     argv: [],
@@ -55,6 +68,7 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
     rules: null,
     allowNoRules: false,
     overLimitMessage: null,
+    ...defaults,
   };
   let flag1 = false;
   let uid = 0;
@@ -63,8 +77,8 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
   let iface: string | undefined;
   let backlog = 20;
   let overLimit = false;
-  let proxy = false;
   for (const { letter, value } of options) {
+    if (own(letter, value)) continue;
     switch (letter) {
       case "b":
         backlog = scanUlong(value);
@@ -101,10 +115,6 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
         break;
       case "p":
         s.paranoid = true;
-        break;
-      case "o":
-      case "O":
-      case "j":
         break;
       case "H":
         s.remoteHost = false;
@@ -160,26 +170,37 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
       case "L":
         overLimit = true;
         break;
-      case "W":
-        proxy = true;
-        break;
+        // accepted without effect: -o, -O (IP options), -j, anything `own` ignores
     }
   }
   if (overLimit) s.overLimitMessage = env.get("DIEMSG") || BUSY_MESSAGE;
+  const [host, port, ...argv] = rest;
+  if (host === undefined || port === undefined || argv.length === 0) {
+    throw usage(prog, usageText);
+  }
+  s.argv = argv;
+  return { server: s, host, port, flag1, uid, gid, family, iface, backlog };
+}
+
+/** Parses tcpserver's arguments (throws the usage ToolError). */
+export function parseArgs(args: string[], env: Map<string, string>): TcpserverArgs {
+  let proxy = false;
+  const a = parseServerArgs(PROG, args, SPEC, USAGE, env, {}, (letter) => {
+    if (letter !== "W") return false;
+    proxy = true;
+    return true;
+  });
   if (proxy) {
-    const quiet = s.verbosity === 0;
+    const quiet = a.server.verbosity === 0;
     try {
-      s.prepare = proxyPrepareHook(
+      a.server.prepare = proxyPrepareHook(
         proxyPolicyFromEnv(PROG, env, (line) => quiet || stderrLine(line)),
       );
     } catch (e) {
       throw fatal(PROG, `unable to parse $PROXY_TRUSTED: ${(e as Error).message}`);
     }
   }
-  const [host, port, ...argv] = rest;
-  if (host === undefined || port === undefined || argv.length === 0) throw usage(PROG, USAGE);
-  s.argv = argv;
-  return { server: s, host, port, flag1, uid, gid, family, iface, backlog };
+  return a;
 }
 
 /** The address to listen on for the host argument (DNS for a name). */

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { haveC, ours, oursArgv, tempDir } from "./helpers.ts";
+import { spawnServer } from "./tcpserver_util.ts";
 
 /** Holds each connection open until the client closes; prints $TCPCONNNUM first. */
 const PROG = ["sh", "-c", 'echo "n=$TCPCONNNUM"; exec cat'];
@@ -37,80 +38,20 @@ async function startServer(
   host = "127.0.0.1",
 ): Promise<Server> {
   const argv = oursArgv("tcpserver", ["-1", ...opts, host, "0", ...PROG]);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  const waiters: { re: RegExp; resolve: (s: string) => void }[] = [];
-  const checks: { pred: () => boolean; resolve: () => void }[] = [];
-  const pumpErr = (async () => {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of child.stderr) {
-      buf += dec.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        for (const w of [...waiters]) {
-          if (w.re.test(line)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(line);
-          }
-        }
-        for (const c of [...checks]) {
-          if (c.pred()) {
-            checks.splice(checks.indexOf(c), 1);
-            c.resolve();
-          }
-        }
-      }
-    }
-  })();
-  const reader = child.stdout.getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      await pumpErr;
-      throw new Error(`tcpserver did not start: ${lines.join("\n")}`);
-    }
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const port = Number(out.trim());
-  assert.ok(port > 0, `port ${out}`);
+  const srv = await spawnServer(argv, { env, name: "tcpserver" });
+  assert.ok(srv.port > 0, `port ${srv.port}`);
   return {
-    port,
-    pid: child.pid,
-    lines,
+    port: srv.port,
+    pid: srv.pid,
+    lines: srv.lines,
     waitLine(re) {
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return Promise.resolve(hit);
-      return within(
-        new Promise((resolve) => waiters.push({ re, resolve })),
-        `log line ${re} in:\n${lines.join("\n")}`,
-      );
+      return within(srv.waitLine(re), `log line ${re} in:\n${srv.lines.join("\n")}`);
     },
     waitUntil(pred, what) {
-      if (pred()) return Promise.resolve();
-      return within(
-        new Promise<void>((resolve) => checks.push({ pred, resolve })),
-        `${what} in:\n${lines.join("\n")}`,
-      );
+      return within(srv.waitUntil(pred), `${what} in:\n${srv.lines.join("\n")}`);
     },
     async stop() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      await child.status;
-      await pumpErr.catch(() => {});
-      await child.stdout.cancel().catch(() => {});
+      await srv.stop("SIGKILL");
     },
   };
 }

@@ -5,6 +5,7 @@
  * the root, and a self-signed stranger.
  */
 import { oursArgv, tempDir } from "./helpers.ts";
+import { spawnServer, type Srv } from "./tcpserver_util.ts";
 
 export interface Pki {
   dir: string;
@@ -152,92 +153,15 @@ export async function makePki(): Promise<Pki> {
 }
 
 /** A running server tool (sslserver, tcpserver) started with -1. */
-export interface Running {
-  port: number;
-  pid: number;
-  /** stderr lines so far */
-  lines: string[];
-  /** The first stderr line (past or future) matching re. */
-  waitLine(re: RegExp): Promise<string>;
-  /** SIGTERM and wait for the exit code. */
-  stop(): Promise<number>;
-}
+export type Running = Srv;
 
 /** Starts our tool NAME with args (including -1) and waits for the port it prints. */
-export async function startTool(
+export function startTool(
   name: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<Running> {
-  const argv = oursArgv(name, args);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  const waiters: { re: RegExp; resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
-  let ended = false;
-  const pump = (async () => {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of child.stderr) {
-      buf += dec.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        for (const w of [...waiters]) {
-          if (w.re.test(line)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(line);
-          }
-        }
-      }
-    }
-    ended = true;
-    for (const w of waiters.splice(0)) w.reject(new Error(`no line ${w.re}: ${lines.join("\n")}`));
-  })();
-  const exited = child.status.then(async (s) => {
-    await pump;
-    return s.code;
-  });
-  const reader = child.stdout.getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      await exited;
-      throw new Error(`${name} did not start: ${lines.join("\n")}`);
-    }
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  let stopped = false;
-  return {
-    port: Number(out.trim()),
-    pid: child.pid,
-    lines,
-    waitLine(re) {
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return Promise.resolve(hit);
-      if (ended) return Promise.reject(new Error(`no line ${re}: ${lines.join("\n")}`));
-      return new Promise((resolve, reject) => waiters.push({ re, resolve, reject }));
-    },
-    async stop() {
-      if (!stopped) {
-        stopped = true;
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-      }
-      return await exited;
-    },
-  };
+  return spawnServer(oursArgv(name, args), { env, name });
 }
 
 /** What `openssl s_client` saw. */

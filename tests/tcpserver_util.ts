@@ -6,7 +6,7 @@
 import net from "node:net";
 import { cTool, oursArgv } from "./helpers.ts";
 
-/** A running tcpserver process. */
+/** A running server process (tcpserver, sslserver, ...) started with -1. */
 export interface Srv {
   port: number;
   pid: number;
@@ -15,32 +15,26 @@ export interface Srv {
   lines: string[];
   /** The first stderr line (past or future) matching re. */
   waitLine(re: RegExp): Promise<string>;
+  /** Resolves once pred() holds, checked again at each new stderr line. */
+  waitUntil(pred: () => boolean): Promise<void>;
   /** Resolves when the process exited, with its code. */
   exited: Promise<number>;
-  /** SIGTERM (once) and wait for the exit. */
-  stop(): Promise<number>;
+  /** Sends signal (SIGTERM by default; once) and waits for the exit. */
+  stop(signal?: Deno.Signal): Promise<number>;
 }
 
-/** Starts `which` tcpserver with args (which must include -1) and waits for its port. */
-export async function startSrv(
-  which: "ours" | "c",
-  args: string[],
-  opts: { env?: Record<string, string>; clearEnv?: boolean; wrap?: string[] } = {},
+/**
+ * Spawns argv (a server started with -1), collects its stderr lines and waits
+ * for the port it prints on stdout; `name` is used in the error when it does
+ * not start.
+ */
+export async function spawnServer(
+  argv: string[],
+  opts: { env?: Record<string, string>; clearEnv?: boolean; name?: string } = {},
 ): Promise<Srv> {
-  let argv: string[];
-  if (which === "ours") argv = oursArgv("tcpserver", args);
-  else {
-    const c = cTool("tcpserver");
-    if (!c) throw new Error("C tcpserver not installed");
-    argv = [c, ...args];
-  }
-  if (opts.wrap) argv = [...opts.wrap, ...argv];
-  const env = opts.clearEnv
-    ? { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...opts.env }
-    : opts.env;
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
-    env,
+    env: opts.env,
     clearEnv: opts.clearEnv ?? false,
     stdin: "null",
     stdout: "piped",
@@ -48,6 +42,7 @@ export async function startSrv(
   }).spawn();
   const lines: string[] = [];
   const waiters: { re: RegExp; resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
+  const checks: { pred: () => boolean; resolve: () => void; reject: (e: Error) => void }[] = [];
   let errDone = false;
   const pumpErr = (async () => {
     const dec = new TextDecoder();
@@ -65,11 +60,20 @@ export async function startSrv(
             w.resolve(line);
           }
         }
+        for (const c of [...checks]) {
+          if (c.pred()) {
+            checks.splice(checks.indexOf(c), 1);
+            c.resolve();
+          }
+        }
       }
     }
     errDone = true;
     for (const w of waiters.splice(0)) {
       w.reject(new Error(`stderr ended before ${w.re}: ${lines.join("\n")}`));
+    }
+    for (const c of checks.splice(0)) {
+      c.reject(new Error(`stderr ended before the condition held: ${lines.join("\n")}`));
     }
   })();
   const exited = (async () => {
@@ -83,7 +87,7 @@ export async function startSrv(
     const { value, done } = await reader.read();
     if (done) {
       await exited;
-      throw new Error(`tcpserver did not start: ${lines.join("\n")}`);
+      throw new Error(`${opts.name ?? argv[0]} did not start: ${lines.join("\n")}`);
     }
     out += new TextDecoder().decode(value);
   }
@@ -103,16 +107,43 @@ export async function startSrv(
       if (errDone) return Promise.reject(new Error(`no line ${re}: ${lines.join("\n")}`));
       return new Promise((resolve, reject) => waiters.push({ re, resolve, reject }));
     },
-    async stop() {
+    waitUntil(pred) {
+      if (pred()) return Promise.resolve();
+      if (errDone) {
+        return Promise.reject(new Error(`condition never held: ${lines.join("\n")}`));
+      }
+      return new Promise((resolve, reject) => checks.push({ pred, resolve, reject }));
+    },
+    async stop(signal: Deno.Signal = "SIGTERM") {
       if (!stopped) {
         stopped = true;
         try {
-          child.kill("SIGTERM");
+          child.kill(signal);
         } catch { /* gone */ }
       }
       return await exited;
     },
   };
+}
+
+/** Starts `which` tcpserver with args (which must include -1) and waits for its port. */
+export async function startSrv(
+  which: "ours" | "c",
+  args: string[],
+  opts: { env?: Record<string, string>; clearEnv?: boolean; wrap?: string[] } = {},
+): Promise<Srv> {
+  let argv: string[];
+  if (which === "ours") argv = oursArgv("tcpserver", args);
+  else {
+    const c = cTool("tcpserver");
+    if (!c) throw new Error("C tcpserver not installed");
+    argv = [c, ...args];
+  }
+  if (opts.wrap) argv = [...opts.wrap, ...argv];
+  const env = opts.clearEnv
+    ? { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...opts.env }
+    : opts.env;
+  return await spawnServer(argv, { env, clearEnv: opts.clearEnv, name: "tcpserver" });
 }
 
 /** What a client got back. */

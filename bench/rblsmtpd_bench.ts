@@ -10,7 +10,7 @@
 import net from "node:net";
 import { TOOLS } from "../cli/tools.ts";
 import { startDnsServer } from "../tests/dns_server.ts";
-import { cTool, DENO, MOD } from "../tests/helpers.ts";
+import { cTool, DENO, MOD, startDaemon } from "../tests/helpers.ts";
 
 const TOTAL = Number(Deno.args[0] ?? 1000);
 const CONCURRENCY = Number(Deno.args[1] ?? 20);
@@ -45,34 +45,6 @@ function client(host: string, port: number, from: string): Promise<string> {
   });
 }
 
-async function startServer(argv: string[], env: Record<string, string>) {
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/status: 0\//.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server did not start: ${text}`);
-    text += value;
-  }
-  // keep draining the log so the server never blocks on stderr
-  const drain = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
-  return {
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.status;
-      await drain.catch(() => {});
-    },
-  };
-}
-
 async function measure(
   label: string,
   tcpserver: string[],
@@ -81,7 +53,7 @@ async function measure(
 ) {
   const address = ownAddress();
   const port = 2526;
-  const server = await startServer(
+  const server = await startDaemon(
     [
       ...tcpserver,
       "-v",
@@ -99,6 +71,7 @@ async function measure(
       ...PROGRAM,
     ],
     env,
+    /status: 0\//,
   );
   try {
     // warm up (Deno compiles, caches fill)

@@ -100,3 +100,51 @@ export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<
   const path = await Deno.makeTempDir({ prefix: "ucspi-test-" });
   return { path, cleanup: () => Deno.remove(path, { recursive: true }).catch(() => {}) };
 }
+
+/** A running daemon whose stderr is collected. */
+export interface Daemon {
+  /** All stderr text so far. */
+  log(): string;
+  /** SIGTERM and wait for the exit (and the end of stderr). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns argv (stdout discarded), reads its stderr until `ready` matches (the
+ * daemon is up), then keeps collecting stderr so the daemon never blocks on it.
+ */
+export async function startDaemon(
+  argv: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+): Promise<Daemon> {
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!ready.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${argv[0]} did not start: ${text}`);
+    text += value;
+  }
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+  })();
+  return {
+    log: () => text,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+      await pump.catch(() => {});
+    },
+  };
+}

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { TOOLS } from "../cli/tools.ts";
-import { cTool, DENO, MOD, tempDir } from "./helpers.ts";
+import { cTool, DENO, MOD, startDaemon, tempDir } from "./helpers.ts";
 import { startDnsServer } from "./dns_server.ts";
 
 const SINK = `#!/bin/sh
@@ -57,37 +57,8 @@ async function serve(cmd: string[], env: Record<string, string>): Promise<Served
   const address = ownAddress();
   const port = 2525;
   const argv = cmd.map((a) => a === "ADDRESS" ? address : a === "PORT" ? String(port) : a);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/status: 0\//.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`tcpserver did not start: ${text}`);
-    text += value;
-  }
-  const pump = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-  })();
-  return {
-    address,
-    port,
-    log: () => text,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.status;
-      await pump.catch(() => {});
-    },
-  };
+  const daemon = await startDaemon(argv, env, /status: 0\//);
+  return { address, port, ...daemon };
 }
 
 async function swaks(s: Served, from: string) {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { haveC, ours, tempDir } from "./helpers.ts";
 import { startDnsServer } from "./dns_server.ts";
-import { fdCount, normalise, startSrv, talk } from "./tcpserver_util.ts";
+import { fdCount, normalise, quietArgs, startSrv, talk } from "./tcpserver_util.ts";
 
 const DUMP = ["sh", "-c", 'env | grep -E "^TCP(REMOTE|LOCAL)(HOST|INFO)=" | sort'];
 
@@ -160,18 +160,10 @@ Deno.test("tcpserver: git daemon --inetd serves git ls-remote", async () => {
     assert.ok((await g(["add", "README"])).success);
     assert.ok((await g(["commit", "-q", "-m", "one"])).success);
     const head = new TextDecoder().decode((await g(["rev-parse", "HEAD"])).stdout).trim();
-    const srv = await startSrv("ours", [
-      "-1",
-      "-RH",
-      "-l0",
-      "127.0.0.1",
-      "0",
-      "git",
-      "daemon",
-      "--inetd",
-      "--export-all",
-      `--base-path=${dir.path}`,
-    ]);
+    const srv = await startSrv(
+      "ours",
+      quietArgs([], ["git", "daemon", "--inetd", "--export-all", `--base-path=${dir.path}`]),
+    );
     try {
       const r = await g(["ls-remote", `git://127.0.0.1:${srv.port}/repo`], dir.path);
       const out = new TextDecoder().decode(r.stdout);
@@ -211,19 +203,7 @@ Deno.test("tcpserver: 10,000 connections leak no descriptors and leave no zombie
       stdin: "127.0.0.20:deny\n:allow\n",
     });
     assert.equal(r.code, 0, r.err);
-    const srv = await startSrv("ours", [
-      "-1",
-      "-RH",
-      "-l0",
-      "-c",
-      "100",
-      "-x",
-      cdb,
-      "127.0.0.1",
-      "0",
-      "echo",
-      "x",
-    ]);
+    const srv = await startSrv("ours", quietArgs(["-c", "100", "-x", cdb], ["echo", "x"]));
     try {
       assert.equal((await talk(srv.port)).text, "x\n");
       const before = fdCount(srv.pid);

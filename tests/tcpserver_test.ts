@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { haveC, ours, tempDir, theirs } from "./helpers.ts";
-import { normalise, startSrv, talk } from "./tcpserver_util.ts";
+import { normalise, quietArgs, startSrv, talk } from "./tcpserver_util.ts";
 
 const ENV_DUMP = [
   "sh",
@@ -185,17 +185,7 @@ Deno.test("tcpserver: -B banner, -x rules (deny, env, unset), -X, missing rules"
     }
     // a missing rules file drops every connection, unless -X
     const missing = `${dir.path}/nonexistent.cdb`;
-    const srv = await startSrv("ours", [
-      "-1",
-      "-RH",
-      "-l0",
-      "-x",
-      missing,
-      "127.0.0.1",
-      "0",
-      "echo",
-      "ran",
-    ]);
+    const srv = await startSrv("ours", quietArgs(["-x", missing], ["echo", "ran"]));
     try {
       assert.equal((await talk(srv.port)).text, "");
       assert.equal(
@@ -205,17 +195,7 @@ Deno.test("tcpserver: -B banner, -x rules (deny, env, unset), -X, missing rules"
     } finally {
       await srv.stop();
     }
-    const srvX = await startSrv("ours", [
-      "-1",
-      "-RHX",
-      "-l0",
-      "-x",
-      missing,
-      "127.0.0.1",
-      "0",
-      "echo",
-      "ran",
-    ]);
+    const srvX = await startSrv("ours", quietArgs(["-X", "-x", missing], ["echo", "ran"]));
     try {
       assert.equal((await talk(srvX.port)).text, "ran\n");
     } finally {
@@ -230,17 +210,7 @@ Deno.test("tcpserver: rules file replaced while running takes effect", async () 
   const dir = await tempDir();
   try {
     const cdb = await compileRules(dir.path, "127.0.0.7:deny\n");
-    const srv = await startSrv("ours", [
-      "-1",
-      "-RH",
-      "-l0",
-      "-x",
-      cdb,
-      "127.0.0.1",
-      "0",
-      "echo",
-      "ok",
-    ]);
+    const srv = await startSrv("ours", quietArgs(["-x", cdb], ["echo", "ok"]));
     try {
       assert.equal((await talk(srv.port, { localAddress: "127.0.0.7" })).text, "");
       await compileRules(dir.path, "127.0.0.7:allow\n");
@@ -260,15 +230,7 @@ Deno.test("tcpserver: rules file replaced while running takes effect", async () 
 });
 
 Deno.test("tcpserver: program that cannot be run is logged, the server keeps serving", async () => {
-  const srv = await startSrv("ours", [
-    "-v",
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "/nonexistent/prog",
-  ]);
+  const srv = await startSrv("ours", quietArgs(["-v"], ["/nonexistent/prog"]));
   try {
     assert.equal((await talk(srv.port)).text, "");
     assert.equal(
@@ -284,7 +246,7 @@ Deno.test("tcpserver: program that cannot be run is logged, the server keeps ser
 });
 
 Deno.test("tcpserver: half-close and 4 MB both ways through cat, nothing lost", async () => {
-  const srv = await startSrv("ours", ["-1", "-RH", "-l0", "127.0.0.1", "0", "cat"]);
+  const srv = await startSrv("ours", quietArgs([], ["cat"]));
   try {
     const data = new Uint8Array(4 * 1024 * 1024);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 0xff;
@@ -297,16 +259,7 @@ Deno.test("tcpserver: half-close and 4 MB both ways through cat, nothing lost", 
 });
 
 Deno.test("tcpserver: program output arrives in full before FIN when it exits first", async () => {
-  const srv = await startSrv("ours", [
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "head -c 3000000 /dev/zero",
-  ]);
+  const srv = await startSrv("ours", quietArgs([], ["sh", "-c", "head -c 3000000 /dev/zero"]));
   try {
     const t = await talk(srv.port, { keepOpen: true });
     assert.equal(t.data.length, 3000000);
@@ -316,19 +269,7 @@ Deno.test("tcpserver: program output arrives in full before FIN when it exits fi
 });
 
 Deno.test("tcpserver: -c 1 defers the second connection until the first ends", async () => {
-  const srv = await startSrv("ours", [
-    "-v",
-    "-c",
-    "1",
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "echo start; cat",
-  ]);
+  const srv = await startSrv("ours", quietArgs(["-v", "-c", "1"], ["sh", "-c", "echo start; cat"]));
   try {
     const { default: net } = await import("node:net");
     const first = net.connect({ host: "127.0.0.1", port: srv.port });
@@ -360,19 +301,7 @@ Deno.test("tcpserver: -c 1 defers the second connection until the first ends", a
 });
 
 Deno.test("tcpserver: -L answers excess connections at the limit, keeps the others", async () => {
-  const srv = await startSrv("ours", [
-    "-L",
-    "-c",
-    "1",
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "echo in; cat",
-  ], {
+  const srv = await startSrv("ours", quietArgs(["-L", "-c", "1"], ["sh", "-c", "echo in; cat"]), {
     env: { DIEMSG: "" },
   });
   try {
@@ -392,7 +321,7 @@ Deno.test("tcpserver: -L answers excess connections at the limit, keeps the othe
 });
 
 Deno.test("tcpserver: IPv6 on ::1 and dual-stack 0 (IPv4 clients as plain IPv4)", async () => {
-  const v6 = await startSrv("ours", ["-1", "-RH", "-l0", "::1", "0", ...ENV_DUMP]);
+  const v6 = await startSrv("ours", quietArgs([], ENV_DUMP, "::1"));
   try {
     const t = await talk(v6.port, { host: "::1" });
     assert.match(t.text, /^PROTO=TCP6\n/m);
@@ -402,7 +331,7 @@ Deno.test("tcpserver: IPv6 on ::1 and dual-stack 0 (IPv4 clients as plain IPv4)"
   } finally {
     await v6.stop();
   }
-  const dual = await startSrv("ours", ["-1", "-RH", "-l0", "0", "0", ...ENV_DUMP]);
+  const dual = await startSrv("ours", quietArgs([], ENV_DUMP, "0"));
   try {
     const t4 = await talk(dual.port, { host: "127.0.0.1", localAddress: "127.0.0.8" });
     assert.match(t4.text, /^PROTO=TCP$/m);
@@ -414,7 +343,7 @@ Deno.test("tcpserver: IPv6 on ::1 and dual-stack 0 (IPv4 clients as plain IPv4)"
   } finally {
     await dual.stop();
   }
-  const forced = await startSrv("ours", ["-6", "-1", "-RH", "-l0", "0", "0", ...ENV_DUMP]);
+  const forced = await startSrv("ours", quietArgs(["-6"], ENV_DUMP, "0"));
   try {
     const t = await talk(forced.port, { host: "127.0.0.1" });
     assert.match(t.text, /^PROTO=TCP6$/m);
@@ -426,27 +355,17 @@ Deno.test("tcpserver: IPv6 on ::1 and dual-stack 0 (IPv4 clients as plain IPv4)"
 
 Deno.test("tcpserver: -u/-g as root run the program as that user; without root, C's fatal", async () => {
   if (Deno.uid() !== 0) return void console.log("skip: not root");
-  const srv = await startSrv("ours", [
-    "-1",
-    "-RH",
-    "-l0",
-    "-u",
-    "65534",
-    "-g",
-    "65534",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "id -u; id -g; id -G",
-  ]);
+  const srv = await startSrv(
+    "ours",
+    quietArgs(["-u", "65534", "-g", "65534"], ["sh", "-c", "id -u; id -g; id -G"]),
+  );
   try {
     assert.equal((await talk(srv.port)).text, "65534\n65534\n65534\n");
   } finally {
     await srv.stop();
   }
   const env = { UID: "65534", GID: "65534" };
-  const u = await startSrv("ours", ["-U", "-1", "-RH", "-l0", "127.0.0.1", "0", "id", "-u"], {
+  const u = await startSrv("ours", quietArgs(["-U"], ["id", "-u"]), {
     env,
   });
   try {
@@ -505,17 +424,10 @@ Deno.test("tcpserver: -u/-g as root run the program as that user; without root, 
 });
 
 Deno.test("tcpserver: SIGTERM stops accepting, lets a running connection finish, exits 0", async () => {
-  const srv = await startSrv("ours", [
-    "-v",
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "echo go; read x; echo got $x",
-  ]);
+  const srv = await startSrv(
+    "ours",
+    quietArgs(["-v"], ["sh", "-c", "echo go; read x; echo got $x"]),
+  );
   const { default: net } = await import("node:net");
   const c = net.connect({ host: "127.0.0.1", port: srv.port });
   let got = "";
@@ -542,16 +454,7 @@ Deno.test("tcpserver: SIGTERM stops accepting, lets a running connection finish,
 });
 
 Deno.test("tcpserver: a second SIGTERM exits at once", async () => {
-  const srv = await startSrv("ours", [
-    "-1",
-    "-RH",
-    "-l0",
-    "127.0.0.1",
-    "0",
-    "sh",
-    "-c",
-    "echo go; exec sleep 30",
-  ], {
+  const srv = await startSrv("ours", quietArgs([], ["sh", "-c", "echo go; exec sleep 30"]), {
     env: { TCPSERVER_DRAIN: "60" },
   });
   const { default: net } = await import("node:net");

@@ -214,3 +214,11 @@ export function fdCount(pid: number): number {
   for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
   return n;
 }
+
+/**
+ * tcpserver arguments for a quiet loopback test server: -1 (print the port),
+ * -RH -l0 (no lookups), then opts, host and port 0, then the program.
+ */
+export function quietArgs(opts: string[], prog: string[], host = "127.0.0.1"): string[] {
+  return ["-1", "-RH", "-l0", ...opts, host, "0", ...prog];
+}

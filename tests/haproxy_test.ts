@@ -10,6 +10,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { ours, tempDir } from "./helpers.ts";
 import { makePki, type Running, startTool } from "./ssl_fixtures.ts";
+import { quietArgs } from "./tcpserver_util.ts";
 
 function haveHaproxy(): boolean {
   try {
@@ -78,31 +79,11 @@ Deno.test("haproxy send-proxy / send-proxy-v2 in front of two tcpserver -W and s
     ];
     // only haproxy (127.0.0.1) may, and must, send a header
     const env = { PROXY_TRUSTED: "127.0.0.1", PROXY_TIMEOUT: "5" };
-    const s1 = await startTool("tcpserver", [
-      "-1",
-      "-v",
-      "-W",
-      "-RH",
-      "-l0",
-      "-x",
-      cdb,
-      "127.0.0.1",
-      "0",
-      ...prog("one"),
-    ], env);
+    const plain = (tag: string) =>
+      startTool("tcpserver", quietArgs(["-v", "-W", "-x", cdb], prog(tag)), env);
+    const s1 = await plain("one");
     servers.push(s1);
-    const s2 = await startTool("tcpserver", [
-      "-1",
-      "-v",
-      "-W",
-      "-RH",
-      "-l0",
-      "-x",
-      cdb,
-      "127.0.0.1",
-      "0",
-      ...prog("two"),
-    ], env);
+    const s2 = await plain("two");
     servers.push(s2);
     const s3 = await startTool(
       "sslserver",
@@ -198,18 +179,7 @@ backend tls
 Deno.test("tcpserver -W refuses a client without a header, and a slow one after $PROXY_TIMEOUT", async () => {
   const s = await startTool(
     "tcpserver",
-    [
-      "-1",
-      "-v",
-      "-W",
-      "-RH",
-      "-l0",
-      "127.0.0.1",
-      "0",
-      "sh",
-      "-c",
-      'echo "$TCPREMOTEIP:$TCPREMOTEPORT"',
-    ],
+    quietArgs(["-v", "-W"], ["sh", "-c", 'echo "$TCPREMOTEIP:$TCPREMOTEPORT"']),
     { PROXY_TIMEOUT: "1" },
   );
   try {

@@ -117,17 +117,10 @@ Deno.test("tcpserver: environment and -v log lines match C byte for byte", async
 Deno.test("tcpserver: exit status and signals in the end line, as C", async () => {
   for (const which of ["ours", "c"] as const) {
     if (which === "c" && !haveC("tcpserver")) continue;
-    const srv = await startSrv(which, [
-      "-v",
-      "-1",
-      "-RH",
-      "-l0",
-      "127.0.0.1",
-      "0",
-      "sh",
-      "-c",
-      'read x; [ "$x" = kill ] && kill -9 $$; exit $x',
-    ]);
+    const srv = await startSrv(
+      which,
+      quietArgs(["-v"], ["sh", "-c", 'read x; [ "$x" = kill ] && kill -9 $$; exit $x']),
+    );
     try {
       await talk(srv.port, { send: "7\n" });
       assert.match(await srv.waitLine(/^tcpserver: end /), / status 1792$/, which);
@@ -154,19 +147,7 @@ Deno.test("tcpserver: -B banner, -x rules (deny, env, unset), -X, missing rules"
     const prog = ["sh", "-c", 'echo "$GREETING|${TCPLOCALHOST-unset}"'];
     for (const which of ["ours", "c"] as const) {
       if (which === "c" && !haveC("tcpserver")) continue;
-      const srv = await startSrv(which, [
-        "-v",
-        "-1",
-        "-RH",
-        "-l0",
-        "-B",
-        "220 hi\r\n",
-        "-x",
-        cdb,
-        "127.0.0.1",
-        "0",
-        ...prog,
-      ]);
+      const srv = await startSrv(which, quietArgs(["-v", "-B", "220 hi\r\n", "-x", cdb], prog));
       try {
         const denied = await talk(srv.port, { localAddress: "127.0.0.4" });
         assert.equal(denied.text, "220 hi\r\n", which);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { haveC, ours, tempDir } from "./helpers.ts";
 import { startDnsServer } from "./dns_server.ts";
-import { fdCount, normalise, quietArgs, startSrv, talk } from "./tcpserver_util.ts";
+import { fdCount, normalise, quietArgs, startSrv, talk, zombiesOf } from "./tcpserver_util.ts";
 
 const DUMP = ["sh", "-c", 'env | grep -E "^TCP(REMOTE|LOCAL)(HOST|INFO)=" | sort'];
 
@@ -180,19 +180,6 @@ Deno.test("tcpserver: git daemon --inetd serves git ls-remote", async () => {
     await dir.cleanup();
   }
 });
-
-function zombiesOf(pid: number): number {
-  let n = 0;
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (fields[0] === "Z" && Number(fields[1]) === pid) n++;
-    } catch { /* gone */ }
-  }
-  return n;
-}
 
 Deno.test("tcpserver: 10,000 connections leak no descriptors and leave no zombies", async () => {
   const dir = await tempDir();

@@ -222,3 +222,17 @@ export function fdCount(pid: number): number {
 export function quietArgs(opts: string[], prog: string[], host = "127.0.0.1"): string[] {
   return ["-1", "-RH", "-l0", ...opts, host, "0", ...prog];
 }
+
+/** Number of zombie children of a process (state Z in /proc/N/stat). */
+export function zombiesOf(pid: number): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (fields[0] === "Z" && Number(fields[1]) === pid) n++;
+    } catch { /* gone */ }
+  }
+  return n;
+}

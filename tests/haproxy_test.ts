@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { ours, tempDir } from "./helpers.ts";
+import { ours, tempDir, waitListening } from "./helpers.ts";
 import { makePki, type Running, startTool } from "./ssl_fixtures.ts";
 import { quietArgs } from "./tcpserver_util.ts";
 
@@ -129,14 +129,7 @@ backend tls
       stderr: "null",
     }).spawn();
     // wait until haproxy listens (it prints nothing when it is ready)
-    for (let i = 0; i < 400; i++) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port: feTls })).close();
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    }
+    await waitListening("127.0.0.1", feTls);
 
     const answers = [];
     for (let i = 0; i < 4; i++) answers.push(await fetchFrom(fePlain, "127.0.0.5"));

@@ -148,3 +148,19 @@ export async function startDaemon(
     },
   };
 }
+
+/**
+ * Polls until something listens on host:port (for daemons that print nothing
+ * when ready): up to 400 tries 25 ms apart; true when a connect succeeded.
+ */
+export async function waitListening(hostname: string, port: number): Promise<boolean> {
+  for (let i = 0; i < 400; i++) {
+    try {
+      (await Deno.connect({ hostname, port })).close();
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  return false;
+}

@@ -15,7 +15,13 @@ import {
   stderrLine,
   tcpclient,
 } from "../lib/tcpclient.ts";
-import { connectTlsSocket, HandshakeError, sslEnvironment, sslVariables } from "../lib/tls.ts";
+import {
+  connectTlsSocket,
+  HandshakeError,
+  lingeringClose,
+  sslEnvironment,
+  sslVariables,
+} from "../lib/tls.ts";
 
 const PROG = "sslclient";
 const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +
@@ -23,6 +29,8 @@ const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport
   "[ -A cadir ] [ -c certfile ] [ -z ciphers ] [ -k keyfile ] [ -V verifydepth ] " +
   "[ -w progtimeout ] host port program";
 const SPEC = "46dDvqQhHrRi:p:t:T:l:I:a:A:c:z:k:V:3eEsSnNxXw:";
+/** Lingering close: how long a server may stay quiet before we close (as sslserver). */
+const LINGER_MS = 2000;
 
 async function readFile(path: string, what: string): Promise<string> {
   try {
@@ -161,7 +169,12 @@ export async function main(args: string[]): Promise<number> {
         if (sslEnv) {
           for (const [k, v] of Object.entries(sslEnvironment(r.info, "SERVER"))) env.set(k, v);
         }
-        return r.socket;
+        const socket = r.socket;
+        return {
+          stream: socket,
+          // lingering close: the server may still be sending (see SecuredNetwork)
+          close: () => lingeringClose(socket, LINGER_MS),
+        };
       },
     });
   } catch (e) {

@@ -12,7 +12,7 @@
 import { spawn } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 import { DnsTemporaryError, isIPv6, resolveAddrs, resolvePtr } from "./dns.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "./errors.ts";
@@ -418,11 +418,15 @@ export async function setClientEnv(
  * and everything it wrote to 7 reached the network; rejects with the spawn
  * error when it cannot be started. A supervisor's signals (TERM, HUP, ALRM,
  * USR1, USR2, INT, CONT) are passed on to the program meanwhile.
+ * When it is over, network is destroyed; or, given close, it is unpiped
+ * from the program and close() does it (resolving once closed), as
+ * `SecuredNetwork.close` describes.
  */
 export function runWithNetwork(
   argv: string[],
   env: Map<string, string>,
   network: Duplex,
+  close?: () => Promise<void>,
 ): Promise<Ended> {
   return new Promise((resolve, reject) => {
     const forwarding = forwardSignals();
@@ -435,8 +439,17 @@ export function runWithNetwork(
     const stdio = child.stdio as unknown as (net.Socket | null)[];
     const fd6 = stdio[6]!;
     const fd7 = stdio[7]!;
+    let finished = false;
     const finish = () => {
-      if (!ended || !flushed) return;
+      if (!ended || !flushed || finished) return;
+      finished = true;
+      if (close) {
+        network.unpipe(fd6);
+        fd6.destroy();
+        const status = ended;
+        close().catch(() => network.destroy()).finally(() => resolve(status));
+        return;
+      }
       fd6.destroy();
       network.destroy();
       resolve(ended);
@@ -477,13 +490,36 @@ export function runWithNetwork(
   });
 }
 
+/**
+ * What a `secure` hook may give instead of a bare stream: the stream the
+ * program talks over, and how to close it. tcpclient destroys a bare stream
+ * (and the socket) as soon as the program is done and its data went out;
+ * with `close`, it calls close() instead and destroys the socket only once
+ * that resolved. sslclient closes lingering there: if the server still
+ * sends, closing at once (with its data unread) makes the kernel send a
+ * reset, which destroys our last data and the TLS close_notify on their way.
+ */
+export interface SecuredNetwork {
+  /** The stream the program talks over (piped to its descriptors 6 and 7). */
+  stream: Duplex;
+  /**
+   * Called when the program is done and everything it wrote was handed to
+   * stream (stream ended): closes stream and the connection underneath.
+   */
+  close: () => Promise<void>;
+}
+
 /** What sslclient (or another client) adds between connecting and running the program. */
 export interface ClientHooks {
   /**
    * Turns the connected socket into the stream the program talks over (a TLS
-   * handshake, say) and may add to env. Throw a ToolError to give up.
+   * handshake, say), or a SecuredNetwork (the stream and how to close it),
+   * and may add to env. Throw a ToolError to give up.
    */
-  secure?: (sock: net.Socket, env: Map<string, string>) => Promise<Duplex>;
+  secure?: (
+    sock: net.Socket,
+    env: Map<string, string>,
+  ) => Promise<Duplex | SecuredNetwork>;
 }
 
 /** A connection made: the socket and its two ends. */
@@ -559,10 +595,13 @@ export async function tcpclient(
       warn(`${prog}: connected to ${ends.remoteIp} port ${ends.remotePort}`);
     }
     await setClientEnv(env, ends, opts);
-    const network = hooks.secure ? await hooks.secure(sock, env) : sock;
+    const secured = hooks.secure ? await hooks.secure(sock, env) : sock;
+    const { stream: network, close } = secured instanceof Duplex
+      ? { stream: secured, close: undefined }
+      : secured;
     let ended: Ended;
     try {
-      ended = await runWithNetwork(argv, env, network);
+      ended = await runWithNetwork(argv, env, network, close);
     } catch (e) {
       throw fatalSys(prog, `unable to run ${argv[0]}`, e);
     }

@@ -664,6 +664,29 @@ export async function connectTlsSocket(
   };
 }
 
+/**
+ * Lingering close of a TLS socket (what StreamPair.lingerMs does for a
+ * session over a stream pair, for a node TLS socket such as the one
+ * connectTlsSocket gives): ends our side (close_notify) if not yet done,
+ * then reads and discards what the peer still sends until it ends, fails
+ * or is quiet ms milliseconds, and destroys the socket once our own data
+ * is out. Resolves when the socket is closed.
+ */
+export async function lingeringClose(sock: tls.TLSSocket, ms: number): Promise<void> {
+  if (!sock.writableEnded && !sock.destroyed) sock.end();
+  if (!sock.destroyed && !sock.readableEnded) {
+    // streamsOf's reader, cancelled by drain, destroys sock after our end;
+    // resume: a pipe's backpressure may have left sock paused.
+    const reader = streamsOf(sock).readable.getReader();
+    sock.resume();
+    await drain(reader, ms);
+  } else if (!sock.destroyed) {
+    if (sock.writableFinished) sock.destroy();
+    else sock.once("finish", () => sock.destroy());
+  }
+  if (!sock.closed) await new Promise((r) => sock.once("close", r));
+}
+
 /** A distinguished name in OpenSSL's one-line form: "/C=DE/O=Example/CN=name". */
 export function oneLineDn(dn: string): string {
   return dn.split("\n").filter((l) => l !== "").map((l) => "/" + l).join("");

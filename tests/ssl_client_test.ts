@@ -160,6 +160,80 @@ Deno.test("sslclient: plaintext server, refused port, usage", async () => {
   assert.match(u.err, /^sslclient: usage: sslclient \[ -463hHrRdDqQveEsSnNxX \]/);
 });
 
+Deno.test("sslclient: the program exits while the server still sends; the server gets all, then the end", async () => {
+  // Closing a socket with unread input makes the kernel send a reset that
+  // throws away our last data still on its way (and the close_notify);
+  // sslclient closes lingering. (A Deno TLS server: node:tls's server loses
+  // a close_notify while paused, see lib/tls keepEofDeliverable.)
+  const p = await pki();
+  const size = 256 << 10;
+  const [cert, key] = await Promise.all([
+    Deno.readTextFile(p.serverCert),
+    Deno.readTextFile(p.serverKey),
+  ]);
+  for (let round = 1; round <= 2; round++) {
+    const l = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+    const port = (l.addr as Deno.NetAddr).port;
+    const serving = (async () => {
+      const seen = { got: 0, sent: 0, end: false, error: "" };
+      const c = await l.accept();
+      let stop = false;
+      const sending = (async () => {
+        // keep sending until the client's end (or its reset)
+        const chunk = new Uint8Array(16384).fill(120);
+        try {
+          while (!stop) {
+            await c.write(chunk);
+            seen.sent += chunk.length;
+            await new Promise((r) => setTimeout(r, 0)); // let the reader run
+          }
+        } catch (e) {
+          seen.error ||= `write: ${(e as Error).message}`;
+        }
+      })();
+      // a slow reader: what the client sent last is still unread here
+      // when the client is done
+      const buf = new Uint8Array(16384);
+      try {
+        for (;;) {
+          const n = await c.read(buf);
+          if (n === null) break;
+          seen.got += n;
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        seen.end = true;
+      } catch (e) {
+        seen.error ||= `read: ${(e as Error).message}`;
+      }
+      stop = true;
+      await sending;
+      try {
+        await c.closeWrite();
+      } catch { /* reset */ }
+      c.close();
+      return seen;
+    })();
+    try {
+      const r = await ours("sslclient", [
+        "-RH",
+        "-a",
+        p.caCert,
+        "127.0.0.1",
+        String(port),
+        "sh",
+        "-c",
+        // once the server's data comes in, write and exit without reading it
+        `head -c 1 <&6 >/dev/null; head -c ${size} /dev/zero >&7`,
+      ]);
+      const seen = await serving;
+      assert.equal(r.code, 0, r.err);
+      assert.deepEqual(seen, { ...seen, got: size, end: true, error: "" }, JSON.stringify(seen));
+    } finally {
+      l.close();
+    }
+  }
+});
+
 Deno.test("PKI cleanup (sslclient)", async () => {
   if (pkiPromise) await (await pkiPromise).cleanup();
 });

@@ -270,6 +270,12 @@ function duplexOver(pair: StreamPair, gate: InputGate): Duplex {
 async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let quiet = false;
+  // A peer that never stops sending must not hold the connection (and a -c
+  // slot) forever: the whole linger is bounded too.
+  const cap = setTimeout(() => {
+    quiet = true;
+    reader.cancel().catch(() => {});
+  }, ms * LINGER_CAP_FACTOR);
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -287,9 +293,13 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, ms: number
     /* reset or cancelled: done */
   } finally {
     clearTimeout(timer);
+    clearTimeout(cap);
     reader.cancel().catch(() => {});
   }
 }
+
+/** A lingering close lasts at most this many times its quiet time. */
+const LINGER_CAP_FACTOR = 5;
 
 /**
  * Works around a Deno 2.9 node:tls bug that loses the peer's end of data.

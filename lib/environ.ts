@@ -55,6 +55,21 @@ export interface ShownAddress {
  * plain IPv4 (or, with forceV6, IPv4 as "::ffff:a.b.c.d"), IPv6 compressed.
  */
 export function showAddress(addr: string, forceV6 = false): ShownAddress {
+  const memo = forceV6 ? shownV6 : shown;
+  const hit = memo.get(addr);
+  if (hit) return hit;
+  const a = Object.freeze(showAddressOf(addr, forceV6));
+  if (memo.size >= 4096) memo.clear();
+  memo.set(addr, a);
+  return a;
+}
+
+// showAddress is called several times per connection with the same few
+// addresses: its (frozen) answers are remembered, bounded.
+const shown = new Map<string, ShownAddress>();
+const shownV6 = new Map<string, ShownAddress>();
+
+function showAddressOf(addr: string, forceV6: boolean): ShownAddress {
   let text = addr;
   if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
   let zone: string | undefined;

@@ -468,6 +468,8 @@ export class RulesFile {
   #state: Cdb | "missing" | Error = "missing";
   #pending: Promise<void> | null = null;
   #get = (key: string) => (this.#state as Cdb).get(key);
+  #memo = new Map<string, RuleDecision>();
+  #memoOf: Cdb | null = null;
 
   constructor(path: string, options: RulesFileOptions = {}) {
     this.path = path;
@@ -506,7 +508,8 @@ export class RulesFile {
   }
 
   /**
-   * The decision for a client, or "missing" when the file does not exist.
+   * The decision for a client, or "missing" when the file does not exist
+   * (shared between lookups with the same arguments: do not modify it).
    * Throws when the file cannot be read or is corrupt (CdbError, code EPROTO).
    */
   async lookup(ip: string, host?: string, info?: string): Promise<RuleDecision | "missing"> {
@@ -521,7 +524,24 @@ export class RulesFile {
     }
     const state = this.#state;
     if (state === "missing") return "missing";
-    if (state instanceof Cdb) return lookupRules(this.#get, ip, host, info);
+    if (state instanceof Cdb) {
+      // Many connections come from few clients: the decision is remembered
+      // per (ip, host, info) for as long as this cdb is the one in force.
+      if (this.#memoOf !== state) {
+        this.#memo.clear();
+        this.#memoOf = state;
+      }
+      const key = `${ip}\0${host === undefined ? "" : "=" + host}\0${
+        info === undefined ? "" : "=" + info
+      }`;
+      let d = this.#memo.get(key);
+      if (d === undefined) {
+        d = lookupRules(this.#get, ip, host, info);
+        if (this.#memo.size >= 4096) this.#memo.clear();
+        this.#memo.set(key, d);
+      }
+      return d;
+    }
     throw state;
   }
 

@@ -185,7 +185,7 @@ const enc = new TextEncoder();
  * Chars 0-255 are single bytes (recordio's lines carry raw connection bytes).
  */
 export function stderrLine(line: string): void {
-  const b = logLineBytes(line + "\n");
+  const b = ASCII.test(line) ? asciiLine(line) : logLineBytes(line + "\n");
   let off = 0;
   while (off < b.length) {
     try {
@@ -194,6 +194,17 @@ export function stderrLine(line: string): void {
       return;
     }
   }
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+let lineBuf = new Uint8Array(256);
+
+/** An ASCII line and its newline, encoded into a reused buffer (written at once). */
+function asciiLine(line: string): Uint8Array {
+  if (lineBuf.length < line.length + 1) lineBuf = new Uint8Array(line.length * 2 + 1);
+  const n = enc.encodeInto(line, lineBuf).written;
+  lineBuf[n] = 10;
+  return lineBuf.subarray(0, n + 1);
 }
 
 const READ_SIZE = 64 * 1024;
@@ -542,9 +553,13 @@ export class TcpServer {
       if (this.#verbosity >= 2) {
         this.#log(pidLine(prog, id, showAddress(remote.ip, o.forceV6).ip));
       }
-      try {
-        sock.setNoDelay(o.noDelay ?? false);
-      } catch { /* not a TCP socket any more */ }
+      // A native socket starts with Nagle on (as the listener has it): only
+      // -D needs the setsockopt.
+      if (o.noDelay || !(sock instanceof NativeConn)) {
+        try {
+          sock.setNoDelay(o.noDelay ?? false);
+        } catch { /* not a TCP socket any more */ }
+      }
       let wrapped: Io | null = null;
       const io = () => wrapped ?? c.io();
       let extraEnv: Array<[string, string | null]> = [];

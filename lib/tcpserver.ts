@@ -185,7 +185,7 @@ const enc = new TextEncoder();
  * Chars 0-255 are single bytes (recordio's lines carry raw connection bytes).
  */
 export function stderrLine(line: string): void {
-  const b = ASCII.test(line) ? asciiLine(line) : logLineBytes(line + "\n");
+  const b = !WIDE_CHAR.test(line) ? asciiLine(line) : logLineBytes(line + "\n");
   let off = 0;
   while (off < b.length) {
     try {
@@ -196,7 +196,8 @@ export function stderrLine(line: string): void {
   }
 }
 
-const ASCII = /^[\x00-\x7f]*$/;
+// deno-lint-ignore no-control-regex
+const WIDE_CHAR = /[^\u0000-\u007f]/;
 let lineBuf = new Uint8Array(256);
 
 /** An ASCII line and its newline, encoded into a reused buffer (written at once). */

@@ -11,6 +11,7 @@ import { DnsTemporaryError, resolveAddrs } from "../lib/dns.ts";
 import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/errors.ts";
 import { getopt, scanUlong } from "../lib/getopt.ts";
 import { parsePort } from "../lib/services.ts";
+import { dropIds, nativeAvailable } from "../lib/native.ts";
 import { setRunAs } from "../lib/spawn.ts";
 import { type ServerOptions, stderrLine, TcpServer } from "../lib/tcpserver.ts";
 import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/proxy.ts";
@@ -264,11 +265,63 @@ async function start(
   return server;
 }
 
+/** How runServer applies -u/-g/-U. */
+export interface RunServerOptions {
+  /**
+   * Drop the ids of the whole server process after listening, as C does
+   * (only when libc is reachable through FFI: lib/native.ts); otherwise
+   * only the programs run as uid/gid.
+   */
+  dropProcessIds?: boolean;
+}
+
+/**
+ * Applies -u/-g after binding, as C's tcpserver: gid first (setgroups to
+ * just gid, setgid), then uid; 0 means "leave it". With FFI (and
+ * `dropProcess`) the server process itself switches, so programs inherit
+ * the ids; without, the server keeps its ids and programs are started as
+ * uid/gid (setRunAs). Throws C's fatal messages.
+ */
+function switchIds(
+  PROG: string,
+  a: TcpserverArgs,
+  baseEnv: Map<string, string>,
+  dropProcess: boolean,
+): void {
+  if (dropProcess && (a.uid || a.gid) && nativeAvailable(baseEnv)) {
+    try {
+      dropIds(a.gid, a.uid);
+    } catch (e) {
+      const step = (e as { step?: string }).step === "uid" ? "uid" : "gid";
+      throw fatalSys(PROG, `unable to set ${step}`, e);
+    }
+    setRunAs({});
+    return;
+  }
+  // Without FFI: only programs switch. Without root, only our own uid is
+  // possible, and no gid (setgroups needs root).
+  const root = isRoot();
+  if (a.gid) {
+    if (!root) throw fatal(PROG, "unable to set gid: permission denied");
+  }
+  if (a.uid) {
+    if (!root && process.getuid?.() !== a.uid) {
+      throw fatal(PROG, "unable to set uid: permission denied");
+    }
+  }
+  if (root && (a.uid || a.gid)) {
+    setRunAs({
+      uid: a.uid || undefined,
+      gid: a.gid || undefined,
+    });
+  }
+}
+
 /** Runs tcpserver; resolves 0 after SIGTERM. */
 export async function main(args: string[]): Promise<number> {
   const baseEnv = new Map(Object.entries(Deno.env.toObject()));
   const a = parseArgs(args, baseEnv);
-  return await runServer(PROG, a, baseEnv);
+  return await runServer(PROG, a, baseEnv, { dropProcessIds: true });
 }
 
 /**
@@ -279,28 +332,13 @@ export async function runServer(
   PROG: string,
   a: TcpserverArgs,
   baseEnv: Map<string, string>,
+  opts: RunServerOptions = {},
 ): Promise<number> {
   const quiet = a.server.verbosity === 0;
   let server: TcpServer;
   try {
     server = await start(a, baseEnv, PROG);
-    // As C: switch ids after binding; a program then runs as uid/gid. Without
-    // root, only our own uid is possible, and no gid (setgroups needs root).
-    const root = isRoot();
-    if (a.gid) {
-      if (!root) throw fatal(PROG, "unable to set gid: permission denied");
-    }
-    if (a.uid) {
-      if (!root && process.getuid?.() !== a.uid) {
-        throw fatal(PROG, "unable to set uid: permission denied");
-      }
-    }
-    if (root && (a.uid || a.gid)) {
-      setRunAs({
-        uid: a.uid || undefined,
-        gid: a.gid || undefined,
-      });
-    }
+    switchIds(PROG, a, baseEnv, opts.dropProcessIds === true);
   } catch (e) {
     if (quiet && e instanceof ToolError) return e.exitCode;
     throw e;

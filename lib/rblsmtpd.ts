@@ -280,20 +280,6 @@ function verbOf(line: Uint8Array): string {
 }
 
 /**
- * writer.releaseLock(): it rejects the writer's `closed` with a new
- * TypeError nobody sees; without its stack trace (most of the cost).
- */
-function releaseQuietly(writer: WritableStreamDefaultWriter<Uint8Array>): void {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    writer.releaseLock();
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
-
-/**
  * The limited SMTP conversation with a blocked client, ended by QUIT, EOF,
  * or the timeout (seconds, counted from the start; DJB's alarm). With
  * timeout 0: only the reply line, at once.
@@ -358,7 +344,7 @@ export async function converse(io: Io, reply: string, timeout: number): Promise<
     if (timedOut) {
       writer.abort().catch(() => {});
     } else {
-      releaseQuietly(writer);
+      writer.releaseLock();
     }
   }
 }

@@ -196,3 +196,35 @@ Deno.test("tcpserver privs: as nobody, C's messages and exit 111; -u 0 and -u ow
     await dir.cleanup();
   }
 });
+
+Deno.test("tcpserver privs: a rules cdb only root can read drops connections after -u, as C", async () => {
+  if (!ROOT) return void console.log("skip: not root");
+  const dir = await tempDir();
+  try {
+    await Deno.chmod(dir.path, 0o755);
+    const rules = `${dir.path}/r.cdb`;
+    const make = new Deno.Command("tcprules", {
+      args: [rules, `${dir.path}/r.tmp`],
+      stdin: "piped",
+    })
+      .spawn();
+    const w = make.stdin.getWriter();
+    await w.write(new TextEncoder().encode(":allow\n"));
+    await w.close();
+    assert.equal((await make.status).code, 0);
+    await Deno.chmod(rules, 0o600);
+    const args = ["-1", "-v", "-RHl0", "-u", "65534", "-g", "65534", "-x", rules, "127.0.0.1", "0"];
+    const want = `tcpserver: warning: dropping connection, unable to read ${rules}: access denied`;
+    for (const which of haveC("tcpserver") ? ["ours", "c"] as const : ["ours"] as const) {
+      await withSrv(
+        await startSrv(which, [...args, "echo", "hi"], { env: { UCSPI_NATIVE: "1" } }),
+        async (srv) => {
+          assert.equal((await talk(srv.port)).text, "", which);
+          assert.equal(await srv.waitLine(/dropping connection/), want, which);
+        },
+      );
+    }
+  } finally {
+    await dir.cleanup();
+  }
+});

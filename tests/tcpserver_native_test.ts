@@ -313,7 +313,7 @@ Deno.test("tcpserver native: 100 idle in-process conversations do not starve new
   }
 });
 
-Deno.test("tcpserver native: -u/-g programs (node's spawn) also get the socket itself", async () => {
+Deno.test("tcpserver native: -u/-g programs (server dropped its ids) also get the socket itself", async () => {
   if (Deno.uid() !== 0) {
     console.log("skip: -u/-g need root");
     return;

@@ -31,7 +31,8 @@ export interface TcpEnvironInput {
   forceV6?: boolean;
 }
 
-const V6_ONLY = [
+/** The IPv6 patch's TCP6* copies, set only for IPv6 connections. */
+export const V6_ONLY = [
   "TCP6LOCALIP",
   "TCP6LOCALPORT",
   "TCP6LOCALHOST",
@@ -39,6 +40,17 @@ const V6_ONLY = [
   "TCP6REMOTEPORT",
   "TCP6REMOTEHOST",
   "TCP6INTERFACE",
+];
+
+/** The tcp-environ(5) variables of one side of a connection, PROTO aside. */
+export const TCP_VARIABLES = [
+  "TCPLOCALIP",
+  "TCPLOCALPORT",
+  "TCPLOCALHOST",
+  "TCPREMOTEIP",
+  "TCPREMOTEPORT",
+  "TCPREMOTEHOST",
+  "TCPREMOTEINFO",
 ];
 
 /** An address as the environment shows it, and whether it is reported as IPv6. */

@@ -10,6 +10,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
+import { TCP_VARIABLES, V6_ONLY } from "./environ.ts";
 
 /** A connection as two Web streams. */
 export interface StreamPair {
@@ -741,32 +742,9 @@ export function sslEnvironment(
   return env;
 }
 
-const SSL_FROM_TCP: Array<[string, string]> = [
-  ["TCPLOCALIP", "SSLLOCALIP"],
-  ["TCPLOCALPORT", "SSLLOCALPORT"],
-  ["TCPLOCALHOST", "SSLLOCALHOST"],
-  ["TCPREMOTEIP", "SSLREMOTEIP"],
-  ["TCPREMOTEPORT", "SSLREMOTEPORT"],
-  ["TCPREMOTEHOST", "SSLREMOTEHOST"],
-  ["TCPREMOTEINFO", "SSLREMOTEINFO"],
-];
+const SSL_FROM_TCP: Array<[string, string]> = TCP_VARIABLES.map((v) => [v, "SSL" + v.slice(3)]);
 
-const TCP_ONLY = [
-  "TCPLOCALIP",
-  "TCPLOCALPORT",
-  "TCPLOCALHOST",
-  "TCPREMOTEIP",
-  "TCPREMOTEPORT",
-  "TCPREMOTEHOST",
-  "TCPREMOTEINFO",
-  "TCP6LOCALIP",
-  "TCP6LOCALPORT",
-  "TCP6LOCALHOST",
-  "TCP6REMOTEIP",
-  "TCP6REMOTEPORT",
-  "TCP6REMOTEHOST",
-  "TCP6INTERFACE",
-];
+const TCP_ONLY = [...TCP_VARIABLES, ...V6_ONLY];
 
 /**
  * ucspi-ssl's environment from tcpserver's or tcpclient's: SSL* copies of

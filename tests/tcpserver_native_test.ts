@@ -8,25 +8,12 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { DENO, MOD, ours, tempDir } from "./helpers.ts";
-import { fdCount, startSrv, talk } from "./tcpserver_util.ts";
+import { fdCount, startSrv, talk, zombiesOf } from "./tcpserver_util.ts";
 
 const MODES = [
   { name: "native", env: { UCSPI_NATIVE: "1" }, stdin: /^socket:/ },
   { name: "pure", env: { UCSPI_NATIVE: "0" }, stdin: /^pipe:/ },
 ] as const;
-
-function zombiesOf(pid: number): number {
-  let n = 0;
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (fields[0] === "Z" && Number(fields[1]) === pid) n++;
-    } catch { /* gone */ }
-  }
-  return n;
-}
 
 /** Waits until f() holds (polling /proc-like state that has no event), at most ~4 s. */
 async function settle(f: () => boolean): Promise<void> {

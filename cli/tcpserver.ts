@@ -37,7 +37,8 @@ export interface TcpserverArgs {
   gid: number;
   family: 0 | 4 | 6;
   iface?: string;
-  backlog: number;
+  /** -b, when given; otherwise the listen backlog is Deno's 511 (C: 20). */
+  backlog?: number;
 }
 
 /**
@@ -76,7 +77,7 @@ export function parseServerArgs(
   let gid = 0;
   let family: 0 | 4 | 6 = 0;
   let iface: string | undefined;
-  let backlog = 20;
+  let backlog: number | undefined;
   let overLimit = false;
   for (const { letter, value } of options) {
     if (own(letter, value)) continue;
@@ -246,6 +247,7 @@ async function start(
   // $REUSEPORT: SO_REUSEPORT, so that several servers share the port (Linux
   // spreads the connections over them).
   if (baseEnv.has("REUSEPORT")) a.server.reusePort = true;
+  a.server.backlog = a.backlog;
   const server = new TcpServer({ ...a.server, prog: PROG, hostname, port, baseEnv });
   try {
     server.listen();

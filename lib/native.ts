@@ -74,7 +74,7 @@ const SHUT_WR = 1;
 const WNOHANG = 1;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
-/** The listen backlog (what Deno.listen uses). */
+/** The listen backlog when none is given (what Deno.listen uses). */
 const BACKLOG = 511;
 
 let lib: Libc | null | undefined;
@@ -314,12 +314,18 @@ export class NativeListener {
   }
 
   /**
-   * Binds and listens on ip:port (a literal address; "::" is dual-stack),
-   * SO_REUSEADDR as Deno sets it, SO_REUSEPORT when asked. Returns null on
+   * Binds and listens on ip:port (a literal address; "::" is dual-stack)
+   * with the given backlog, SO_REUSEADDR as Deno sets it, SO_REUSEPORT when
+   * asked. Returns null on
    * any failure: the caller then lets Deno.listen try (and report the error
    * with Deno's error classes, as before).
    */
-  static open(ip: string, port: number, reusePort = false): NativeListener | null {
+  static open(
+    ip: string,
+    port: number,
+    reusePort = false,
+    backlog = BACKLOG,
+  ): NativeListener | null {
     const sa = sockaddr(ip, port);
     const l = libc();
     if (!sa || !l) return null;
@@ -337,7 +343,7 @@ export class NativeListener {
       (!reusePort || setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
       (!v6 || ip !== "::" || setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
       l.bind(fd, sa, sa.length) === 0 &&
-      l.listen(fd, BACKLOG) === 0;
+      l.listen(fd, backlog) === 0;
     if (!ok) {
       l.close(fd);
       return null;

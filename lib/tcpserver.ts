@@ -52,6 +52,8 @@ export interface ServerOptions {
   port: number;
   /** SO_REUSEPORT on the listening socket (several servers on one port). */
   reusePort?: boolean;
+  /** -b: the listen backlog (native path only; Deno.listen's is fixed at 511). */
+  backlog?: number;
   /** -c: connections handled at once (default 40). */
   limit: number;
   /**
@@ -311,7 +313,12 @@ export class TcpServer {
       nativeAvailable(this.opts.baseEnv)
     ) {
       // Any failure here: Deno.listen below tries again and reports it.
-      const n = NativeListener.open(this.opts.hostname, this.opts.port, this.opts.reusePort);
+      const n = NativeListener.open(
+        this.opts.hostname,
+        this.opts.port,
+        this.opts.reusePort,
+        this.opts.backlog,
+      );
       if (n) {
         this.#native = n;
         this.#local = { ...n.local };

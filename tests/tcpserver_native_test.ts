@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { DENO, MOD, ours, tempDir } from "./helpers.ts";
+import { cTool, DENO, haveC, MOD, ours, tempDir } from "./helpers.ts";
 import { fdCount, startSrv, talk, zombiesOf } from "./tcpserver_util.ts";
 
 const MODES = [
@@ -328,5 +328,34 @@ Deno.test("tcpserver native: -u/-g programs (server dropped its ids) also get th
     await srv.waitLine(/^tcpserver: end 1 status 1792$/);
   } finally {
     await srv.stop();
+  }
+});
+
+/** The listen backlog of the socket listening on port (ss's Send-Q column). */
+async function listenBacklog(port: number): Promise<number> {
+  const out = await new Deno.Command("ss", { args: ["-ltnH", `sport = :${port}`] }).output();
+  const fields = new TextDecoder().decode(out.stdout).trim().split(/\s+/);
+  return Number(fields[2]);
+}
+
+Deno.test("tcpserver native: -b sets the listen backlog as C's (default: 511, C's is 20)", async () => {
+  if (!cTool("ss")) {
+    console.log("skip: ss (iproute2) not installed");
+    return;
+  }
+  const cases: Array<[string[], number, "ours" | "c"]> = [
+    [["-b", "7"], 7, "ours"],
+    [["-b", "7"], 7, "c"],
+    [[], 511, "ours"],
+    [[], 20, "c"],
+  ];
+  for (const [opts, want, which] of cases) {
+    if (which === "c" && !haveC("tcpserver")) continue;
+    const srv = await startSrv(which, ["-1", ...opts, "-RHl0", "127.0.0.1", "0", "true"]);
+    try {
+      assert.equal(await listenBacklog(srv.port), want, `${which} ${opts.join(" ")}`);
+    } finally {
+      await srv.stop();
+    }
   }
 });

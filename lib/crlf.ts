@@ -126,9 +126,13 @@ function delcrFill(chunk: Uint8Array, out: Uint8Array, heldCr: boolean): number 
   return run(chunk, from, stop, out, j);
 }
 
-/** addcr: a CR before every LF (also one already preceded by a CR); nothing at EOF. */
-export function addcrConverter(): Converter {
-  const pushInto = (chunk: Uint8Array, out: Uint8Array) => insertFill(chunk, out, 0, true);
+/**
+ * A Converter that only inserts bytes and holds none back: a chunk that
+ * came out as long as it went in is passed on as it is.
+ */
+function insertingConverter(
+  pushInto: (chunk: Uint8Array, out: Uint8Array) => number,
+): Converter {
   return {
     push(chunk) {
       const out = scratchFor(chunk.length);
@@ -138,6 +142,12 @@ export function addcrConverter(): Converter {
     pushInto,
     end: () => EMPTY,
   };
+}
+
+/** addcr: a CR before every LF (also one already preceded by a CR); nothing at EOF. */
+export function addcrConverter(): Converter {
+  const pushInto = (chunk: Uint8Array, out: Uint8Array) => insertFill(chunk, out, 0, true);
+  return insertingConverter(pushInto);
 }
 
 /**
@@ -181,15 +191,7 @@ export function fixcrConverter(): Converter {
     lastCr = chunk[chunk.length - 1] === CR;
     return j;
   };
-  return {
-    push(chunk) {
-      const out = scratchFor(chunk.length);
-      const j = pushInto(chunk, out);
-      return j === chunk.length ? chunk : out.slice(0, j);
-    },
-    pushInto,
-    end: () => EMPTY,
-  };
+  return insertingConverter(pushInto);
 }
 
 /** A TransformStream running a Converter; empty results are not enqueued. */

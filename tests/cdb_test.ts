@@ -1,20 +1,9 @@
 import assert from "node:assert/strict";
 import { Cdb, CdbError, CdbFile, cdbHash, CdbWriter, makeCdb } from "../lib/cdb.ts";
-import { cTool, tempDir } from "./helpers.ts";
+import { cTool, prng, tempDir } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** A small seeded PRNG (mulberry32), so failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function records(n: number, seed: number): Array<[string, string]> {
   const r = prng(seed);

@@ -43,7 +43,11 @@ async function runCommand(cmd: string, args: string[], opts: RunOptions): Promis
     await w.write(data).catch(() => {});
     await w.close().catch(() => {});
   }
-  const r = await child.output();
+  return resultOf(await child.output());
+}
+
+/** A finished command's output as a Result. */
+export function resultOf(r: Deno.CommandOutput): Result {
   const dec = new TextDecoder();
   return {
     code: r.code,
@@ -163,4 +167,15 @@ export async function waitListening(hostname: string, port: number): Promise<boo
     }
   }
   return false;
+}
+
+/** A small seeded PRNG (mulberry32), so generated test inputs reproduce. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }

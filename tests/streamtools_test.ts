@@ -26,7 +26,7 @@ import { findProgram, logLineBytes } from "../lib/process_stage.ts";
 import { runPumped } from "../lib/spawn.ts";
 import type { Io } from "../lib/stage.ts";
 import { ToolError } from "../lib/errors.ts";
-import { cTool, haveC, ours, oursArgv, type Result, tempDir, theirs } from "./helpers.ts";
+import { cTool, haveC, ours, oursArgv, type Result, resultOf, tempDir, theirs } from "./helpers.ts";
 
 const CR = 13;
 const LF = 10;
@@ -606,14 +606,7 @@ async function runHeld(argv: string[]): Promise<Result> {
   }).spawn();
   const r = await child.output();
   await child.stdin.close().catch(() => {});
-  const dec = new TextDecoder();
-  return {
-    code: r.code,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    out: dec.decode(r.stdout),
-    err: dec.decode(r.stderr),
-  };
+  return resultOf(r);
 }
 
 Deno.test("fixcrio/recordio/argv0: usage and cannot-run messages and codes equal C's", async () => {

@@ -3,7 +3,7 @@
  * tools (Debian's ucspi-tcp): stdout, stderr, exit code and the cdb bytes.
  */
 import assert from "node:assert/strict";
-import { haveC, ours, type Result, tempDir, theirs } from "./helpers.ts";
+import { haveC, ours, prng, type Result, tempDir, theirs } from "./helpers.ts";
 
 type Tool = typeof ours;
 
@@ -103,17 +103,6 @@ Deno.test("tcprules: same exit code, messages and cdb bytes as C tcprules", asyn
   });
   assert.equal(failures, 10); // the error cases really are errors
 });
-
-/** A seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** n random lines in every syntax DJB's tcprules accepts. */
 function randomRules(n: number, seed: number): string {

@@ -2,8 +2,9 @@
  * The one entry point, busybox style: runs the tool named by the basename of
  * argv[0] (a symlink to the compiled binary, or `exec -a NAME deno run mod.ts`),
  * otherwise the tool named by the first argument. `--list` prints the tool
- * names; `install DIR` makes the tool-name links in DIR. This is the only
- * place that writes a fatal error and exits.
+ * names; `install [-f] DIR` makes the tool-name entries in DIR (lib/install.ts);
+ * `--help` and `--version` say what this is. This is the only place that
+ * writes a fatal error and exits.
  */
 import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
@@ -11,6 +12,28 @@ import { errorText, ToolError } from "./lib/errors.ts";
 import { installLinks } from "./lib/install.ts";
 
 const SELF = "ucspi-tcp";
+
+/** This implementation's version (DJB's tools it follows are 0.88). */
+export const VERSION = "0.88-deno.1";
+
+const USAGE =
+  `${SELF}: usage: ${SELF} TOOL [arg ...] | --list | --help | --version | install [-f] DIR`;
+
+function help(): string {
+  return [
+    `${SELF} ${VERSION}: D. J. Bernstein's ucspi-tcp tools (with the IPv6, limits, TLS and PROXY`,
+    `additions mail administrators patch in) in one Deno program.`,
+    ``,
+    `Run a tool as a link named after it (made by \`${SELF} install DIR\`), or as`,
+    `  ${SELF} TOOL [arg ...]`,
+    ``,
+    `  --list            print the tool names`,
+    `  install [-f] DIR  one entry per tool in DIR; -f replaces files that are not ours`,
+    `  --version         print the version`,
+    ``,
+    `Tools: ${toolNames().join(" ")}`,
+  ].join("\n");
+}
 
 function basename(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
@@ -24,16 +47,24 @@ async function run(argv0: string, args: string[]): Promise<number> {
       console.log(toolNames().join("\n"));
       return 0;
     }
+    if (first === "--help" || first === "-h") {
+      console.log(help());
+      return 0;
+    }
+    if (first === "--version") {
+      console.log(`${SELF} ${VERSION} (Deno ${Deno.version.deno})`);
+      return 0;
+    }
     if (first === "install") {
-      if (args.length !== 2) throw new ToolError(`${SELF}: usage: ${SELF} install DIR`, 100);
-      const made = await installLinks(args[1], toolNames());
-      for (const line of made) console.log(line);
+      const force = args[1] === "-f";
+      const rest = args.slice(force ? 2 : 1);
+      if (rest.length !== 1) throw new ToolError(`${SELF}: usage: ${SELF} install [-f] DIR`, 100);
+      for (const line of installLinks(rest[0], toolNames(), { force })) console.log(line);
       return 0;
     }
     if (first === undefined || !(basename(first) in TOOLS)) {
       throw new ToolError(
-        `${SELF}: usage: ${SELF} TOOL [arg ...] | --list | install DIR` +
-          (first === undefined ? "" : `\n${SELF}: unknown tool: ${first}`),
+        USAGE + (first === undefined ? "" : `\n${SELF}: unknown tool: ${first}`),
         100,
       );
     }

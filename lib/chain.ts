@@ -26,6 +26,7 @@ import { errorText, ToolError } from "./errors.ts";
 import { fixcrioStage } from "./fixcrio.ts";
 import { findProgram } from "./process_stage.ts";
 import { makeRblsmtpdStage } from "./rblsmtpd.ts";
+import { WRAPPER_MARK } from "./install.ts";
 import { recordioStage } from "./recordio.ts";
 import { type Ended, runPumped } from "./spawn.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
@@ -69,16 +70,14 @@ function basename(path: string): string {
 const recognised = new Map<string, boolean>();
 const MAX_REMEMBERED = 1024;
 let selfReal: string | null | undefined;
-const modPath = new URL("../mod.ts", import.meta.url).pathname;
 
 function selfRealPath(): string | null {
   if (selfReal === undefined) {
-    const exe = Deno.execPath();
     // Under `deno run`, the executable is deno itself: a link to it is not us.
-    if (/(^|\/)deno(\.exe)?$/.test(exe)) selfReal = null;
+    if (!Deno.build.standalone) selfReal = null;
     else {
       try {
-        selfReal = Deno.realPathSync(exe);
+        selfReal = Deno.realPathSync(Deno.execPath());
       } catch {
         selfReal = null;
       }
@@ -87,7 +86,7 @@ function selfRealPath(): string | null {
   return selfReal;
 }
 
-/** True when file is this binary, or the wrapper `install` writes for this mod.ts. */
+/** True when file is this binary, or a wrapper `install` wrote (lib/install.ts). */
 function isSelf(file: string): boolean {
   let real: string;
   try {
@@ -100,7 +99,7 @@ function isSelf(file: string): boolean {
   try {
     if (Deno.statSync(real).size > 4096) return false;
     const text = Deno.readTextFileSync(real);
-    return text.startsWith("#!") && text.includes(` run -A '${modPath}' "$@"`);
+    return text.startsWith("#!") && text.includes(`\n${WRAPPER_MARK}\n`);
   } catch {
     return false;
   }

@@ -2,14 +2,15 @@
  * The one entry point, busybox style: runs the tool named by the basename of
  * argv[0] (a symlink to the compiled binary, or `exec -a NAME deno run mod.ts`),
  * otherwise the tool named by the first argument. `--list` prints the tool
- * names; `install [-f] DIR` makes the tool-name entries in DIR (lib/install.ts);
+ * names; `install [-f] DIR` makes the tool-name entries in DIR (lib/install.ts),
+ * `install --man DIR` writes the manual pages (lib/man_pages.ts) there;
  * `--help` and `--version` say what this is. This is the only place that
  * writes a fatal error and exits.
  */
 import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
 import { errorText, ToolError } from "./lib/errors.ts";
-import { installLinks } from "./lib/install.ts";
+import { installLinks, installManPages } from "./lib/install.ts";
 
 const SELF = "ucspi-tcp";
 
@@ -17,7 +18,7 @@ const SELF = "ucspi-tcp";
 export const VERSION = "0.88-deno.1";
 
 const USAGE =
-  `${SELF}: usage: ${SELF} TOOL [arg ...] | --list | --help | --version | install [-f] DIR`;
+  `${SELF}: usage: ${SELF} TOOL [arg ...] | --list | --help | --version | install [-f] [--man] DIR`;
 
 function help(): string {
   return [
@@ -29,6 +30,7 @@ function help(): string {
     ``,
     `  --list            print the tool names`,
     `  install [-f] DIR  one entry per tool in DIR; -f replaces files that are not ours`,
+    `  install --man DIR the manual pages, into DIR/man1 and DIR/man5 (man ucspi-tcp)`,
     `  --version         print the version`,
     ``,
     `Tools: ${toolNames().join(" ")}`,
@@ -56,10 +58,21 @@ async function run(argv0: string, args: string[]): Promise<number> {
       return 0;
     }
     if (first === "install") {
-      const force = args[1] === "-f";
-      const rest = args.slice(force ? 2 : 1);
-      if (rest.length !== 1) throw new ToolError(`${SELF}: usage: ${SELF} install [-f] DIR`, 100);
-      for (const line of installLinks(rest[0], toolNames(), { force })) console.log(line);
+      // install [-f] [--man] DIR: -f replaces files that are not ours; --man
+      // writes the manual pages (DIR/man1, DIR/man5) instead of the tools.
+      let force = false, man = false, i = 1;
+      for (; args[i] === "-f" || args[i] === "--man"; i++) {
+        if (args[i] === "-f") force = true;
+        else man = true;
+      }
+      const rest = args.slice(i);
+      if (rest.length !== 1) {
+        throw new ToolError(`${SELF}: usage: ${SELF} install [-f] [--man] DIR`, 100);
+      }
+      const lines = man
+        ? installManPages(rest[0], (await import("./lib/man_pages.ts")).MAN_PAGES, { force })
+        : installLinks(rest[0], toolNames(), { force });
+      for (const line of lines) console.log(line);
       return 0;
     }
     if (first === undefined || !(basename(first) in TOOLS)) {

@@ -14,6 +14,11 @@
  * An entry already in DIR is replaced only when it is one of ours (a symlink
  * to this binary, or a wrapper carrying WRAPPER_MARK), unless `force`: pointed
  * at /usr/bin, install must not silently overwrite Debian's C tools.
+ *
+ * `ucspi-tcp install --man DIR` (installManPages) writes the manual pages
+ * into DIR/man1 and DIR/man5 instead, from texts the caller passes
+ * (lib/man_pages.ts embeds them), so it reads no file at run time and works
+ * from a compiled binary too.
  */
 import { fileURLToPath } from "node:url";
 import { ToolError } from "./errors.ts";
@@ -23,6 +28,9 @@ export const WRAPPER_MARK = "# ucspi-tcp wrapper";
 
 /** The folder, inside DIR, that holds the copied runtime of a non-compiled install. */
 export const RUNTIME_DIR = ".ucspi-tcp";
+
+/** The first line of every manual page of ours; install --man replaces only such pages. */
+export const MAN_MARK = '.\\" ucspi-tcp (Deno) manual page';
 
 /** What an install may do. */
 export interface InstallOptions {
@@ -169,6 +177,94 @@ export function installLinks(dir: string, names: string[], opts: InstallOptions 
     } catch (e) {
       throw failure("create", path, e);
     }
+  }
+  return made;
+}
+
+/** True when `path` is a regular file holding one of our manual pages. */
+function isOurPage(path: string): boolean {
+  try {
+    const info = Deno.lstatSync(path);
+    if (!info.isFile || info.size > 1 << 20) return false;
+    return Deno.readTextFileSync(path).startsWith(`${MAN_MARK}\n`);
+  } catch {
+    return false;
+  }
+}
+
+/** Makes `path` a directory (0755 when we create it); an existing directory is kept as it is. */
+function manDir(path: string): void {
+  try {
+    Deno.mkdirSync(path, { mode: 0o755 });
+    Deno.chmodSync(path, 0o755);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw failure("create", path, e);
+    let dir = false;
+    try {
+      dir = Deno.statSync(path).isDirectory;
+    } catch (e2) {
+      throw failure("create", path, e2);
+    }
+    if (!dir) throw failure("create", path, new Deno.errors.AlreadyExists("not a directory"));
+  }
+}
+
+/**
+ * Writes `pages` (path under a man directory such as "man1/tcpserver.1" ->
+ * roff text) into `dir`, world-readable (0644; the man1/man5 folders 0755
+ * when created). A file already there is replaced only when it is one of our
+ * pages (it starts with MAN_MARK), unless `force`. Each page is written to a
+ * temporary name and renamed, so man never reads half a page. Returns one
+ * line per page; throws a ToolError (exit 111) naming the path on failure.
+ */
+export function installManPages(
+  dir: string,
+  pages: Readonly<Record<string, string>>,
+  opts: InstallOptions = {},
+): string[] {
+  try {
+    if (!Deno.statSync(dir).isDirectory) throw new Deno.errors.NotADirectory("not a directory");
+  } catch (e) {
+    throw failure("install into", dir, e);
+  }
+  const made: string[] = [];
+  const sections = new Set<string>();
+  for (const rel of Object.keys(pages).sort()) {
+    // The names come from our own table; refuse anything that could leave dir.
+    if (!/^man[1-8]\/[A-Za-z0-9@._-]+\.[1-8]$/.test(rel) || rel.includes("..")) {
+      throw new ToolError(`ucspi-tcp: fatal: bad manual page name ${rel}`, 111);
+    }
+    const section = rel.slice(0, rel.indexOf("/"));
+    if (!sections.has(section)) {
+      manDir(`${dir}/${section}`);
+      sections.add(section);
+    }
+    const path = `${dir}/${rel}`;
+    let exists = true;
+    try {
+      Deno.lstatSync(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw failure("stat", path, e);
+      exists = false;
+    }
+    if (exists && !(opts.force ?? false) && !isOurPage(path)) {
+      throw new ToolError(
+        `ucspi-tcp: fatal: unable to create ${path}: file already exists and is not ours (use -f to replace it)`,
+        111,
+      );
+    }
+    const tmp = `${dir}/${section}/.${rel.slice(section.length + 1)}.tmp`;
+    try {
+      Deno.writeTextFileSync(tmp, pages[rel], { mode: 0o644 });
+      Deno.chmodSync(tmp, 0o644);
+      Deno.renameSync(tmp, path);
+    } catch (e) {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* not made */ }
+      throw failure("create", path, e);
+    }
+    made.push(path);
   }
   return made;
 }

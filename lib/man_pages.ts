@@ -106,7 +106,7 @@ is
 A failure to connect is reported with the messages of
 .BR tcpclient (1).
 .SH "EXIT STATUS"
-0, as the script's pipeline ends in
+0, even when no connection could be made, as the script's pipeline ends in
 .BR cat .
 .SH "SEE ALSO"
 .BR who@ (1),
@@ -170,7 +170,7 @@ is
 A failure to connect is reported with the messages of
 .BR tcpclient (1).
 .SH "EXIT STATUS"
-0, as the script's pipeline ends in
+0, even when no connection could be made, as the script's pipeline ends in
 .BR cat .
 .SH "SEE ALSO"
 .BR who@ (1),
@@ -268,7 +268,7 @@ is
 A failure to connect is reported with the messages of
 .BR tcpclient (1).
 .SH "EXIT STATUS"
-0, as the script's pipeline ends in
+0, even when no connection could be made, as the script's pipeline ends in
 .BR awk .
 .SH "SEE ALSO"
 .BR tcpcat (1),
@@ -1855,7 +1855,9 @@ a missing cdb drops every connection with a warning.
 .BI \\-B " banner"
 Write
 .I banner
-to the client as soon as the connection is made, before any lookup.
+to the client as soon as the connection is made (with
+.BR \\-W ,
+after the PROXY header), before any lookup.
 .TP
 .BI \\-g " gid"
 After binding, switch to group
@@ -2001,7 +2003,9 @@ lifting it.
 A connection counts from its admission until its program has exited and the
 socket is closed; refused connections never count.
 Each process counts only its own connections (see
-.BR REUSEPORT ).
+.B REUSEPORT
+under
+.BR ENVIRONMENT ).
 .SH "PROXY PROTOCOL"
 With
 .BR \\-W ,
@@ -2191,8 +2195,8 @@ for IPv6 connections also the
 copies, and
 .BR TCPCONNNUM ,
 the number of connections open from the client's address, this one included.
-A variable without a value is removed (also when it was inherited), never set
-empty.
+A variable whose value is not known is removed, also when tcpserver inherited
+it.
 Rules may set or unset further variables.
 .SH "LOG LINES"
 With
@@ -2493,7 +2497,7 @@ is
 A failure to connect is reported with the messages of
 .BR tcpclient (1).
 .SH "EXIT STATUS"
-0, as the script's pipeline ends in
+0, even when no connection could be made, as the script's pipeline ends in
 .BR cat .
 .SH "SEE ALSO"
 .BR date@ (1),
@@ -2513,7 +2517,7 @@ learns about its connection from these environment variables
 (UCSPI-TCP, D.\\& J.\\& Bernstein's convention).
 "Local" is the end the program runs on, "remote" the other one.
 A variable whose value is not known is removed from the environment, also
-when the server inherited it, and never set empty, except where noted.
+when the server inherited it.
 .TP
 .B PROTO
 .B TCP
@@ -2533,7 +2537,9 @@ The local port, in decimal.
 The local host name: the
 .B \\-l
 option's value, else the DNS name of
-.BR TCPLOCALIP .
+.BR TCPLOCALIP ;
+unset (or, from tcpclient, empty) when the address has no name or the lookup
+fails.
 .TP
 .B TCPREMOTEIP
 The remote IP address, in the same form.

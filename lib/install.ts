@@ -255,7 +255,11 @@ export function installManPages(
     }
     const tmp = `${dir}/${section}/.${rel.slice(section.length + 1)}.tmp`;
     try {
-      Deno.writeTextFileSync(tmp, pages[rel], { mode: 0o644 });
+      // A leftover (or planted) temporary file is removed, never written through.
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* none */ }
+      Deno.writeTextFileSync(tmp, pages[rel], { mode: 0o644, createNew: true });
       Deno.chmodSync(tmp, 0o644);
       Deno.renameSync(tmp, path);
     } catch (e) {

@@ -359,3 +359,23 @@ Deno.test({
     await dir.cleanup();
   }
 });
+
+Deno.test("install --man never writes through a temporary name planted as a symlink", async () => {
+  const dir = await tempDir();
+  try {
+    await Deno.mkdir(`${dir.path}/man1`);
+    const target = `${dir.path}/target`;
+    await Deno.writeTextFile(target, "untouched\n");
+    await Deno.symlink(target, `${dir.path}/man1/.tcpserver.1.tmp`);
+    const r = await ours("ucspi-tcp", ["install", "--man", dir.path]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(await Deno.readTextFile(target), "untouched\n");
+    assert.equal(
+      await Deno.readTextFile(`${dir.path}/man1/tcpserver.1`),
+      MAN_PAGES["man1/tcpserver.1"],
+    );
+    assert.ok(!(await Deno.lstat(`${dir.path}/man1/tcpserver.1`)).isSymlink);
+  } finally {
+    await dir.cleanup();
+  }
+});

@@ -11,6 +11,7 @@ import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
 import { errorText, ToolError } from "./lib/errors.ts";
 import { installLinks, installManPages } from "./lib/install.ts";
+import { setProcessName } from "./lib/procname.ts";
 
 const SELF = "ucspi-tcp";
 
@@ -84,6 +85,8 @@ async function run(argv0: string, args: string[]): Promise<number> {
     name = basename(first);
     args = args.slice(1);
   }
+  // Long-running servers are what admins look for with pgrep and top.
+  if (name === "tcpserver" || name === "sslserver") setProcessName(name);
   const tool = await TOOLS[name]();
   try {
     return await tool.main(args);

@@ -20,7 +20,9 @@ const GREETER = [
   'echo "hello $TCPREMOTEIP:$TCPREMOTEPORT (rule says which=${which-none}," ' +
   '"TCPLOCALHOST=${TCPLOCALHOST-unset}, connection $TCPCONNNUM from your address)"; ' +
   'echo "type lines, they come back upper-cased; end with Ctrl-D"; ' +
-  "exec tr a-z A-Z",
+  // A read loop, not `tr`: tr buffers its output when it is not a terminal,
+  // so typed lines would never come back.
+  'while IFS= read -r line; do printf "%s\\n" "$line" | tr a-z A-Z; done',
 ];
 
 const dir = await Deno.makeTempDir({ prefix: "ucspi-example-" });
@@ -80,9 +82,15 @@ try {
   console.log(`\n$ echo "it works" | nc 127.0.0.1 ${port}\n${reply.trimEnd()}\n`);
 
   if (!once) {
+    // Hints that work as printed: Debian's nc needs -N to close at the end of
+    // its input, and an npx user has no `deno` on PATH (print the one running).
+    const deno = Deno.execPath();
     console.log(`tcpserver is listening on 127.0.0.1:${port}. Try:`);
-    console.log(`  nc 127.0.0.1 ${port}      (or: telnet 127.0.0.1 ${port})`);
-    console.log(`  deno run -A mod.ts tcpclient 127.0.0.1 ${port} sh -c 'cat <&6'`);
+    console.log(
+      `  nc 127.0.0.1 ${port}      (or: telnet 127.0.0.1 ${port}; type lines, Ctrl-D ends)`,
+    );
+    console.log(`  echo hello | nc -N 127.0.0.1 ${port}`);
+    console.log(`  ${deno} run -A ${MOD} tcpclient 127.0.0.1 ${port} sh -c 'echo hello >&7; head -n 3 <&6'`);
     console.log("Ctrl-C stops it.");
     await new Promise<void>((resolve) => {
       Deno.addSignalListener("SIGINT", () => resolve());

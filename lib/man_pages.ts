@@ -2080,6 +2080,18 @@ No byte passes through the server; end of file, half-close and resets are
 the program's own, and
 .BR \\-u / \\-g
 switch the ids of the whole server process.
+With the
+.B ffi
+permission the process is also named
+.B tcpserver
+(as
+.I /proc/PID/comm
+shows it), so that
+.B pgrep \\-x tcpserver
+and
+.BR top (1)
+find it; without, it shows as
+.BR deno .
 .PP
 Otherwise (no
 .B ffi
@@ -2423,7 +2435,15 @@ is used only by
 for its native path: listening and accepting through libc, handing each
 program the client's socket itself, and switching the ids of the whole
 process for
-.BR \\-u / \\-g .
+.BR \\-u / \\-g ,
+and by
+.BR tcpserver " and " sslserver
+to set their process name, which
+.BR pgrep (1)
+and
+.BR top (1)
+show (else they show as
+.BR deno ).
 It gives the program the power to call any C function, so it amounts to
 full trust.
 Without it everything works on the pure path, with every byte copied through

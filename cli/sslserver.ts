@@ -39,6 +39,12 @@ const USAGE = "sslserver [ -1346UXpPhHrRoOdDqQvVIeEsSnNmzZ ] [ -c limit ] [ -x r
   "[ -I interface ] [ -T ssltimeout ] [ -w progtimeout ] host port program";
 const SPEC = "1346dDvVqQhHrRUXx:t:T:u:g:l:b:B:c:pPoOI:EeSsw:nNzZmC:LW";
 const DROP_SSL = `${PROG}: warning: dropping SSL connection, `;
+/**
+ * What ucspi-ssl writes after "unable to accept SSL: " when OpenSSL refused
+ * the handshake: its ssl_error_str gives SSL_get_error's code (SSL_ERROR_SSL,
+ * 1) to ERR_error_string, which OpenSSL 3 renders so (`openssl errstr 1`).
+ */
+const UCSPI_SSL_ACCEPT_ERROR = "error:00000001:lib(0)::reason(1)";
 /** Lingering close: how long a client may stay quiet before we close (see lib/tls StreamPair). */
 const LINGER_MS = 2000;
 
@@ -60,6 +66,8 @@ export interface SslOptions {
   passwordFd3: boolean;
   /** -W: a PROXY header starts each connection. */
   proxy: boolean;
+  /** $CCAFILE when a client certificate is asked for (not "" or "-"). */
+  ccaFile?: string;
 }
 
 /** Parses sslserver's command line into tcpserver's arguments and our own. */
@@ -143,7 +151,9 @@ export function parseArgs(
   }, sslOption);
   tcp.server.verbosity = Math.min(ssl.verbosity, 2);
   // $CCAFILE="-" turns the client certificate request off, as ucspi-ssl.
-  if (env.get("CCAFILE") === "-") ssl.clientCert = "none";
+  const cca = env.get("CCAFILE");
+  if (cca === "-") ssl.clientCert = "none";
+  if (cca && cca !== "-" && ssl.clientCert !== "none") ssl.ccaFile = cca;
   return { tcp, ssl };
 }
 
@@ -300,8 +310,17 @@ export function sslPrepareHook(
         },
       );
     } catch (e) {
-      if (e instanceof HandshakeError && e.verification) warn(`${DROP_SSL}${e.message}`);
-      else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
+      if (e instanceof HandshakeError && e.verification) {
+        // With $CCAFILE, ucspi-ssl has OpenSSL demand and verify the
+        // client's certificate in the handshake itself, so a missing or
+        // untrusted one fails the accept (only the name check comes after).
+        const inHandshake = ssl.ccaFile !== undefined && !e.message.startsWith("client hostname");
+        warn(
+          inHandshake
+            ? `${DROP_SSL}unable to accept SSL: ${UCSPI_SSL_ACCEPT_ERROR}`
+            : `${DROP_SSL}${e.message}`,
+        );
+      } else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
       return null;
     }
     (conn as { close: () => void }).close = deferredClose;
@@ -375,10 +394,7 @@ export async function main(args: string[]): Promise<number> {
         line("cafile", files.caFile);
         // ucspi-ssl's ccafile is $CCAFILE, and none when no client
         // certificate is asked for
-        line(
-          "ccafile",
-          ssl.clientCert === "none" ? undefined : baseEnv.get("CCAFILE") || undefined,
-        );
+        line("ccafile", ssl.ccaFile);
         line("cadir", undefined);
         line("chainfile", files.certChainFile);
         line("cert", files.certFile);

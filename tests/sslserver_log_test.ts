@@ -103,3 +103,33 @@ Deno.test("sslserver log: -w idle: the program gets EOF silently; idle again, th
     await stuck.stop();
   }
 });
+
+Deno.test("sslserver log: no client certificate under -m: with $CCAFILE OpenSSL refuses the accept (ucspi-ssl's line), without it ucspi-ssl's ssl_verify line", async () => {
+  const p = await pki();
+  // ucspi-ssl prints ERR_error_string of SSL_get_error's code (1): ask this
+  // machine's OpenSSL how it renders that
+  const errstr = new TextDecoder().decode(
+    (await new Deno.Command("openssl", { args: ["errstr", "1"], stdout: "piped" }).output())
+      .stdout,
+  ).trim();
+  const cases: [Record<string, string>, string][] = [
+    [{ CCAFILE: p.caCert }, `unable to accept SSL: ${errstr}`],
+    [{}, "no client certificate"],
+  ];
+  for (const [extra, want] of cases) {
+    const srv = await startTool(
+      "sslserver",
+      ["-1", "-m", "-RHl0", "127.0.0.1", "0", "echo", "hi"],
+      { CERTFILE: p.serverCert, KEYFILE: p.serverKey, CAFILE: p.caCert, ...extra },
+    );
+    try {
+      await silentClient(srv.port, await Deno.readTextFile(p.caCert));
+      assert.equal(
+        await srv.waitLine(/dropping SSL connection/),
+        `sslserver: warning: dropping SSL connection, ${want}`,
+      );
+    } finally {
+      await srv.stop();
+    }
+  }
+});

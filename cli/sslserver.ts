@@ -39,6 +39,12 @@ const USAGE = "sslserver [ -1346UXpPhHrRoOdDqQvVIeEsSnNmzZ ] [ -c limit ] [ -x r
   "[ -I interface ] [ -T ssltimeout ] [ -w progtimeout ] host port program";
 const SPEC = "1346dDvVqQhHrRUXx:t:T:u:g:l:b:B:c:pPoOI:EeSsw:nNzZmC:LW";
 const DROP_SSL = `${PROG}: warning: dropping SSL connection, `;
+/**
+ * What ucspi-ssl writes after "unable to accept SSL: " when OpenSSL refused
+ * the handshake: its ssl_error_str gives SSL_get_error's code (SSL_ERROR_SSL,
+ * 1) to ERR_error_string, which OpenSSL 3 renders so (`openssl errstr 1`).
+ */
+const UCSPI_SSL_ACCEPT_ERROR = "error:00000001:lib(0)::reason(1)";
 /** Lingering close: how long a client may stay quiet before we close (see lib/tls StreamPair). */
 const LINGER_MS = 2000;
 
@@ -60,6 +66,8 @@ export interface SslOptions {
   passwordFd3: boolean;
   /** -W: a PROXY header starts each connection. */
   proxy: boolean;
+  /** $CCAFILE when a client certificate is asked for (not "" or "-"). */
+  ccaFile?: string;
 }
 
 /** Parses sslserver's command line into tcpserver's arguments and our own. */
@@ -143,7 +151,9 @@ export function parseArgs(
   }, sslOption);
   tcp.server.verbosity = Math.min(ssl.verbosity, 2);
   // $CCAFILE="-" turns the client certificate request off, as ucspi-ssl.
-  if (env.get("CCAFILE") === "-") ssl.clientCert = "none";
+  const cca = env.get("CCAFILE");
+  if (cca === "-") ssl.clientCert = "none";
+  if (cca && cca !== "-" && ssl.clientCert !== "none") ssl.ccaFile = cca;
   return { tcp, ssl };
 }
 
@@ -169,23 +179,32 @@ async function credentials(files: ServerFiles): Promise<ServerCredentials> {
 }
 
 /**
- * Closes both directions of io when neither carried data for `seconds`
- * (-w): the program sees EOF, the client sees the connection end.
+ * -w, as ucspi-ssl's ssl_io: when neither direction carried data for
+ * `seconds`, the program's input ends (it sees EOF, as if the client had
+ * closed: silently); when it stays idle `seconds` more (or the client had
+ * already closed), both directions are closed and `onIdle` is called.
  */
 function idleBounded(io: Io, seconds: number, onIdle: () => void): Io {
   if (seconds <= 0) return io;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let done = false;
+  let inputEnded = false;
   const reader = io.input.getReader();
   const writer = io.output.getWriter();
   const finish = () => {
     done = true;
     clearTimeout(timer);
   };
+  let endInput: (() => void) | null = null;
   const arm = () => {
     clearTimeout(timer);
     if (done) return;
     timer = setTimeout(() => {
+      if (!inputEnded && endInput) {
+        endInput();
+        arm();
+        return;
+      }
       done = true;
       onIdle();
       reader.cancel().catch(() => {});
@@ -194,11 +213,25 @@ function idleBounded(io: Io, seconds: number, onIdle: () => void): Io {
   };
   arm();
   const input = new ReadableStream<Uint8Array>({
+    start(c) {
+      endInput = () => {
+        inputEnded = true;
+        // only the program's side: the client's data is no longer read
+        // (the TLS session itself stays, for the program's last output)
+        try {
+          c.close();
+        } catch { /* closed */ }
+      };
+    },
     async pull(c) {
+      if (inputEnded) return;
       try {
         const { value, done: end } = await reader.read();
-        if (end) c.close();
-        else {
+        if (inputEnded) return;
+        if (end) {
+          inputEnded = true;
+          c.close();
+        } else {
           arm();
           c.enqueue(value);
         }
@@ -277,8 +310,17 @@ export function sslPrepareHook(
         },
       );
     } catch (e) {
-      if (e instanceof HandshakeError && e.verification) warn(`${DROP_SSL}${e.message}`);
-      else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
+      if (e instanceof HandshakeError && e.verification) {
+        // With $CCAFILE, ucspi-ssl has OpenSSL demand and verify the
+        // client's certificate in the handshake itself, so a missing or
+        // untrusted one fails the accept (only the name check comes after).
+        const inHandshake = ssl.ccaFile !== undefined && !e.message.startsWith("client hostname");
+        warn(
+          inHandshake
+            ? `${DROP_SSL}unable to accept SSL: ${UCSPI_SSL_ACCEPT_ERROR}`
+            : `${DROP_SSL}${e.message}`,
+        );
+      } else warn(`${DROP_SSL}unable to accept SSL: ${(e as Error).message}`);
       return null;
     }
     (conn as { close: () => void }).close = deferredClose;
@@ -287,9 +329,24 @@ export function sslPrepareHook(
         `${PROG}: ssl ${ctx.id} accept ${session.info.protocol}:${session.info.cipher}`,
       );
     } else if (ssl.verbosity >= 2) stderrLine(`${PROG}: ssl ${ctx.id} accept `);
-    let plain: Io = { input: session.readable, output: session.writable, log: io.log };
+    let program: number | undefined;
+    let plain: Io = {
+      input: session.readable,
+      output: session.writable,
+      log: io.log,
+      started: (pid) => (program = pid),
+    };
+    const tls = session;
     plain = idleBounded(plain, ssl.progTimeout, () => {
+      // as ucspi-ssl's ssl process giving up: the line, SIGTERM to the
+      // program, the connection closed
       warn(`${DROP_SSL}unable to speak SSL: timed out`);
+      if (program !== undefined) {
+        try {
+          Deno.kill(program, "SIGTERM");
+        } catch { /* gone */ }
+      }
+      tls.shutdown();
     });
     const info = session.info;
     const prepared: Prepared = {
@@ -314,19 +371,6 @@ export async function main(args: string[]): Promise<number> {
   const quiet = ssl.verbosity === 0;
   try {
     const files = serverFilesFromEnv((n) => baseEnv.get(n));
-    if (ssl.passwordFd3) files.passphrase = await readPassword();
-    let creds = await credentials(files);
-    if (ssl.verbosity >= 2) {
-      const pid = Deno.pid;
-      const line = (what: string, v: string | undefined) =>
-        stderrLine(`${PROG}: ${what} ${pid} ${v ?? ""}`);
-      line("cafile", files.caFile);
-      line("ccafile", ssl.clientCert === "none" ? undefined : files.caFile);
-      line("cadir", undefined);
-      line("chainfile", files.certChainFile);
-      line("cert", files.certFile);
-      line("key", files.keyFile);
-    }
     let proxy: ProxyPolicy | null = null;
     if (ssl.proxy) {
       try {
@@ -335,8 +379,31 @@ export async function main(args: string[]): Promise<number> {
         throw fatal(PROG, `unable to parse $PROXY_TRUSTED: ${(e as Error).message}`);
       }
     }
-    tcp.server.prepare = sslPrepareHook(ssl, () => creds, proxy);
-    // SIGHUP: read the credentials again; running connections keep theirs.
+    let creds: ServerCredentials | null = null;
+    tcp.server.prepare = sslPrepareHook(ssl, () => creds!, proxy);
+    // As ucspi-ssl: bind first (a port in use fails before any credential
+    // is read or logged), then the password (-3) and the credentials, read
+    // with the ids we started with; then the ids are dropped.
+    const afterListen = async () => {
+      if (ssl.passwordFd3) files.passphrase = await readPassword();
+      creds = await credentials(files);
+      if (ssl.verbosity >= 2) {
+        const pid = Deno.pid;
+        const line = (what: string, v: string | undefined) =>
+          stderrLine(`${PROG}: ${what} ${pid} ${v ?? ""}`);
+        line("cafile", files.caFile);
+        // ucspi-ssl's ccafile is $CCAFILE, and none when no client
+        // certificate is asked for
+        line("ccafile", ssl.ccaFile);
+        line("cadir", undefined);
+        line("chainfile", files.certChainFile);
+        line("cert", files.certFile);
+        line("key", files.keyFile);
+      }
+    };
+    // SIGHUP: read the credentials again, as the user the process now is
+    // (-u, or $SSL_UID); running connections keep theirs, and when the files
+    // cannot be read the old ones stay, with a warning.
     const reload = () => {
       loadServerCredentials(files).then((c) => {
         creds = c;
@@ -348,7 +415,11 @@ export async function main(args: string[]): Promise<number> {
     };
     Deno.addSignalListener("SIGHUP", reload);
     try {
-      return await runServer(PROG, tcp, baseEnv);
+      return await runServer(PROG, tcp, baseEnv, {
+        dropProcessIds: true,
+        processIds: sslIds(baseEnv),
+        afterListen,
+      });
     } finally {
       Deno.removeSignalListener("SIGHUP", reload);
     }
@@ -356,4 +427,16 @@ export async function main(args: string[]): Promise<number> {
     if (quiet && e instanceof ToolError) return e.exitCode;
     throw e;
   }
+}
+
+/**
+ * ucspi-ssl's $SSL_UID and $SSL_GID: the ids of the process that does TLS
+ * and reads the certificate and key (instead of -u/-g; unset or 0: those).
+ */
+export function sslIds(env: Map<string, string>): { uid?: number; gid?: number } {
+  const num = (name: string) => {
+    const v = env.get(name);
+    return v === undefined || v === "" ? undefined : scanUlong(v) || undefined;
+  };
+  return { uid: num("SSL_UID"), gid: num("SSL_GID") };
 }

@@ -275,6 +275,19 @@ export interface RunServerOptions {
    * only the programs run as uid/gid.
    */
   dropProcessIds?: boolean;
+  /**
+   * The ids the server process itself takes instead of -u/-g (sslserver's
+   * $SSL_UID/$SSL_GID: the user that does TLS and reads the credentials).
+   * The programs still run as -u/-g, which must then be the same ids: one
+   * process does TLS for every connection and starts every program.
+   */
+  processIds?: { uid?: number; gid?: number };
+  /**
+   * Runs after binding, before the ids are switched and the port printed:
+   * sslserver loads its credentials here (as ucspi-ssl: a port in use fails
+   * before any credential is read or logged).
+   */
+  afterListen?: () => Promise<void>;
 }
 
 /**
@@ -289,10 +302,30 @@ function switchIds(
   a: TcpserverArgs,
   baseEnv: Map<string, string>,
   dropProcess: boolean,
+  processIds: { uid?: number; gid?: number } = {},
+  warn: (line: string) => void = stderrLine,
 ): void {
-  if (dropProcess && (a.uid || a.gid) && nativeAvailable(baseEnv)) {
+  const procUid = processIds.uid || a.uid;
+  const procGid = processIds.gid || a.gid;
+  if (dropProcess && (procUid || procGid) && nativeAvailable(baseEnv)) {
+    // The programs inherit the process's ids: what they would run as (-u/-g,
+    // else the ids we have) must be what the process takes.
+    const ownUid = process.getuid?.() ?? 0;
+    const ownGid = process.getgid?.() ?? 0;
+    if ((a.uid || ownUid) !== (procUid || ownUid)) {
+      throw fatal(
+        PROG,
+        `unable to set uid: $SSL_UID ${procUid} is not the programs' uid ${a.uid || ownUid}`,
+      );
+    }
+    if ((a.gid || ownGid) !== (procGid || ownGid)) {
+      throw fatal(
+        PROG,
+        `unable to set gid: $SSL_GID ${procGid} is not the programs' gid ${a.gid || ownGid}`,
+      );
+    }
     try {
-      dropIds(a.gid, a.uid);
+      dropIds(procGid, procUid);
     } catch (e) {
       const step = (e as { step?: string }).step === "uid" ? "uid" : "gid";
       throw fatalSys(PROG, `unable to set ${step}`, e);
@@ -303,6 +336,13 @@ function switchIds(
   // Without FFI: only programs switch. Without root, only our own uid is
   // possible, and no gid (setgroups needs root).
   const root = isRoot();
+  if (root && (a.uid || a.gid || procUid || procGid)) {
+    warn(
+      `${PROG}: warning: without FFI (--allow-ffi) the server process keeps uid ${
+        process.getuid?.() ?? 0
+      } gid ${process.getgid?.() ?? 0}; only the programs run as -u/-g`,
+    );
+  }
   if (a.gid) {
     if (!root) throw fatal(PROG, "unable to set gid: permission denied");
   }
@@ -340,7 +380,15 @@ export async function runServer(
   let server: TcpServer;
   try {
     server = await start(a, baseEnv, PROG);
-    switchIds(PROG, a, baseEnv, opts.dropProcessIds === true);
+    await opts.afterListen?.();
+    switchIds(
+      PROG,
+      a,
+      baseEnv,
+      opts.dropProcessIds === true,
+      opts.processIds,
+      (line) => quiet || stderrLine(line),
+    );
   } catch (e) {
     if (quiet && e instanceof ToolError) return e.exitCode;
     throw e;

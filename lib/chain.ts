@@ -43,6 +43,11 @@ export interface ChainContext {
    * how it ended; null declines.
    */
   spawnDirect?: (file: string, argv: string[], io: Io) => Promise<Ended> | null;
+  /**
+   * Called when a pumped program exits, before its output is drained (a
+   * grandchild may hold it open): tcpserver frees the connection's slot then.
+   */
+  onExit?: (ended: Ended) => void;
 }
 
 /** The tools that run in-process, by name. */
@@ -156,7 +161,9 @@ export async function runConnectionProgram(
   io: Io,
   ctx: ChainContext = {},
 ): Promise<Ended> {
-  if (argv.length === 0 || !isOurs(argv[0], env)) return runPumped(argv, env, io);
+  if (argv.length === 0 || !isOurs(argv[0], env)) {
+    return runPumped(argv, env, io, undefined, ctx.onExit);
+  }
   let cur = argv;
   let curIo = io;
   let argv0: string | undefined;
@@ -189,7 +196,7 @@ export async function runConnectionProgram(
     const file = findProgram(name, env);
     const direct = ctx.spawnDirect?.(file, [argv0 ?? name, ...cur.slice(1)], curIo);
     if (direct) return await direct;
-    return await runPumped([file, ...cur.slice(1)], env, curIo, argv0 ?? name);
+    return await runPumped([file, ...cur.slice(1)], env, curIo, argv0 ?? name, ctx.onExit);
   } catch (e) {
     // As the tool's process would: its fatal line, then what closing the
     // program's output makes a wrapping stage log (recordio's [EOF]).

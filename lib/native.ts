@@ -63,6 +63,13 @@ const POLLIN = 1;
 const EINTR = 4;
 const EAGAIN = 11;
 const ECONNABORTED = 103;
+/**
+ * accept(2) errors that belong to the queued connection, not the listener:
+ * ECONNABORTED, and what Linux passes on from the new socket (EPROTO,
+ * ENOPROTOOPT, ENETDOWN, ENONET, EHOSTDOWN, EHOSTUNREACH, EOPNOTSUPP,
+ * ENETUNREACH), EPERM (a firewall rule), ECONNRESET, ETIMEDOUT.
+ */
+const ACCEPT_RETRY = new Set([ECONNABORTED, 71, 92, 100, 64, 112, 113, 95, 101, 1, 104, 110]);
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
@@ -128,10 +135,12 @@ const ERRNO_CODES: Record<number, string> = {
   12: "ENOMEM",
   13: "EACCES",
   20: "ENOTDIR",
+  23: "ENFILE",
   24: "EMFILE",
   26: "ETXTBSY",
   36: "ENAMETOOLONG",
   40: "ELOOP",
+  105: "ENOBUFS",
 };
 
 function sysError(what: string, n: number): Error {
@@ -358,7 +367,9 @@ export class NativeListener {
 
   /**
    * The next connection (a blocking socket, close-on-exec), or null once
-   * closed or on an error such as EMFILE (the caller retries).
+   * closed. Connections that failed while queued are skipped; an error of
+   * the listener or the process (EMFILE, ENFILE, ENOBUFS, ENOMEM) is thrown,
+   * with its errno name in `code`.
    */
   async accept(): Promise<NativeConn | null> {
     const l = L();
@@ -373,8 +384,10 @@ export class NativeListener {
         }
       }
       const e = errno();
-      if (e === EINTR || e === ECONNABORTED) continue;
-      if (e !== EAGAIN) return null;
+      // accept(2): errors of the one queued connection (aborted, network
+      // errors pending on it) are to be retried at once.
+      if (e === EINTR || ACCEPT_RETRY.has(e)) continue;
+      if (e !== EAGAIN) throw sysError("accept", e);
       await thePoller().wait(this.fd, POLLIN);
     }
     return null;

@@ -121,17 +121,20 @@ export function runInherited(
  * Runs argv with stdin fed from io.input and stdout copied to io.output
  * (stderr inherited). The program sees EOF when io.input ends; io.output is
  * closed after all of the program's output was written. Backpressure holds in
- * both directions. Resolves when the program has exited and both pumps ended.
+ * both directions. Resolves when the program has exited and both pumps ended;
+ * `onExit` is called at the exit itself (a grandchild may keep its stdout
+ * open, and the pumps running, longer).
  */
 export async function runPumped(
   argv: string[],
   env: Map<string, string> | undefined,
   io: Io,
   argv0?: string,
+  onExit?: (ended: Ended) => void,
 ): Promise<Ended> {
   // Deno.Command is the fast path (native pipes, no Node stream layer); it
   // cannot set argv[0], so a renamed program (argv0) goes through node:.
-  if (argv0 === undefined || argv0 === argv[0]) return await runPumpedDeno(argv, env, io);
+  if (argv0 === undefined || argv0 === argv[0]) return await runPumpedDeno(argv, env, io, onExit);
   const child = nodeSpawn(argv[0], argv.slice(1), {
     stdio: ["pipe", "pipe", "inherit"],
     env: envObject(env) ?? process.env,
@@ -189,6 +192,7 @@ export async function runPumped(
     }
   })();
   const ended = await exited;
+  onExit?.(ended);
   await fromChild;
   // The program is gone: stop feeding it, even if the client never sends EOF.
   reader.cancel().catch(() => {});
@@ -200,6 +204,7 @@ async function runPumpedDeno(
   argv: string[],
   env: Map<string, string> | undefined,
   io: Io,
+  onExit?: (ended: Ended) => void,
 ): Promise<Ended> {
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -222,14 +227,16 @@ async function runPumpedDeno(
     await child.stdout.cancel().catch(() => {});
   });
   const status = await child.status;
+  const ended = {
+    code: status.signal === null ? status.code : null,
+    signal: status.signal,
+  };
+  onExit?.(ended);
   await fromChild;
   // The program is gone: stop feeding it, even if the client never sends EOF.
   stopFeeding.abort();
   await toChild;
-  return {
-    code: status.signal === null ? status.code : null,
-    signal: status.signal,
-  };
+  return ended;
 }
 
 /**

@@ -24,16 +24,17 @@
  * program's exit code x 256 or its signal; 25600 (exit 100) for a denied
  * connection, 28416 (exit 111) for a dropped one.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { isOurs, runConnectionProgram } from "./chain.ts";
 import { DnsCache, resolveAddrs, resolvePtr } from "./dns.ts";
-import { errorText } from "./errors.ts";
+import { errnoName, errorText } from "./errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "./environ.ts";
-import { remoteInfo } from "./ident.ts";
+import { type IdentQuery, remoteInfo } from "./ident.ts";
 import { Limits } from "./limits.ts";
 import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "./native.ts";
 import { findProgram, logLineBytes } from "./process_stage.ts";
 import { RulesFile } from "./rules.ts";
-import { endedOf, getRunAs, waitStatus } from "./spawn.ts";
+import { type Ended, endedOf, getRunAs, waitStatus } from "./spawn.ts";
 import type { Io } from "./stage.ts";
 import { decisionLine, endLine, pidLine, statusLine } from "./tcplog.ts";
 
@@ -172,11 +173,66 @@ interface Sock {
   /** Writes to the socket directly (the native path: keeps it pristine). */
   write?: (data: Uint8Array) => Promise<void>;
   close(): void;
-  /** Runs the program; resolves with its wait status. */
-  run(argv: string[], env: Map<string, string>, wrapped: Io | null): Promise<number>;
+  /**
+   * Runs the program; resolves with its wait status once its output is
+   * drained; `onExit` gets the status at its exit (a grandchild may hold
+   * its stdout longer).
+   */
+  run(
+    argv: string[],
+    env: Map<string, string>,
+    wrapped: Io | null,
+    onExit: (wstat: number) => void,
+  ): Promise<number>;
 }
 
 const DROP = "warning: dropping connection, ";
+
+/** How long the accept loop pauses when the process is out of descriptors or buffers. */
+const ACCEPT_PAUSE_MS = 100;
+
+/** errno names of accept failures the kernel reports for one queued connection only. */
+const CLIENT_GONE = new Set([
+  "ECONNABORTED",
+  "ECONNRESET",
+  "ENOTCONN",
+  "EPROTO",
+  "ENETDOWN",
+  "ENOPROTOOPT",
+  "EHOSTDOWN",
+  "ENONET",
+  "EHOSTUNREACH",
+  "EOPNOTSUPP",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EPERM",
+  "EAGAIN",
+  "EINTR",
+]);
+
+/** Linux errno numbers errnoName (lib/errors.ts) does not name. */
+const MORE_ERRNO: Record<number, string> = {
+  23: "ENFILE",
+  64: "ENONET",
+  71: "EPROTO",
+  92: "ENOPROTOOPT",
+  95: "EOPNOTSUPP",
+  100: "ENETDOWN",
+  105: "ENOBUFS",
+  112: "EHOSTDOWN",
+};
+
+/**
+ * True when an accept failure concerns only the connection being accepted
+ * (reset or aborted while queued, as Linux's accept(2) lists): the loop
+ * goes on at once. Exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM) and
+ * anything unknown are false.
+ */
+export function acceptGoesOn(e: unknown): boolean {
+  const m = /os error (\d+)/.exec(String((e as { message?: unknown })?.message ?? ""));
+  const code = (m && MORE_ERRNO[Number(m[1])]) ?? errnoName(e);
+  return code !== undefined && CLIENT_GONE.has(code);
+}
 const WSTAT_DENY = 100 << 8;
 const WSTAT_DROP = 111 << 8;
 
@@ -256,6 +312,97 @@ function lower(name: string): string {
   return name.replace(/\.$/, "").toLowerCase();
 }
 
+/**
+ * A connection's fault state: the first error raised inside its handling
+ * (see #guarded), and the promise that rejects with it.
+ */
+class ConnScope {
+  fault: unknown = null;
+  #reject: ((e: unknown) => void) | null = null;
+  readonly faulted: Promise<never>;
+
+  constructor() {
+    this.faulted = new Promise<never>((_, reject) => (this.#reject = reject));
+    this.faulted.catch(() => {});
+  }
+
+  /** Records the first fault (later ones are the same failure's echoes). */
+  raise(e: unknown): void {
+    if (this.fault !== null) return;
+    this.fault = e ?? new Error("unknown error");
+    this.#reject?.(this.fault);
+  }
+}
+
+/** Which connection the running code works for (follows timers, callbacks, promises). */
+const CONN_SCOPE = new AsyncLocalStorage<ConnScope>();
+let faultHandlers = false;
+
+/**
+ * Once per process: an error nothing caught ("error" event) or a rejection
+ * nothing handled, raised while a connection's work ran, is that
+ * connection's fault, not the server's: it drops that connection only.
+ * Anything else keeps Deno's default (the process ends: a bug of the
+ * server itself).
+ */
+function installFaultHandlers(): void {
+  if (faultHandlers) return;
+  faultHandlers = true;
+  const fault = (ev: Event, err: unknown) => {
+    const scope = CONN_SCOPE.getStore();
+    if (!scope) return;
+    ev.preventDefault();
+    scope.raise(err);
+  };
+  globalThis.addEventListener("error", (ev) => fault(ev, (ev as ErrorEvent).error));
+  globalThis.addEventListener(
+    "unhandledrejection",
+    (ev) => fault(ev, (ev as PromiseRejectionEvent).reason),
+  );
+}
+
+const DENIED = /Requires \S+ access to .*?, run again with the --allow-\S+ flag/;
+
+/**
+ * The missing Deno permission behind e (NotCapable itself, or a lookup
+ * error that carried its message), as a NotCapable error; null otherwise.
+ * A lookup that was not allowed must drop the connection with that reason
+ * rather than pass as "no answer".
+ */
+export function permissionFault(e: unknown): Error | null {
+  for (let cur = e, depth = 0; cur && depth < 5; depth++) {
+    const err = cur as { name?: unknown; message?: unknown; cause?: unknown };
+    if (err.name === "NotCapable") return cur as Error;
+    const m = DENIED.exec(String(err.message ?? ""));
+    if (m) return new Deno.errors.NotCapable(m[0]);
+    cur = err.cause;
+  }
+  return null;
+}
+
+/**
+ * The ident lookup (lib/ident.ts), first checking the net permission for
+ * the client's port 113: without it the connection attempt would fail
+ * quietly as "no answer"; it is a missing permission (NotCapable).
+ */
+function identInfo(q: IdentQuery): Promise<string | null> {
+  const host = q.remoteIp.includes(":") ? `[${q.remoteIp}]:113` : `${q.remoteIp}:113`;
+  let state: string;
+  try {
+    state = Deno.permissions.querySync({ name: "net", host }).state;
+  } catch {
+    state = "granted"; // no permission API: let the lookup try
+  }
+  if (state !== "granted") {
+    return Promise.reject(
+      new Deno.errors.NotCapable(
+        `Requires net access to "${host}", run again with the --allow-net flag`,
+      ),
+    );
+  }
+  return remoteInfo(q);
+}
+
 /** A listening tcpserver. */
 export class TcpServer {
   readonly prog: string;
@@ -266,6 +413,7 @@ export class TcpServer {
   readonly #limits: Limits;
   readonly #dnsCache = new DnsCache(10000);
   readonly #localNames = new Map<string, { at: number; name: Promise<string | null> }>();
+  readonly #inflight = new Map<string, Promise<unknown>>();
   #listener: Deno.TcpListener | null = null;
   #native: NativeListener | null = null;
   #local: Endpoint | null = null;
@@ -365,16 +513,31 @@ export class TcpServer {
       try {
         if (native) {
           const c = await native.accept();
-          if (c === null) {
-            if (this.#stopping || native.closed) break;
-            throw new Error("accept failed");
-          }
+          if (c === null) break; // closed
           conn = c;
         } else conn = await l!.accept();
       } catch (e) {
         if (this.#stopping || e instanceof Deno.errors.BadResource) break;
-        // EMFILE and friends: C retries at once; give the loop a breath.
-        await new Promise((r) => setTimeout(r, 10));
+        // A client that reset or aborted while queued fails only its own
+        // accept: go straight on to the next one, as C does (a pause here
+        // lets a reset flood delay every good client behind it).
+        if (acceptGoesOn(e)) continue;
+        // Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS, ENOMEM),
+        // or anything unknown: the next accept would fail the same way at
+        // once. Pause briefly (until a connection ends frees a descriptor,
+        // at most ACCEPT_PAUSE_MS), one log line per pause.
+        this.#warn(`${this.prog}: warning: unable to accept: ${errorText(e)}; pausing`);
+        await new Promise<void>((r) => {
+          const t = setTimeout(() => {
+            if (this.#wake === done) this.#wake = null;
+            r();
+          }, ACCEPT_PAUSE_MS);
+          const done = () => {
+            clearTimeout(t);
+            r();
+          };
+          this.#wake = done;
+        });
         continue;
       }
       if (this.#active >= this.opts.limit && overLimit !== null) {
@@ -384,13 +547,49 @@ export class TcpServer {
       this.#active++;
       this.#status();
       const id = ++this.#nextId;
-      this.#handle(conn, id).then(
-        (wstat) => this.#finished(id, wstat),
-        (e) => {
-          this.#warn(`${this.prog}: ${DROP}${errorText(e)}`);
-          this.#finished(id, WSTAT_DROP);
-        },
-      );
+      // The slot is released once: at the program's exit (as C's wait), or
+      // when the connection's handling ends without a program.
+      let ended = false;
+      const end = (wstat: number) => {
+        if (ended) return;
+        ended = true;
+        this.#finished(id, wstat);
+      };
+      const scope = new ConnScope();
+      const c = conn;
+      CONN_SCOPE.run(scope, () => this.#guarded(c, id, scope, end)).then(end, (e) => {
+        // Whatever failed inside this connection's handling (a missing Deno
+        // permission, a bug): logged once, the connection dropped, the
+        // server goes on.
+        this.#warn(`${this.prog}: ${DROP}${errorText(e)}`);
+        end(WSTAT_DROP);
+      });
+    }
+  }
+
+  /**
+   * One connection, with its failures contained: a rejection of the
+   * pipeline, or an error thrown where nothing catches it (a callback, a
+   * forgotten promise) while this connection's work runs, rejects here and
+   * closes the socket; the pipeline is told (scope.fault) not to go on.
+   */
+  async #guarded(
+    conn: Deno.TcpConn | NativeConn,
+    id: number,
+    scope: ConnScope,
+    end: (wstat: number) => void,
+  ): Promise<number> {
+    installFaultHandlers();
+    const work = this.#handle(conn, id, scope, end);
+    try {
+      return await Promise.race([work, scope.faulted]);
+    } catch (e) {
+      scope.raise(e);
+      work.catch(() => {}); // it ends on its own (the socket is closed below)
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      throw e;
     }
   }
 
@@ -459,14 +658,37 @@ export class TcpServer {
     return name;
   }
 
+  /**
+   * Runs a lookup in its own fault scope, shared by concurrent callers with
+   * the same key: an error thrown where nothing catches it inside the lookup
+   * (node:dgram's bind without net permission) rejects it for every caller,
+   * each of which drops its connection, instead of leaving them to wait for
+   * the DNS timeout.
+   */
+  #lookup<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const hit = this.#inflight.get(key);
+    if (hit) return hit as Promise<T>;
+    const scope = new ConnScope();
+    const p = CONN_SCOPE.run(scope, () => Promise.race([fn(), scope.faulted]));
+    this.#inflight.set(key, p);
+    const forget = () => {
+      if (this.#inflight.get(key) === p) this.#inflight.delete(key);
+    };
+    p.then(forget, forget);
+    return p;
+  }
+
   async #ptr(ip: string): Promise<string | null> {
     try {
-      const names = await resolvePtr(ip, {
-        timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
-        cache: this.#dnsCache,
-      });
+      const names = await this.#lookup("ptr " + ip, () =>
+        resolvePtr(ip, {
+          timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
+          cache: this.#dnsCache,
+        }));
       return names.length ? lower(names[0]) : null;
-    } catch {
+    } catch (e) {
+      const denied = permissionFault(e);
+      if (denied) throw denied;
       return null;
     }
   }
@@ -475,19 +697,35 @@ export class TcpServer {
     const name = await this.#ptr(ip);
     if (name === null || !this.opts.paranoid) return name;
     try {
-      const addrs = await resolveAddrs(name, {
-        family: ip.includes(":") ? 6 : 4,
-        timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
-        cache: this.#dnsCache,
-      });
+      const family = ip.includes(":") ? 6 : 4;
+      const addrs = await this.#lookup(`addr${family} ${name}`, () =>
+        resolveAddrs(name, {
+          family,
+          timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
+          cache: this.#dnsCache,
+        }));
       for (const a of addrs) if (showAddress(a).ip === ip) return name;
-    } catch { /* not confirmed */ }
+    } catch (e) {
+      const denied = permissionFault(e);
+      if (denied) throw denied;
+      // not confirmed
+    }
     return null;
   }
 
-  /** One connection, start to end; resolves with the wait status to log. */
-  #handle(conn: Deno.TcpConn | NativeConn, id: number): Promise<number> {
-    return conn instanceof NativeConn ? this.#handleNative(conn, id) : this.#handleDeno(conn, id);
+  /**
+   * One connection, start to end; resolves with the wait status to log.
+   * `end` is called at the program's exit (before its output is drained).
+   */
+  #handle(
+    conn: Deno.TcpConn | NativeConn,
+    id: number,
+    scope: ConnScope,
+    end: (wstat: number) => void,
+  ): Promise<number> {
+    return conn instanceof NativeConn
+      ? this.#handleNative(conn, id, scope, end)
+      : this.#handleDeno(conn, id, scope, end);
   }
 
   /**
@@ -495,7 +733,12 @@ export class TcpServer {
    * itself when nothing runs in-process before it (or what ran did not
    * touch the stream), else the stages talk over the socket from here.
    */
-  #handleNative(conn: NativeConn, id: number): Promise<number> {
+  #handleNative(
+    conn: NativeConn,
+    id: number,
+    scope: ConnScope,
+    end: (wstat: number) => void,
+  ): Promise<number> {
     const io = (): Io => conn.io(this.#log);
     const runAs = getRunAs();
     const start = async (file: string, argv: string[], env: Map<string, string>) => {
@@ -504,14 +747,19 @@ export class TcpServer {
       await conn.close(); // as C's parent after fork: the program owns the socket
       return await child.status;
     };
-    return this.#pipeline(conn, id, {
+    return this.#pipeline(conn, id, scope, end, {
       local: { ...conn.local },
       remote: { ...conn.remote },
       io,
       write: (data) => conn.writeAll(data),
       close: () => void conn.close(),
-      run: async (argv, env, wrapped) => {
-        if (wrapped) return waitStatus(await runConnectionProgram(argv, env, wrapped, { pid: id }));
+      run: async (argv, env, wrapped, onExit) => {
+        const exited = (e: Ended) => onExit(waitStatus(e));
+        if (wrapped) {
+          return waitStatus(
+            await runConnectionProgram(argv, env, wrapped, { pid: id, onExit: exited }),
+          );
+        }
         if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
           let file = findCached(argv[0], env);
           try {
@@ -525,6 +773,7 @@ export class TcpServer {
         }
         const ended = await runConnectionProgram(argv, env, io(), {
           pid: id,
+          onExit: exited,
           spawnDirect: (file, a, via) =>
             via === io() && conn.pristine ? start(file, a, env).then((w) => endedOf(w)) : null,
         });
@@ -533,24 +782,40 @@ export class TcpServer {
     });
   }
 
-  #handleDeno(conn: Deno.TcpConn, id: number): Promise<number> {
+  #handleDeno(
+    conn: Deno.TcpConn,
+    id: number,
+    scope: ConnScope,
+    end: (wstat: number) => void,
+  ): Promise<number> {
     const la = conn.localAddr as Deno.NetAddr;
     const ra = conn.remoteAddr as Deno.NetAddr;
     let io: Io | null = null;
-    return this.#pipeline(conn, id, {
+    return this.#pipeline(conn, id, scope, end, {
       local: { ip: la.hostname, port: la.port },
       remote: { ip: ra.hostname, port: ra.port },
       io: () => (io ??= socketIo(conn, this.#log)),
       raw: conn,
       close: () => conn.close(),
-      run: async (argv, env, wrapped) => {
+      run: async (argv, env, wrapped, onExit) => {
         const via = wrapped ?? (io ??= socketIo(conn, this.#log));
-        return waitStatus(await runConnectionProgram(argv, env, via, { pid: id }));
+        return waitStatus(
+          await runConnectionProgram(argv, env, via, {
+            pid: id,
+            onExit: (e) => onExit(waitStatus(e)),
+          }),
+        );
       },
     });
   }
 
-  async #pipeline(sock: Deno.TcpConn | NativeConn, id: number, c: Sock): Promise<number> {
+  async #pipeline(
+    sock: Deno.TcpConn | NativeConn,
+    id: number,
+    scope: ConnScope,
+    end: (wstat: number) => void,
+    c: Sock,
+  ): Promise<number> {
     const o = this.opts;
     const prog = this.prog;
     let cleanup: (() => void | Promise<void>) | undefined;
@@ -574,7 +839,7 @@ export class TcpServer {
       let editEnv: ((env: Map<string, string>) => void) | undefined;
       if (o.prepare && c.raw) {
         const p = await o.prepare(c.raw, { id, io: io(), local, remote });
-        if (p === null) return WSTAT_DROP;
+        if (p === null || scope.fault) return WSTAT_DROP;
         cleanup = p.cleanup;
         if (p.io) wrapped = p.io;
         if (p.local) local = p.local;
@@ -614,7 +879,7 @@ export class TcpServer {
           : this.#localName(showAddress(local.ip).ip),
         (o.remoteHost ?? true) ? this.#remoteHost(plainRemote) : Promise.resolve(null),
         (o.remoteInfo ?? true)
-          ? remoteInfo({
+          ? identInfo({
             remoteIp: plainRemote,
             remotePort: remote.port,
             localIp: showAddress(local.ip).ip,
@@ -623,6 +888,7 @@ export class TcpServer {
           })
           : Promise.resolve(null),
       ]);
+      if (scope.fault) return WSTAT_DROP;
 
       const env = new Map(o.baseEnv);
       applyEnviron(
@@ -708,10 +974,22 @@ export class TcpServer {
         return WSTAT_DENY;
       }
       env.set("TCPCONNNUM", String(admitted.connNum));
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        admitted.release();
+      };
       try {
+        if (scope.fault) return WSTAT_DROP;
         if (this.#verbosity >= 2) this.#log(decisionLine(prog, "ok", id, facts));
         try {
-          return await c.run(o.argv, env, wrapped);
+          // At the program's exit its slot and per-IP count are free, as
+          // C's: a grandchild still writing is pumped outside the count.
+          return await c.run(o.argv, env, wrapped, (wstat) => {
+            release();
+            end(wstat);
+          });
         } catch (e) {
           this.#warn(`${prog}: ${DROP}unable to run ${o.argv[0]}: ${errorText(e)}`);
           return WSTAT_DROP;
@@ -721,7 +999,7 @@ export class TcpServer {
           conn?.close();
         } catch { /* closed */ }
         conn = null;
-        admitted.release();
+        release();
       }
     } finally {
       try {

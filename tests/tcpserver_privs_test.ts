@@ -5,7 +5,9 @@
  * programs switch. Compared with Debian's C tcpserver where installed.
  */
 import assert from "node:assert/strict";
-import { haveC, MOD, tempDir } from "./helpers.ts";
+import tls from "node:tls";
+import { haveC, MOD, ours, tempDir } from "./helpers.ts";
+import { makePki, startTool } from "./ssl_fixtures.ts";
 import { quietArgs, spawnServer, type Srv, startSrv, talk } from "./tcpserver_util.ts";
 
 const ROOT = Deno.uid() === 0;
@@ -39,8 +41,10 @@ async function withSrv<T>(srv: Srv, f: (srv: Srv) => Promise<T>): Promise<T> {
   }
 }
 
-Deno.test("tcpserver privs: root with -u/-g drops the whole server (all threads) to 65534, as C", async () => {
-  if (!ROOT) return void console.log("skip: not root");
+Deno.test({
+  name: "tcpserver privs: root with -u/-g drops the whole server (all threads) to 65534, as C",
+  ignore: !ROOT,
+}, async () => {
   const dir = await tempDir();
   try {
     // The rules cdb is opened per connection: after the drop it must be
@@ -87,8 +91,10 @@ Deno.test("tcpserver privs: root with -u/-g drops the whole server (all threads)
   }
 });
 
-Deno.test("tcpserver privs: -U takes $UID/$GID; -u alone keeps the groups, as C", async () => {
-  if (!ROOT) return void console.log("skip: not root");
+Deno.test({
+  name: "tcpserver privs: -U takes $UID/$GID; -u alone keeps the groups, as C",
+  ignore: !ROOT,
+}, async () => {
   const u = await withSrv(
     await startSrv("ours", quietArgs(["-U"], ID_PROG), {
       env: { UID: "65534", GID: "65534", UCSPI_NATIVE: "1" },
@@ -117,8 +123,10 @@ Deno.test("tcpserver privs: -U takes $UID/$GID; -u alone keeps the groups, as C"
   }
 });
 
-Deno.test("tcpserver privs: without FFI (UCSPI_NATIVE=0) the server keeps its ids, programs switch", async () => {
-  if (!ROOT) return void console.log("skip: not root");
+Deno.test({
+  name: "tcpserver privs: without FFI (UCSPI_NATIVE=0) the server keeps its ids, programs switch",
+  ignore: !ROOT,
+}, async () => {
   const pure = await withSrv(
     await startSrv("ours", quietArgs(["-u", "65534", "-g", "65534"], ID_PROG), {
       env: { UCSPI_NATIVE: "0" },
@@ -129,8 +137,10 @@ Deno.test("tcpserver privs: without FFI (UCSPI_NATIVE=0) the server keeps its id
   assert.match(pure.ids.process, /^Uid: 0 0 0 0 \| Gid: 0 0 0 0 \|/);
 });
 
-Deno.test("tcpserver privs: as nobody, C's messages and exit 111; -u 0 and -u own uid start", async () => {
-  if (!ROOT) return void console.log("skip: not root (needs setpriv to become nobody)");
+Deno.test({
+  name: "tcpserver privs: as nobody, C's messages and exit 111; -u 0 and -u own uid start",
+  ignore: !ROOT,
+}, async () => {
   // Deno's binary may live under /root (mode 700): run a link to it from a
   // directory nobody can reach.
   const dir = await tempDir();
@@ -197,8 +207,10 @@ Deno.test("tcpserver privs: as nobody, C's messages and exit 111; -u 0 and -u ow
   }
 });
 
-Deno.test("tcpserver privs: a rules cdb only root can read drops connections after -u, as C", async () => {
-  if (!ROOT) return void console.log("skip: not root");
+Deno.test({
+  name: "tcpserver privs: a rules cdb only root can read drops connections after -u, as C",
+  ignore: !ROOT,
+}, async () => {
   const dir = await tempDir();
   try {
     await Deno.chmod(dir.path, 0o755);
@@ -226,5 +238,128 @@ Deno.test("tcpserver privs: a rules cdb only root can read drops connections aft
     }
   } finally {
     await dir.cleanup();
+  }
+});
+
+/** A TLS client: sends nothing, returns what it got and the server certificate's CN. */
+function tlsTalk(port: number): Promise<{ text: string; cn: string }> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    let cn = "";
+    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
+    s.on("secureConnect", () => {
+      const subject = s.getPeerCertificate().subject as unknown as Record<string, string>;
+      cn = String(subject?.CN ?? "");
+      s.end();
+    });
+    s.on("data", (d: Uint8Array) => (text += new TextDecoder().decode(d)));
+    s.on("error", reject);
+    s.on("close", () => resolve({ text, cn }));
+  });
+}
+
+Deno.test({
+  name:
+    "sslserver privs: with FFI, -u/-g drop the whole process after loading the credentials; SIGHUP re-reads them as that user",
+  ignore: !ROOT,
+}, async () => {
+  const p = await makePki();
+  try {
+    // credentials only root can read: loaded at start, before the drop
+    for (const f of [p.serverCert, p.serverKey]) await Deno.chmod(f, 0o600);
+    const srv = await startTool(
+      "sslserver",
+      ["-1", "-v", "-u", "65534", "-g", "65534", "-RHl0", "127.0.0.1", "0", "id", "-u"],
+      { CERTFILE: p.serverCert, KEYFILE: p.serverKey, UCSPI_NATIVE: "1" },
+    );
+    try {
+      const ids = idLines(srv.pid);
+      assert.equal(ids.process, NOBODY);
+      assert.deepEqual([...ids.threads], [NOBODY], `${ids.count} threads`);
+      assert.deepEqual(await tlsTalk(srv.port), { text: "65534\n", cn: "localhost" });
+      // SIGHUP as nobody: the files cannot be read, the old certificate stays
+      Deno.kill(srv.pid, "SIGHUP");
+      assert.match(
+        await srv.waitLine(/keeping the old certificate/),
+        /^sslserver: warning: keeping the old certificate: unable to load (certificate|key)$/,
+      );
+      assert.deepEqual(await tlsTalk(srv.port), { text: "65534\n", cn: "localhost" });
+      // readable by nobody now, and a new certificate: SIGHUP takes it
+      await Deno.chmod(p.dir, 0o755);
+      await Deno.copyFile(p.otherCert, p.serverCert);
+      await Deno.copyFile(p.otherKey, p.serverKey);
+      for (const f of [p.serverCert, p.serverKey]) await Deno.chmod(f, 0o644);
+      Deno.kill(srv.pid, "SIGHUP");
+      await srv.waitLine(/^sslserver: reloaded certificate /);
+      assert.deepEqual(await tlsTalk(srv.port), { text: "65534\n", cn: "second.test" });
+      assert.equal(idLines(srv.pid).process, NOBODY);
+    } finally {
+      await srv.stop();
+    }
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test({
+  name: "sslserver privs: $SSL_UID/$SSL_GID name the process's ids; they must be the programs' ids",
+  ignore: !ROOT,
+}, async () => {
+  const p = await makePki();
+  try {
+    const env = { CERTFILE: p.serverCert, KEYFILE: p.serverKey, UCSPI_NATIVE: "1" };
+    const srv = await startTool(
+      "sslserver",
+      ["-1", "-u", "65534", "-g", "65534", "-RHl0", "127.0.0.1", "0", "id", "-u"],
+      { ...env, SSL_UID: "65534", SSL_GID: "65534" },
+    );
+    try {
+      assert.equal(idLines(srv.pid).process, NOBODY);
+      assert.equal((await tlsTalk(srv.port)).text, "65534\n");
+    } finally {
+      await srv.stop();
+    }
+    // TLS as 65534 while the programs keep root: not possible in one process
+    const r = await ours("sslserver", ["-RHl0", "127.0.0.1", "0", "true"], {
+      env: { ...env, SSL_UID: "65534" },
+    });
+    assert.equal(
+      r.err,
+      "sslserver: fatal: unable to set uid: $SSL_UID 65534 is not the programs' uid 0\n",
+    );
+    assert.equal(r.code, 111);
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test({
+  name:
+    "tcpserver, sslserver privs: without FFI, -u/-g print one warning that the server keeps its ids",
+  ignore: !ROOT,
+}, async () => {
+  const p = await makePki();
+  try {
+    for (const prog of ["tcpserver", "sslserver"]) {
+      const srv = await startTool(
+        prog,
+        ["-1", "-u", "65534", "-g", "65534", "-RHl0", "127.0.0.1", "0", "id", "-u"],
+        { CERTFILE: p.serverCert, KEYFILE: p.serverKey, UCSPI_NATIVE: "0" },
+      );
+      try {
+        assert.match(idLines(srv.pid).process, /^Uid: 0 0 0 0 \| Gid: 0 0 0 0 \|/);
+        const text = prog === "tcpserver"
+          ? (await talk(srv.port)).text
+          : (await tlsTalk(srv.port)).text;
+        assert.equal(text, "65534\n");
+        assert.deepEqual(srv.lines.filter((l) => /warning/.test(l)), [
+          `${prog}: warning: without FFI (--allow-ffi) the server process keeps uid 0 gid 0; only the programs run as -u/-g`,
+        ]);
+      } finally {
+        await srv.stop();
+      }
+    }
+  } finally {
+    await p.cleanup();
   }
 });

@@ -10,6 +10,7 @@ import { parseIp4, parseIp6 } from "../lib/addr.ts";
 import { DnsTemporaryError, resolveAddrs } from "../lib/dns.ts";
 import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/errors.ts";
 import { getopt, scanUlong } from "../lib/getopt.ts";
+import { idOf } from "../lib/ids.ts";
 import { parsePort } from "../lib/services.ts";
 import { dropIds, nativeAvailable } from "../lib/native.ts";
 import { setRunAs } from "../lib/spawn.ts";
@@ -39,6 +40,19 @@ export interface TcpserverArgs {
   iface?: string;
   /** -b, when given; otherwise the listen backlog is Deno's 511 (C: 20). */
   backlog?: number;
+}
+
+/**
+ * The id a -u/-g value names: a number, or a user/group name looked up now.
+ * C reads a name as 0 (root, silently); we refuse it instead.
+ */
+function idArg(prog: string, value: string, kind: "user" | "group"): number {
+  const id = idOf(value, kind);
+  if (id === null) {
+    const file = kind === "user" ? "/etc/passwd" : "/etc/group";
+    throw fatal(prog, `unknown ${kind} ${value}: neither a number nor a name in ${file}`);
+  }
+  return id;
 }
 
 /**
@@ -141,10 +155,10 @@ export function parseServerArgs(
         break;
       }
       case "u":
-        uid = scanUlong(value);
+        uid = idArg(prog, value, "user");
         break;
       case "g":
-        gid = scanUlong(value);
+        gid = idArg(prog, value, "group");
         break;
       case "1":
         flag1 = true;

@@ -1862,13 +1862,19 @@ after the PROXY header), before any lookup.
 .BI \\-g " gid"
 After binding, switch to group
 .I gid
-(a number), keeping no supplementary group but that one.
+(a number, or a group name looked up in
+.I /etc/group
+at start), keeping no supplementary group but that one.
 .TP
 .BI \\-u " uid"
 After binding (so that ports below 1024 work), switch to user
 .I uid
-(a number).
+(a number, or a user name looked up in
+.I /etc/passwd
+at start).
 0 means: do not switch.
+A value that is neither a number nor a known name is fatal
+(DJB's tcpserver reads a name as 0 and keeps root).
 .TP
 .B \\-U
 Take the user and group from

@@ -363,3 +363,28 @@ Deno.test({
     await p.cleanup();
   }
 });
+
+Deno.test("tcpserver -u/-g: a name that is neither a number nor a known user/group is fatal", async () => {
+  for (const [opt, kind, file] of [["-u", "user", "passwd"], ["-g", "group", "group"]]) {
+    const r = await ours("tcpserver", [opt, "no-such-name", "127.0.0.1", "0", "true"]);
+    assert.equal(r.code, 111);
+    assert.equal(
+      r.err,
+      `tcpserver: fatal: unknown ${kind} no-such-name: neither a number nor a name in /etc/${file}\n`,
+    );
+  }
+});
+
+Deno.test({
+  name: "tcpserver privs: -u nobody -g nogroup mean their ids (C would read the names as 0)",
+  ignore: !ROOT || !/^nogroup:/m.test(Deno.readTextFileSync("/etc/group")),
+}, async () => {
+  for (const native of ["1", "0"]) {
+    const args = quietArgs(["-u", "nobody", "-g", "nogroup"], ID_PROG);
+    const text = await withSrv(
+      await startSrv("ours", args, { env: { UCSPI_NATIVE: native } }),
+      async (srv) => (await talk(srv.port)).text,
+    );
+    assert.equal(text, "65534\n65534\n65534\n", `UCSPI_NATIVE=${native}`);
+  }
+});

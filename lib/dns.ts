@@ -219,12 +219,13 @@ const MAX_NAME = 255;
  * A dotted name as djbdns's dns_domain_fromdot reads it: `\ooo` (one to
  * three octal digits) and `\c` give a byte, empty labels vanish, a label
  * over 63 bytes or a name over 255 bytes throws DnsProtocolError. `name` is
- * text: characters above 0xff (which no byte string has) go as their UTF-8
- * bytes, as a C tool given the argument would send them. Returns the wire
- * form (length-prefixed labels, then 0).
+ * text (an argument, or toDot's ASCII): non-ASCII characters go as their
+ * UTF-8 bytes, as a C tool given the argument would send them; any byte
+ * can be written as `\ooo`. Returns the wire form (length-prefixed labels,
+ * then 0).
  */
 export function fromDot(name: string): Uint8Array {
-  const src = /[\u0100-\uffff]/.test(name) ? utf8ByteString(name) : name;
+  const src = utf8ByteString(name);
   const out: number[] = [];
   let label: number[] = [];
   const endLabel = () => {

@@ -252,10 +252,6 @@ export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
   return { input, output, log };
 }
 
-function lower(name: string): string {
-  return name.replace(/\.$/, "").toLowerCase();
-}
-
 /** A listening tcpserver. */
 export class TcpServer {
   readonly prog: string;
@@ -465,7 +461,8 @@ export class TcpServer {
         timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
         cache: this.#dnsCache,
       });
-      return names.length ? lower(names[0]) : null;
+      // Already as C prints it (lib/dns.ts toDot): lowercase, escaped, the root as ".".
+      return names.length ? names[0] : null;
     } catch {
       return null;
     }

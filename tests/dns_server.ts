@@ -78,8 +78,13 @@ export interface ZoneEntry {
    * "refused" (rcode 5), "nxdomain" (rcode 3), "timeout" (never answers),
    * "truncate" (UDP answers have TC set and no records; TCP answers fully).
    */
-  behaviour?: "servfail" | "refused" | "nxdomain" | "timeout" | "truncate";
+  behaviour?: Behaviour;
+  /** Misbehaviour for queries of one type only (e.g. `{ AAAA: "refused" }`), over `behaviour`. */
+  typeBehaviour?: Partial<Record<"A" | "AAAA" | "PTR" | "TXT" | "CNAME", Behaviour>>;
 }
+
+/** How a name misbehaves (see ZoneEntry.behaviour). */
+export type Behaviour = "servfail" | "refused" | "nxdomain" | "timeout" | "truncate";
 
 /** Names (case-insensitive, no trailing dot; `*.suffix` wildcards) to entries. */
 export type Zones = Record<string, ZoneEntry>;
@@ -90,6 +95,8 @@ export interface SeenQuery {
   name: string;
   /** The name as djbdns writes it (escaped, lowercase). */
   escaped: string;
+  /** The query's id. */
+  id: number;
   type: number;
   proto: "udp" | "tcp";
 }
@@ -299,11 +306,14 @@ function answer(
     question = [...nameBytes(entry.tcpQuestion), ...msg.subarray(q.end - 4, q.end)];
   }
   const ptr0 = [0xc0, 12];
-  if (entry?.behaviour === "timeout" && twist.entry === undefined) return null;
-  if (!entry || entry.behaviour === "nxdomain") rcode = 3;
-  else if (entry.behaviour === "servfail") rcode = 2;
-  else if (entry.behaviour === "refused") rcode = 5;
-  else if (entry.behaviour === "truncate" && proto === "udp") tc = 1;
+  const typeName = (Object.keys(T) as (keyof typeof T)[]).find((k) => T[k] === q.type);
+  const tb = entry?.typeBehaviour as Record<string, Behaviour> | undefined;
+  const behaviour = (typeName && tb?.[typeName]) ?? entry?.behaviour;
+  if (behaviour === "timeout" && twist.entry === undefined) return null;
+  if (!entry || behaviour === "nxdomain") rcode = 3;
+  else if (behaviour === "servfail") rcode = 2;
+  else if (behaviour === "refused") rcode = 5;
+  else if (behaviour === "truncate" && proto === "udp") tc = 1;
   else {
     for (const x of entry.extra ?? []) {
       answers.push(
@@ -389,6 +399,7 @@ async function serveTcp(
               server.queries.push({
                 name: norm(q.name),
                 escaped: q.escaped,
+                id: q.id,
                 type: q.type,
                 proto: "tcp",
               });
@@ -485,7 +496,13 @@ export async function startDnsServer(
         const msg = new Uint8Array(raw);
         const q = parseQuery(msg);
         if (!q) return;
-        server.queries.push({ name: norm(q.name), escaped: q.escaped, type: q.type, proto: "udp" });
+        server.queries.push({
+          name: norm(q.name),
+          escaped: q.escaped,
+          id: q.id,
+          type: q.type,
+          proto: "udp",
+        });
         const entry = find(server.zones, q.name, q.escaped);
         // Each forged reply reaches the client's socket before the real one (the
         // send callback runs once loopback has queued the datagram).

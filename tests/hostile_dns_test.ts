@@ -64,6 +64,10 @@ const EXPECTED: Record<number, [string | null, string | null]> = {
   19: ["127.0.0.19", "127.0.0.19"],
   20: ["two", null],
   21: ["liar\\000.example", null],
+};
+
+/** The same for forged replies: the real answer is used, the forged one never. */
+const FORGED_EXPECTED: Record<number, [string | null, string | null]> = {
   31: ["real31.example", null],
   32: ["real32.example", null],
   33: ["real33.example", null],
@@ -93,6 +97,7 @@ async function serve(
   flags: string[],
   dns: string,
   native: string,
+  clients: number[],
 ): Promise<Run> {
   const srv = await startSrv(
     which,
@@ -101,7 +106,7 @@ async function serve(
   );
   try {
     const env: Record<number, string[]> = {};
-    for (const n of Object.keys(EXPECTED).map(Number)) {
+    for (const n of clients) {
       const t = await talk(srv.port, { localAddress: `127.0.0.${n}` });
       env[n] = environOf(t.data);
       await srv.waitLine(new RegExp(`^tcpserver: ok .*:127\\.0\\.0\\.${n}::`));
@@ -131,21 +136,38 @@ function expectedEnv(n: number, host: string | null): string[] {
   ].sort();
 }
 
+const CASES = [
+  ["escapes PTR names as djbdns (NUL, '=', controls, 8-bit, dots, 255 bytes, loops)", EXPECTED],
+  ["ignores forged replies (other source, wrong id, other question, TCP)", FORGED_EXPECTED],
+] as const;
+
 for (const [flag, col] of [["-h", 0], ["-p", 1]] as const) {
-  Deno.test({
-    name: `hostile DNS: tcpserver ${flag} escapes PTR names as djbdns, ignores forged replies; ` +
-      `native and pure path; as C`,
-    ignore: NOT_ROOT,
-    async fn() {
+  for (const [what, expected] of CASES) {
+    Deno.test({
+      name: `hostile DNS: tcpserver ${flag} ${what}; native and pure path; as C`,
+      ignore: NOT_ROOT,
+      fn: () => hostileRun(flag, col, expected),
+    });
+  }
+}
+
+async function hostileRun(
+  flag: string,
+  col: 0 | 1,
+  expected: Record<number, [string | null, string | null]>,
+) {
+  {
+    {
       const dns = await startDnsServer(structuredClone(HOSTILE));
+      const clients = Object.keys(expected).map(Number);
       try {
         const runs: Record<string, Run> = {
-          native: await serve("ours", [flag], dns.address, "1"),
-          pure: await serve("ours", [flag], dns.address, "0"),
+          native: await serve("ours", [flag], dns.address, "1", clients),
+          pure: await serve("ours", [flag], dns.address, "0", clients),
         };
-        if (!NO_C_TCPSERVER) runs.c = await serve("c", [flag], dns.address, "-");
+        if (!NO_C_TCPSERVER) runs.c = await serve("c", [flag], dns.address, "-", clients);
         for (const [name, run] of Object.entries(runs)) {
-          for (const [n, want] of Object.entries(EXPECTED)) {
+          for (const [n, want] of Object.entries(expected)) {
             assert.deepEqual(
               run.env[Number(n)],
               expectedEnv(Number(n), want[col]),
@@ -156,15 +178,17 @@ for (const [flag, col] of [["-h", 0], ["-p", 1]] as const) {
         }
         // the log lines: the same escaped names (safecats leaves them alone)
         const line11 = runs.native.ok.find((l) => l.includes("127.0.0.11:"));
-        assert.equal(
-          line11,
-          "tcpserver: ok PID local.example:127.0.0.1:P x\\000injected\\075yes.example:127.0.0.11::P",
-        );
+        if (expected === EXPECTED) {
+          assert.equal(
+            line11,
+            "tcpserver: ok PID local.example:127.0.0.1:P x\\000injected\\075yes.example:127.0.0.11::P",
+          );
+        }
       } finally {
         await dns.close();
       }
-    },
-  });
+    }
+  }
 }
 
 Deno.test({
@@ -224,7 +248,7 @@ Deno.test({
 const NO_C_RBLSMTPD = cTool("rblsmtpd") === null;
 
 Deno.test({
-  name: "hostile DNS: rblsmtpd given TXT bytes (NUL, CR LF, ESC, 8-bit) replies as C",
+  name: "hostile DNS: rblsmtpd given TXT bytes (NUL, CR LF, ESC, 8-bit) or forged TXT replies as C",
   ignore: NOT_ROOT || NO_C_RBLSMTPD,
   async fn() {
     const s = (t: string) => Array.from(t, (c) => c.charCodeAt(0));
@@ -233,15 +257,25 @@ Deno.test({
       ...[9, 0xe4, 0xf6, 0xfc, 0x80, 0x9f, 0x81, 0x8d, 0xff, 0x7f],
       ...[3, ...s("two")],
     ]);
+    const forger = { TXT: ["forged listing"], A: ["127.0.0.2"] };
     const dns = await startDnsServer({
       "2.0.0.127.rbl.test": { TXT: [txt, "second record"] },
+      // not listed; forged replies say it is
+      "3.0.0.127.rbl.test": {
+        behaviour: "nxdomain",
+        forged: [
+          { kind: "source", entry: forger },
+          { kind: "question", entry: forger, name: "3.0.0.127.rbl.test.evil" },
+          { kind: "id", entry: forger },
+        ],
+      },
     });
     try {
       const stdin = "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nQUIT\r\n";
-      const run = (f: typeof ours) =>
+      const run = (f: typeof ours, ip = "127.0.0.2") =>
         f("rblsmtpd", ["-r", "rbl.test", "cat"], {
           stdin,
-          env: { TCPREMOTEIP: "127.0.0.2", DNSCACHEIP: dns.address },
+          env: { TCPREMOTEIP: ip, DNSCACHEIP: dns.address },
           clearEnv: true,
         });
       const norm = (r: Result) => ({
@@ -252,6 +286,10 @@ Deno.test({
       const c = norm(await run(theirs));
       assert.match(c.out, /^451 bad\?nul\?\?250 ok=\?\[1m\?{9}twosecond record\r$/m);
       assert.deepEqual(norm(await run(ours)), c);
+      // forged listings are not believed: the client reaches the program (cat echoes it)
+      const cleanC = norm(await run(theirs, "127.0.0.3"));
+      assert.deepEqual(cleanC, { code: 0, out: stdin, err: "" });
+      assert.deepEqual(norm(await run(ours, "127.0.0.3")), cleanC);
     } finally {
       await dns.close();
     }

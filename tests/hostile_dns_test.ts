@@ -49,6 +49,11 @@ const HOSTILE: Zones = {
     tcpQuestion: "34.0.0.127.in-addr.arpa.evil",
   },
   "35.0.0.127.in-addr.arpa": { PTR: ["real35.example"], behaviour: "truncate" },
+  // -p: the real names and the forged one all confirm, so only the PTR decides
+  "evil.example": { A: ["127.0.0.31", "127.0.0.32", "127.0.0.33", "127.0.0.34", "127.0.0.35"] },
+  ...Object.fromEntries(
+    [31, 32, 33, 34, 35].map((n) => [`real${n}.example`, { A: [`127.0.0.${n}`] }]),
+  ),
 };
 
 /** What C's tcpserver (Debian 0.88) gives each client: [-h TCPREMOTEHOST, -p TCPREMOTEHOST]. */
@@ -68,11 +73,11 @@ const EXPECTED: Record<number, [string | null, string | null]> = {
 
 /** The same for forged replies: the real answer is used, the forged one never. */
 const FORGED_EXPECTED: Record<number, [string | null, string | null]> = {
-  31: ["real31.example", null],
-  32: ["real32.example", null],
-  33: ["real33.example", null],
+  31: ["real31.example", "real31.example"],
+  32: ["real32.example", "real32.example"],
+  33: ["real33.example", "real33.example"],
   34: [null, null],
-  35: ["real35.example", null],
+  35: ["real35.example", "real35.example"],
 };
 
 /** Variables set by the test's own wrapper or only by one implementation (TCPCONNNUM). */

@@ -8,6 +8,20 @@
  * The resolver is `$DNSCACHEIP` (djbdns's convention: one or more IP
  * addresses, port 53), else the `nameserver` lines of /etc/resolv.conf (read
  * once), else 127.0.0.1.
+ *
+ * Every answer is written by whoever can send a datagram, so it is checked
+ * as djbdns's dns_transmit checks it, and then some: a reply counts only
+ * from the server's address and port (a connected socket on a fresh random
+ * port), with the query's id (from the CSPRNG), exactly one question equal
+ * to ours (name compared case-insensitively, type, class IN) and the QR
+ * bit; anything else is ignored and the wait for the real reply goes on.
+ * Over TCP, a reply to another question fails that server. Of an accepted
+ * reply, only class-IN records owned by the question's name (or a name its
+ * CNAME chain leads to) are used. Names are handled as wire bytes and
+ * returned as djbdns's dns_domain_todot_cat prints them (toDot): lowercase
+ * ASCII with every byte outside a-z 0-9 - _ as `\ooo`; a name over 255
+ * bytes, a compression loop or a malformed message is DnsProtocolError.
+ * TXT data is returned as byte strings, unchanged.
  */
 import dgram from "node:dgram";
 import process from "node:process";
@@ -52,7 +66,7 @@ const RCODE_NXDOMAIN = 3;
 
 /** The records of one type an answer holds, and the smallest TTL among them. */
 export interface Answer {
-  /** A/AAAA: address text; PTR: name; TXT: the record's strings joined. */
+  /** A/AAAA: address text; PTR/CNAME: the name as toDot prints it; TXT: the record's strings joined, a byte string. */
   values: string[];
   /** Seconds the answer may be cached (for an empty answer: a short negative TTL). */
   ttl: number;

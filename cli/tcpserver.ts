@@ -235,7 +235,8 @@ async function listenAddress(a: TcpserverArgs, PROG: string): Promise<string> {
   try {
     addrs = await resolveAddrs(host, { family: a.family === 0 ? 0 : a.family, timeoutMs: 30000 });
   } catch (e) {
-    const why = e instanceof DnsTemporaryError ? "timed out" : errorText(e);
+    // DJB's wording of the failure: "timed out", "temporary failure", "protocol error".
+    const why = e instanceof DnsTemporaryError ? e.reason : errorText(e);
     throw fatal(PROG, `temporarily unable to figure out IP address for ${host}: ${why}`);
   }
   if (addrs.length === 0) throw fatal(PROG, `no IP address for ${host}`);

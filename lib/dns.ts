@@ -8,13 +8,34 @@
  * The resolver is `$DNSCACHEIP` (djbdns's convention: one or more IP
  * addresses, port 53), else the `nameserver` lines of /etc/resolv.conf (read
  * once), else 127.0.0.1.
+ *
+ * Every answer is written by whoever can send a datagram, so it is checked
+ * as djbdns's dns_transmit checks it, and then some: a reply counts only
+ * from the server's address and port (a connected socket on a fresh random
+ * port), with the query's id (from the CSPRNG), exactly one question equal
+ * to ours (name compared case-insensitively, type, class IN) and the QR
+ * bit; anything else is ignored and the wait for the real reply goes on.
+ * Over TCP, a reply to another question fails that server. Of an accepted
+ * reply, only class-IN records owned by the question's name (or a name its
+ * CNAME chain leads to) are used. Names are handled as wire bytes and
+ * returned as djbdns's dns_domain_todot_cat prints them (toDot): lowercase
+ * ASCII with every byte outside a-z 0-9 - _ as `\ooo`; a name over 255
+ * bytes, a compression loop or a malformed message is DnsProtocolError.
+ * TXT data is returned as byte strings, unchanged.
  */
 import dgram from "node:dgram";
 import process from "node:process";
+import { byteString, utf8ByteString } from "./bytes.ts";
 
 /** A lookup failed for now (SERVFAIL, REFUSED, timeout, network error): try again later. */
 export class DnsTemporaryError extends Error {
-  constructor(message: string) {
+  /**
+   * @param message what happened, for logs
+   * @param reason the failure as DJB's tools word it after "temporarily
+   *   unable to figure out IP address for HOST: " ("timed out", "temporary
+   *   failure", "protocol error")
+   */
+  constructor(message: string, readonly reason = "temporary failure") {
     super(message);
     this.name = "DnsTemporaryError";
   }
@@ -45,7 +66,7 @@ const RCODE_NXDOMAIN = 3;
 
 /** The records of one type an answer holds, and the smallest TTL among them. */
 export interface Answer {
-  /** A/AAAA: address text; PTR: name; TXT: the record's strings joined. */
+  /** A/AAAA: address text; PTR/CNAME: the name as toDot prints it; TXT: the record's strings joined, a byte string. */
   values: string[];
   /** Seconds the answer may be cached (for an empty answer: a short negative TTL). */
   ttl: number;
@@ -191,28 +212,173 @@ export function ptrName(ip: string): string {
   return `${reverseName(ip)}.ip6.arpa`;
 }
 
-// ---------------------------------------------------------------- wire format
+// ---------------------------------------------------------------- names
 
-/** Encodes a DNS name as labels; throws TypeError for a label over 63 bytes. */
-export function encodeName(name: string): Uint8Array {
-  const enc = new TextEncoder();
-  const trimmed = name.endsWith(".") ? name.slice(0, -1) : name;
-  const parts: number[] = [];
-  if (trimmed !== "") {
-    for (const label of trimmed.split(".")) {
-      const b = enc.encode(label);
-      if (b.length === 0 || b.length > 63) throw new TypeError(`bad DNS name: ${name}`);
-      parts.push(b.length, ...b);
-    }
+/**
+ * A DNS message or name DNS cannot carry or that breaks the wire format: a
+ * label over 63 bytes, a name over 255 bytes, a truncated or looping
+ * message. A temporary failure whose reason is djbdns's "protocol error".
+ */
+export class DnsProtocolError extends DnsTemporaryError {
+  constructor(readonly detail: string) {
+    super("protocol error", "protocol error");
+    this.name = "DnsProtocolError";
   }
-  parts.push(0);
-  if (parts.length > 255) throw new TypeError(`DNS name too long: ${name}`);
-  return new Uint8Array(parts);
 }
 
+/** The longest name on the wire, its final zero byte included (RFC 1035, djbdns). */
+const MAX_NAME = 255;
+
+/**
+ * A dotted name as djbdns's dns_domain_fromdot reads it: `\ooo` (one to
+ * three octal digits) and `\c` give a byte, empty labels vanish, a label
+ * over 63 bytes or a name over 255 bytes throws DnsProtocolError. `name` is
+ * text (an argument, or toDot's ASCII): non-ASCII characters go as their
+ * UTF-8 bytes, as a C tool given the argument would send them; any byte
+ * can be written as `\ooo`. Returns the wire form (length-prefixed labels,
+ * then 0).
+ */
+export function fromDot(name: string): Uint8Array {
+  const src = utf8ByteString(name);
+  const out: number[] = [];
+  let label: number[] = [];
+  const endLabel = () => {
+    if (label.length === 0) return;
+    if (out.length + label.length + 1 > MAX_NAME - 1) {
+      throw new DnsProtocolError("name over 255 bytes");
+    }
+    out.push(label.length, ...label);
+    label = [];
+  };
+  for (let i = 0; i < src.length; i++) {
+    let ch = src.charCodeAt(i) & 0xff;
+    if (ch === 0x2e) {
+      endLabel();
+      continue;
+    }
+    if (ch === 0x5c) {
+      if (++i >= src.length) break; // a lone trailing backslash is dropped, as C does
+      ch = src.charCodeAt(i) & 0xff;
+      if (ch >= 0x30 && ch <= 0x37) {
+        ch -= 0x30;
+        for (let k = 0; k < 2 && i + 1 < src.length; k++) {
+          const d = src.charCodeAt(i + 1);
+          if (d < 0x30 || d > 0x37) break;
+          ch = ((ch << 3) + d - 0x30) & 0xff;
+          i++;
+        }
+      }
+    }
+    if (label.length >= 63) throw new DnsProtocolError("label over 63 bytes");
+    label.push(ch);
+  }
+  endLabel();
+  out.push(0);
+  return new Uint8Array(out);
+}
+
+/** fromDot under its older name: the wire form of a dotted name. */
+export const encodeName: (name: string) => Uint8Array = fromDot;
+
+/**
+ * A wire-form name as djbdns's dns_domain_todot_cat writes it: lowercased;
+ * a-z, 0-9, '-' and '_' kept; every other byte (a dot inside a label, NUL,
+ * '=', a newline, 8-bit bytes, ...) as a backslash and three octal digits;
+ * labels joined by dots; the root as ".". The result is printable ASCII, so
+ * it is safe in an environment, a log line and a rules key.
+ */
+export function toDot(wire: Uint8Array): string {
+  if (wire.length === 0 || wire[0] === 0) return ".";
+  let s = "";
+  for (let i = 0; i < wire.length;) {
+    const n = wire[i++];
+    if (n === 0) break;
+    if (s !== "") s += ".";
+    for (const end = Math.min(i + n, wire.length); i < end; i++) {
+      let c = wire[i];
+      if (c >= 0x41 && c <= 0x5a) c += 32;
+      if ((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f) {
+        s += String.fromCharCode(c);
+      } else {
+        s += "\\" + (c >> 6) + ((c >> 3) & 7) + (c & 7);
+      }
+    }
+  }
+  return s;
+}
+
+/** Whether two wire-form names are equal, ASCII letters compared case-insensitively (dns_domain_equal). */
+export function nameEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    let x = a[i], y = b[i];
+    if (x >= 0x41 && x <= 0x5a) x += 32;
+    if (y >= 0x41 && y <= 0x5a) y += 32;
+    if (x !== y) return false;
+  }
+  return true;
+}
+
+/**
+ * Reads a possibly compressed name at off (as djbdns's dns_packet_getname):
+ * returns its wire form and the offset after it. Throws DnsProtocolError for
+ * a name running off the message, a label type other than length or
+ * pointer, a name over 255 bytes, or more than 1000 steps (pointer loops).
+ */
+export function readName(msg: Uint8Array, off: number): [Uint8Array, number] {
+  const name: number[] = [];
+  let end = -1;
+  let steps = 0;
+  for (;;) {
+    if (off >= msg.length) throw new DnsProtocolError("truncated name");
+    if (++steps >= 1000) throw new DnsProtocolError("name pointer loop");
+    const len = msg[off];
+    if (len >= 0xc0) {
+      if (off + 1 >= msg.length) throw new DnsProtocolError("truncated pointer");
+      if (end < 0) end = off + 2;
+      off = ((len & 0x3f) << 8) | msg[off + 1];
+      continue;
+    }
+    if (len >= 0x40) throw new DnsProtocolError("bad label type");
+    if (name.length + 1 + len > MAX_NAME) throw new DnsProtocolError("name over 255 bytes");
+    if (off + 1 + len > msg.length) throw new DnsProtocolError("truncated label");
+    name.push(len);
+    if (len === 0) {
+      off += 1;
+      break;
+    }
+    for (let i = 1; i <= len; i++) name.push(msg[off + i]);
+    off += 1 + len;
+  }
+  return [new Uint8Array(name), end >= 0 ? end : off];
+}
+
+/**
+ * The offset after the name at off without reading it (dns_packet_skipname):
+ * a pointer ends it. Throws DnsProtocolError when it runs off the message.
+ */
+function skipName(msg: Uint8Array, off: number): number {
+  for (;;) {
+    if (off >= msg.length) throw new DnsProtocolError("truncated name");
+    const len = msg[off++];
+    if (len >= 0xc0) return off + 1;
+    if (len >= 0x40) throw new DnsProtocolError("bad label type");
+    if (len === 0) return off;
+    off += len;
+  }
+}
+
+/** Reads the name at off as dotted text (toDot), and the offset after it. */
+export function decodeName(msg: Uint8Array, off: number): [string, number] {
+  const [wire, next] = readName(msg, off);
+  return [toDot(wire), next];
+}
+
+// ---------------------------------------------------------------- messages
+
 /** A query packet for (name, type, class IN) with id and recursion desired. */
-export function encodeQuery(id: number, name: string, type: number): Uint8Array {
-  const qname = encodeName(name);
+export function encodeQuery(id: number, name: string | Uint8Array, type: number): Uint8Array {
+  const qname = typeof name === "string" ? fromDot(name) : name;
   const out = new Uint8Array(12 + qname.length + 4);
   const v = new DataView(out.buffer);
   v.setUint16(0, id);
@@ -220,53 +386,50 @@ export function encodeQuery(id: number, name: string, type: number): Uint8Array 
   v.setUint16(4, 1);
   out.set(qname, 12);
   v.setUint16(12 + qname.length, type);
-  v.setUint16(14 + qname.length, 1);
+  v.setUint16(14 + qname.length, CLASS_IN);
   return out;
 }
 
-/** Reads a possibly compressed name at off; returns it and the offset after it. */
-export function decodeName(msg: Uint8Array, off: number): [string, number] {
-  const labels: string[] = [];
-  let end = -1;
-  let hops = 0;
-  const dec = new TextDecoder("latin1");
-  while (true) {
-    if (off >= msg.length) throw new RangeError("truncated name");
-    const len = msg[off];
-    if (len === 0) {
-      off += 1;
-      break;
-    }
-    if ((len & 0xc0) === 0xc0) {
-      if (off + 1 >= msg.length) throw new RangeError("truncated pointer");
-      if (end < 0) end = off + 2;
-      off = ((len & 0x3f) << 8) | msg[off + 1];
-      if (++hops > 64) throw new RangeError("name pointer loop");
-      continue;
-    }
-    if (len > 63 || off + 1 + len > msg.length) throw new RangeError("bad label");
-    labels.push(dec.decode(msg.subarray(off + 1, off + 1 + len)));
-    off += 1 + len;
-  }
-  return [labels.join("."), end >= 0 ? end : off];
+const CLASS_IN = 1;
+
+/** One resource record of a response's answer section. */
+export interface ResourceRecord {
+  /** The owner name (wire form), or null when it cannot be read (never matches a question). */
+  owner: Uint8Array | null;
+  type: number;
+  class: number;
+  ttl: number;
+  /** The record data (a view into the message). */
+  data: Uint8Array;
+  /** Where the data starts in the message (names in it may point back). */
+  offset: number;
 }
 
-/** A parsed response: its id, flags, rcode and the answer section. */
+/** A parsed response: its id, flags, rcode, question and answer section. */
 export interface Response {
   id: number;
+  /** The QR bit: this is a response. */
+  isResponse: boolean;
   truncated: boolean;
   rcode: number;
-  question: { name: string; type: number } | null;
-  answers: { name: string; type: number; ttl: number; data: Uint8Array; offset: number }[];
+  /** The first question (wire-form name), null when there is none. */
+  question: { name: Uint8Array; type: number; class: number } | null;
+  /** How many questions the header announces. */
+  questionCount: number;
+  answers: ResourceRecord[];
   /** Minimum of the SOA TTL/minimum in the authority section (negative caching). */
   negativeTtl: number | null;
   /** The whole message (record data refers into it). */
   message: Uint8Array;
 }
 
-/** Parses a DNS response; throws RangeError when it is malformed. */
+/**
+ * Parses a DNS response. Throws DnsProtocolError (and nothing else) when it
+ * is malformed; names are bounded (255 bytes, 1000 steps), so no message
+ * makes it loop or allocate more than a bounded multiple of its size.
+ */
 export function decodeResponse(msg: Uint8Array): Response {
-  if (msg.length < 12) throw new RangeError("short DNS packet");
+  if (msg.length < 12) throw new DnsProtocolError("short DNS packet");
   const v = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
   const id = v.getUint16(0);
   const flags = v.getUint16(2);
@@ -274,45 +437,123 @@ export function decodeResponse(msg: Uint8Array): Response {
   let off = 12;
   let question: Response["question"] = null;
   for (let i = 0; i < qd; i++) {
-    const [name, next] = decodeName(msg, off);
-    if (next + 4 > msg.length) throw new RangeError("truncated question");
-    if (i === 0) question = { name, type: v.getUint16(next) };
-    off = next + 4;
+    if (i === 0) {
+      const [name, next] = readName(msg, off);
+      if (next + 4 > msg.length) throw new DnsProtocolError("truncated question");
+      question = { name, type: v.getUint16(next), class: v.getUint16(next + 2) };
+      off = next + 4;
+    } else {
+      off = skipName(msg, off) + 4;
+      if (off > msg.length) throw new DnsProtocolError("truncated question");
+    }
   }
-  const answers: Response["answers"] = [];
+  const answers: ResourceRecord[] = [];
   let negativeTtl: number | null = null;
   for (let i = 0; i < an + ns; i++) {
-    const [name, next] = decodeName(msg, off);
-    if (next + 10 > msg.length) throw new RangeError("truncated record");
+    const at = off;
+    const next = skipName(msg, off);
+    if (next + 10 > msg.length) throw new DnsProtocolError("truncated record");
     const type = v.getUint16(next);
+    const klass = v.getUint16(next + 2);
     const ttl = v.getUint32(next + 4);
     const rdlen = v.getUint16(next + 8);
     const start = next + 10;
-    if (start + rdlen > msg.length) throw new RangeError("truncated rdata");
+    if (start + rdlen > msg.length) throw new DnsProtocolError("truncated rdata");
     if (i < an) {
-      answers.push({ name, type, ttl, data: msg.subarray(start, start + rdlen), offset: start });
+      let owner: Uint8Array | null = null;
+      try {
+        owner = readName(msg, at)[0];
+      } catch (e) {
+        if (!(e instanceof DnsProtocolError)) throw e;
+        // An owner name that cannot be read matches no question: the record is ignored.
+      }
+      answers.push({
+        owner,
+        type,
+        class: klass,
+        ttl,
+        data: msg.subarray(start, start + rdlen),
+        offset: start,
+      });
     } else if (type === 6) {
       // SOA: negative TTL is min(record TTL, SOA minimum)
       try {
-        const [, a] = decodeName(msg, start);
-        const [, b] = decodeName(msg, a);
+        const [, a] = readName(msg, start);
+        const [, b] = readName(msg, a);
         if (b + 20 <= start + rdlen) {
           const minimum = v.getUint32(b + 16);
           negativeTtl = Math.min(ttl, minimum);
         }
-      } catch { /* ignore a bad SOA */ }
+      } catch (e) {
+        if (!(e instanceof DnsProtocolError)) throw e;
+        // a bad SOA only costs the negative TTL
+      }
     }
     off = start + rdlen;
   }
   return {
     id,
+    isResponse: (flags & 0x8000) !== 0,
     truncated: (flags & 0x0200) !== 0,
     rcode: flags & 0x0f,
     question,
+    questionCount: qd,
     answers,
     negativeTtl,
     message: msg,
   };
+}
+
+/**
+ * Whether raw is an answer to query (as djbdns's dns_transmit does, plus the
+ * QR bit): the same id, exactly one question, and that question equal to
+ * ours (name case-insensitively, type, class IN). Anything else, forged or
+ * stray, is not an answer and is ignored.
+ */
+export function answersQuery(raw: Uint8Array, query: Uint8Array): boolean {
+  if (raw.length < 12 || raw[0] !== query[0] || raw[1] !== query[1]) return false;
+  if ((raw[2] & 0x80) === 0 || raw[4] !== 0 || raw[5] !== 1) return false;
+  let name: Uint8Array, next: number;
+  try {
+    [name, next] = readName(raw, 12);
+  } catch {
+    return false;
+  }
+  const qname = query.subarray(12, query.length - 4);
+  if (!nameEqual(name, qname) || next + 4 > raw.length) return false;
+  for (let i = 0; i < 4; i++) if (raw[next + i] !== query[query.length - 4 + i]) return false;
+  return true;
+}
+
+/**
+ * The records of response that answer (qname, type): class IN, owned by the
+ * question's name or by a name the answer's CNAME chain leads to from it. A
+ * record owned by any other name (an attempt to plant data for it) is
+ * ignored.
+ */
+export function relevantRecords(resp: Response, qname: Uint8Array, type: number): ResourceRecord[] {
+  const owners: Uint8Array[] = [qname];
+  const owned = (r: ResourceRecord) =>
+    r.owner !== null && r.class === CLASS_IN && owners.some((o) => nameEqual(o, r.owner!));
+  if (type !== TYPE.CNAME) {
+    for (let grew = true; grew && owners.length < 16;) {
+      grew = false;
+      for (const r of resp.answers) {
+        if (r.type !== TYPE.CNAME || !owned(r)) continue;
+        let target: Uint8Array;
+        try {
+          target = readName(resp.message, r.offset)[0];
+        } catch (e) {
+          if (e instanceof DnsProtocolError) continue;
+          throw e;
+        }
+        if (owners.some((o) => nameEqual(o, target))) continue;
+        owners.push(target);
+        grew = true;
+      }
+    }
+  }
+  return resp.answers.filter((r) => r.type === type && owned(r));
 }
 
 function ipv6Text(b: Uint8Array): string {
@@ -338,8 +579,13 @@ function ipv6Text(b: Uint8Array): string {
   return hex.slice(0, bestAt).join(":") + "::" + hex.slice(bestAt + bestLen).join(":");
 }
 
-/** The value of one record in text: address, name, or TXT strings concatenated. */
-function recordText(msg: Uint8Array, r: Response["answers"][number]): string | null {
+/**
+ * The value of one record: A/AAAA address text (null for a record of the
+ * wrong size, which C skips too), a PTR/CNAME target as toDot text (throws
+ * DnsProtocolError when it cannot be read, as C's dns_name fails), TXT as the
+ * byte string of its strings concatenated.
+ */
+export function recordValue(msg: Uint8Array, r: ResourceRecord): string | null {
   const d = r.data;
   switch (r.type) {
     case TYPE.A:
@@ -347,13 +593,13 @@ function recordText(msg: Uint8Array, r: Response["answers"][number]): string | n
     case TYPE.AAAA:
       return d.length === 16 ? ipv6Text(d) : null;
     case TYPE.PTR:
-      return decodeName(msg, r.offset)[0];
+    case TYPE.CNAME:
+      return toDot(readName(msg, r.offset)[0]);
     case TYPE.TXT: {
       const parts: string[] = [];
-      const dec = new TextDecoder("latin1");
       for (let i = 0; i < d.length;) {
         const n = d[i];
-        parts.push(dec.decode(d.subarray(i + 1, i + 1 + n)));
+        parts.push(byteString(d.subarray(i + 1, i + 1 + n)));
         i += 1 + n;
       }
       return parts.join("");
@@ -367,14 +613,32 @@ function recordText(msg: Uint8Array, r: Response["answers"][number]): string | n
 const RETRANSMIT_MS = [1000, 3000, 11000, 45000];
 
 function abortError(): DnsTemporaryError {
-  return new DnsTemporaryError("DNS lookup aborted");
+  return new DnsTemporaryError("DNS lookup aborted", "timed out");
 }
 
-/** Sends query to one server over UDP, resolving the matching reply or null on timeout. */
+/** A 16-bit query id from the system's CSPRNG (a guessable id invites forged answers). */
+function randomId(): number {
+  return crypto.getRandomValues(new Uint16Array(1))[0];
+}
+
+/** Whether text address a and b are the same address. */
+function sameAddress(a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = isIPv6(a) ? expandIPv6(a) : null, y = isIPv6(b) ? expandIPv6(b) : null;
+  if (!x || !y) return false;
+  return x.every((v, i) => v === y[i]);
+}
+
+/**
+ * Sends query to one server over UDP from a fresh socket (a random port)
+ * connected to the server, so the kernel drops datagrams from any other
+ * address; resolves the first reply that answers the query (answersQuery)
+ * or null on timeout. Datagrams from elsewhere or answering something else
+ * are ignored and the wait goes on.
+ */
 function udpExchange(
   server: DnsServer,
   query: Uint8Array,
-  id: number,
   waitMs: number,
   signal?: AbortSignal,
 ): Promise<Uint8Array | null> {
@@ -392,22 +656,32 @@ function udpExchange(
       if (err) reject(err);
       else resolve(value);
     };
+    const netError = (e: Error) =>
+      finish(new DnsTemporaryError(`DNS network error: ${e.message}`, "timed out"), null);
     const onAbort = () => finish(abortError(), null);
     const timer = setTimeout(() => finish(null, null), waitMs);
     signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("error", (e) => finish(new DnsTemporaryError(`DNS network error: ${e.message}`), null));
+    sock.on("error", netError);
     sock.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
-      if (rinfo.port !== server.port) return;
-      if (msg.length < 2 || ((msg[0] << 8) | msg[1]) !== id) return;
-      finish(null, new Uint8Array(msg));
+      // connect() already filters; checked again in case a runtime does not.
+      if (rinfo.port !== server.port || !sameAddress(rinfo.address, server.address)) return;
+      const raw = new Uint8Array(msg);
+      if (!answersQuery(raw, query)) return;
+      finish(null, raw);
     });
-    sock.send(query, server.port, server.address, (e) => {
-      if (e) finish(new DnsTemporaryError(`DNS network error: ${e.message}`), null);
-    });
+    try {
+      sock.connect(server.port, server.address, () => {
+        sock.send(query, (e) => {
+          if (e) netError(e);
+        });
+      });
+    } catch (e) {
+      netError(e as Error);
+    }
   });
 }
 
-/** Sends query to one server over TCP (for truncated UDP answers). */
+/** Sends query to one server over TCP (for truncated UDP answers); the reply must answer it. */
 async function tcpExchange(
   server: DnsServer,
   query: Uint8Array,
@@ -438,16 +712,22 @@ async function tcpExchange(
         return buf;
       };
       const len = await readExact(2);
-      return await readExact((len[0] << 8) | len[1]);
+      const raw = await readExact((len[0] << 8) | len[1]);
+      // One exchange per connection: a reply to something else is this server's failure.
+      if (!answersQuery(raw, query)) throw new DnsProtocolError("TCP reply to another query");
+      return raw;
     })();
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DnsTemporaryError("DNS lookup timed out")), waitMs);
+      timer = setTimeout(
+        () => reject(new DnsTemporaryError("DNS lookup timed out", "timed out")),
+        waitMs,
+      );
     });
     return await Promise.race([work, timeout]);
   } catch (e) {
     if (e instanceof DnsTemporaryError) throw e;
     if (signal?.aborted) throw abortError();
-    throw new DnsTemporaryError(`DNS network error: ${(e as Error).message}`);
+    throw new DnsTemporaryError(`DNS network error: ${(e as Error).message}`, "timed out");
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
@@ -459,31 +739,35 @@ async function tcpExchange(
 
 /**
  * Asks for (name, type): UDP to each server in turn, retransmitting with
- * growing waits until timeoutMs; TCP when the answer is truncated. Resolves
- * the parsed response with rcode NOERROR or NXDOMAIN; throws
- * DnsTemporaryError for anything else.
+ * growing waits until timeoutMs; TCP when the answer is truncated. `name` is
+ * dotted text as fromDot reads it (escapes allowed) or a wire-form name.
+ * Only replies from the server asked, with the query's random id and its
+ * question, count (answersQuery). Resolves the parsed response with rcode
+ * NOERROR or NXDOMAIN; throws DnsTemporaryError for anything else
+ * (DnsProtocolError for a name DNS cannot carry or a malformed answer).
  */
 export async function query(
-  name: string,
+  name: string | Uint8Array,
   type: number,
   opts: LookupOptions = {},
 ): Promise<Response> {
+  const qname = typeof name === "string" ? fromDot(name) : name;
   const servers = opts.servers ?? defaultServers();
   const timeoutMs = opts.timeoutMs ?? 10000;
   const deadline = Date.now() + timeoutMs;
   const signal = opts.signal;
+  const timedOut = () => new DnsTemporaryError("DNS lookup timed out", "timed out");
   let lastError: DnsTemporaryError | null = null;
   for (const step of RETRANSMIT_MS) {
     let silent = 0;
     for (const server of servers) {
       if (signal?.aborted) throw abortError();
       const left = deadline - Date.now();
-      if (left <= 0) throw lastError ?? new DnsTemporaryError("DNS lookup timed out");
-      const id = (Math.random() * 0x10000) | 0;
-      const q = encodeQuery(id, name, type);
+      if (left <= 0) throw lastError ?? timedOut();
+      const q = encodeQuery(randomId(), qname, type);
       let raw: Uint8Array | null;
       try {
-        raw = await udpExchange(server, q, id, Math.min(step, left), signal);
+        raw = await udpExchange(server, q, Math.min(step, left), signal);
       } catch (e) {
         if (signal?.aborted) throw abortError();
         lastError = e instanceof DnsTemporaryError ? e : new DnsTemporaryError(String(e));
@@ -502,19 +786,20 @@ export async function query(
           );
         }
       } catch (e) {
-        lastError = e instanceof DnsTemporaryError
-          ? e
-          : new DnsTemporaryError(`bad DNS answer: ${e}`);
+        lastError = e instanceof DnsTemporaryError ? e : new DnsProtocolError(String(e));
         continue;
       }
       if (resp.rcode === 0 || resp.rcode === RCODE_NXDOMAIN) return resp;
-      lastError = new DnsTemporaryError(`DNS server failure (rcode ${resp.rcode})`);
+      lastError = new DnsTemporaryError(
+        `DNS server failure (rcode ${resp.rcode})`,
+        "temporary failure",
+      );
       // SERVFAIL/REFUSED from this server: try the next one
     }
     // Every server failed outright (no timeouts): asking again will not help.
     if (silent === 0 && lastError) throw lastError;
   }
-  throw lastError ?? new DnsTemporaryError("DNS lookup timed out");
+  throw lastError ?? timedOut();
 }
 
 // ---------------------------------------------------------------- cache
@@ -570,18 +855,26 @@ const NEGATIVE_TTL_CAP = 300;
 
 /**
  * The records of one type for name: [] for NXDOMAIN or no data. Throws
- * DnsTemporaryError on a temporary failure.
+ * DnsTemporaryError on a temporary failure (DnsProtocolError when name
+ * cannot be sent or the answer is malformed). Only answers that passed
+ * answersQuery and relevantRecords are used or cached.
  */
 export function lookup(name: string, type: number, opts: LookupOptions = {}): Promise<Answer> {
+  let qname: Uint8Array;
+  try {
+    qname = fromDot(name);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   const cache = opts.cache;
-  if (!cache) return ask(name, type, opts);
+  if (!cache) return ask(qname, type, opts);
   const via = opts.servers?.map((v) => `${v.address}#${v.port}`).join(",") ?? "";
-  const key = `${type}/${name.toLowerCase().replace(/\.$/, "")}/${via}`;
+  const key = `${type}/${toDot(qname)}/${via}`;
   const hit = cache.get(key);
   if (hit) return Promise.resolve(hit);
   const pending = cache.inflight.get(key);
   if (pending) return pending;
-  const p = ask(name, type, opts).then((answer) => {
+  const p = ask(qname, type, opts).then((answer) => {
     cache.set(key, answer);
     return answer;
   }).finally(() => cache.inflight.delete(key));
@@ -589,16 +882,17 @@ export function lookup(name: string, type: number, opts: LookupOptions = {}): Pr
   return p;
 }
 
-async function ask(name: string, type: number, opts: LookupOptions): Promise<Answer> {
-  const resp = await query(name, type, opts);
+async function ask(qname: Uint8Array, type: number, opts: LookupOptions): Promise<Answer> {
+  const resp = await query(qname, type, opts);
   const values: string[] = [];
   let ttl = Infinity;
-  for (const r of resp.answers) {
-    if (r.type !== type) continue;
-    const text = recordText(resp.message, r);
-    if (text === null) continue;
-    values.push(text);
+  for (const r of relevantRecords(resp, qname, type)) {
+    const value = recordValue(resp.message, r);
+    if (value === null) continue;
+    values.push(value);
     ttl = Math.min(ttl, r.ttl);
+    // djbdns's dns_name reads the first PTR only (a later, broken one must not fail the lookup).
+    if (type === TYPE.PTR) break;
   }
   return {
     values,
@@ -608,12 +902,17 @@ async function ask(name: string, type: number, opts: LookupOptions): Promise<Ans
 
 // ---------------------------------------------------------------- lookups
 
-/** The names of ip (PTR under in-addr.arpa or ip6.arpa). [] when there is none. */
+/**
+ * The name of ip (PTR under in-addr.arpa or ip6.arpa): [] when there is
+ * none, else the first PTR record's target as toDot text (djbdns-escaped,
+ * lowercased ASCII: it cannot carry a NUL, '=', a newline or an 8-bit byte).
+ * A name over 255 bytes or a malformed answer throws DnsProtocolError.
+ */
 export async function resolvePtr(ip: string, opts: LookupOptions = {}): Promise<string[]> {
   return (await lookup(ptrName(ip), TYPE.PTR, opts)).values;
 }
 
-/** The IPv4 addresses of name and their TTL; ips [] when there are none. */
+/** The IPv4 addresses of name (dotted text, escapes as fromDot) and their TTL; ips [] when there are none. */
 export async function resolveA(
   name: string,
   opts: LookupOptions = {},
@@ -622,7 +921,11 @@ export async function resolveA(
   return { ips: a.values, ttl: a.ttl };
 }
 
-/** The TXT records of name (each record's strings concatenated) and their TTL. */
+/**
+ * The TXT records of name, each record's strings concatenated as a byte
+ * string (the bytes as sent: cleaning them is the caller's job), and their
+ * TTL.
+ */
 export async function resolveTxt(
   name: string,
   opts: LookupOptions = {},
@@ -632,8 +935,11 @@ export async function resolveTxt(
 }
 
 /**
- * The addresses of name: family 4 (A), 6 (AAAA) or 0 (both; IPv4 first).
- * A literal address resolves to itself.
+ * The addresses of name: family 4 (A), 6 (AAAA) or 0 (both, asked at once;
+ * IPv4 first). A literal address resolves to itself. With both families a
+ * failing query does not hide the other's addresses: it throws only when no
+ * family gave an address and at least one failed (a resolver that refuses
+ * AAAA still lets an IPv4 name resolve, as DJB's and fehcom's tools do).
  */
 export async function resolveAddrs(
   name: string,
@@ -642,8 +948,14 @@ export async function resolveAddrs(
   const family = opts.family ?? 0;
   if (isIPv4(name)) return family === 6 ? [] : [name];
   if (isIPv6(name)) return family === 4 ? [] : [name];
+  const types = family === 4 ? [TYPE.A] : family === 6 ? [TYPE.AAAA] : [TYPE.A, TYPE.AAAA];
+  const results = await Promise.allSettled(types.map((t) => lookup(name, t, opts)));
   const out: string[] = [];
-  if (family !== 6) out.push(...(await lookup(name, TYPE.A, opts)).values);
-  if (family !== 4) out.push(...(await lookup(name, TYPE.AAAA, opts)).values);
+  let failure: unknown = undefined;
+  for (const r of results) {
+    if (r.status === "fulfilled") out.push(...r.value.values);
+    else failure ??= r.reason;
+  }
+  if (out.length === 0 && failure !== undefined) throw failure;
   return out;
 }

@@ -213,11 +213,9 @@ export async function hostAddresses(
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
   if (isIPv6(bare)) return family === 4 ? [] : [bare];
-  // DJB's dns_domain_fromdot: empty labels vanish, a label over 63 bytes is a protocol error.
+  // Empty labels vanish; lib/dns.ts fromDot reads escapes and throws DnsProtocolError
+  // ("protocol error", as DJB's dns_domain_fromdot) for a label over 63 or a name over 255 bytes.
   const labels = host.split(".").filter((l) => l !== "");
-  if (labels.some((l) => new TextEncoder().encode(l).length > 63)) {
-    throw new DnsTemporaryError("protocol error");
-  }
   const name = labels.join(".");
   if (host.endsWith(".")) {
     // fully qualified: no search domains
@@ -547,11 +545,7 @@ export async function connectClient(
     addresses = await hostAddresses(host, opts.family);
   } catch (e) {
     if (e instanceof DnsTemporaryError) {
-      const why = e.message === "protocol error"
-        ? e.message
-        : /time/i.test(e.message)
-        ? "timed out"
-        : "temporary failure";
+      const why = e.reason; // DJB's wording: timed out, temporary failure, protocol error
       throw fatal(prog, `temporarily unable to figure out IP address for ${host}: ${why}`);
     }
     // A name DNS cannot carry (an empty or overlong label): no address, as C says.

@@ -308,10 +308,6 @@ export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
   return { input, output, log };
 }
 
-function lower(name: string): string {
-  return name.replace(/\.$/, "").toLowerCase();
-}
-
 /**
  * A connection's fault state: the first error raised inside its handling
  * (see #guarded), and the promise that rejects with it.
@@ -685,7 +681,8 @@ export class TcpServer {
           timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
           cache: this.#dnsCache,
         }));
-      return names.length ? lower(names[0]) : null;
+      // Already as C prints it (lib/dns.ts toDot): lowercase, escaped, the root as ".".
+      return names.length ? names[0] : null;
     } catch (e) {
       const denied = permissionFault(e);
       if (denied) throw denied;

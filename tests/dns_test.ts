@@ -2,16 +2,21 @@
 import assert from "node:assert/strict";
 import {
   DnsCache,
+  DnsProtocolError,
   DnsTemporaryError,
   expandIPv6,
+  fromDot,
+  lookup,
+  nameEqual,
   ptrName,
   resolveA,
   resolveAddrs,
   resolvePtr,
   resolveTxt,
   reverseName,
+  toDot,
 } from "../lib/dns.ts";
-import { RTYPE, startDnsServer } from "./dns_server.ts";
+import { RTYPE, startDnsServer, wireName, type Zones } from "./dns_server.ts";
 
 const ZONES = {
   "host.test": { A: ["192.0.2.1", "192.0.2.2"], AAAA: ["2001:db8::1"], ttl: 120 },
@@ -207,6 +212,165 @@ Deno.test("dns: $DNSCACHEIP on port 53 (as the C tools use it)", async () => {
   } finally {
     if (saved === undefined) Deno.env.delete("DNSCACHEIP");
     else Deno.env.set("DNSCACHEIP", saved);
+    await dns.close();
+  }
+});
+
+// ---------------------------------------------------------------- hostile answers (issue 9)
+
+const big = "a".repeat(63);
+const EVIL = { PTR: ["evil.example"], A: ["192.0.2.66"], TXT: ["evil"] };
+
+/** The hostile zones: raw-byte names and texts, planted records, forged replies. */
+function hostileZones(): Zones {
+  return {
+    "11.0.0.127.in-addr.arpa": { PTR: [wireName("x\0INJECTED=yes", "example")] },
+    "12.0.0.127.in-addr.arpa": { PTR: [wireName("a\nb\x1bc\rd e:f%g\\h", "MiXeD")] },
+    "13.0.0.127.in-addr.arpa": { PTR: [wireName("\xe4\xf6\xfc\x80\x9f\xff", "test")] },
+    "14.0.0.127.in-addr.arpa": { PTR: [wireName("evil.com", "x")] },
+    "15.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, big)] },
+    "16.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, "a".repeat(61))] },
+    "17.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0])] },
+    // a compression pointer to itself (at: header, question, the record's owner pointer and fields)
+    "18.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0xc0, 12 + 25 + 4 + 12])] },
+    "x\\000injected\\075yes.example": { A: ["127.0.0.11"] },
+    "rfc2317.test": { CNAME: "11.0-25.0.0.127.in-addr.arpa" },
+    "11.0-25.0.0.127.in-addr.arpa": { PTR: ["classless.example"] },
+    "planted.test": {
+      A: ["192.0.2.7"],
+      extra: [
+        { owner: "victim.example", type: "A", value: "192.0.2.66" },
+        { owner: "planted.test", type: "A", value: "192.0.2.67", class: 3 },
+      ],
+    },
+    "txt.test": {
+      TXT: [Uint8Array.from([5, 0, 0x3d, 10, 0x80, 0x9f, 3, 0xe4, 0xff, 0x81])],
+    },
+    "forged.test": {
+      A: ["192.0.2.1"],
+      forged: [
+        { kind: "source", entry: EVIL },
+        { kind: "id", entry: EVIL },
+        { kind: "question", entry: EVIL, name: "evil.example" },
+      ],
+    },
+    "onlyforged.test": {
+      behaviour: "timeout",
+      forged: [
+        { kind: "source", entry: EVIL },
+        { kind: "id", entry: EVIL },
+        { kind: "question", entry: EVIL, name: "onlyforged.test.evil" },
+      ],
+    },
+    "tcpforged.test": { A: ["192.0.2.1"], behaviour: "truncate", tcpQuestion: "evil.example" },
+    "v4only.test": { A: ["127.0.0.1"], typeBehaviour: { AAAA: "refused" } },
+    "v6only.test": { AAAA: ["::1"], typeBehaviour: { A: "servfail" } },
+    "neither.test": { A: [], typeBehaviour: { AAAA: "servfail" } },
+  };
+}
+
+Deno.test("dns: toDot escapes as djbdns's dns_domain_todot_cat; fromDot reads it back", () => {
+  assert.equal(toDot(wireName("x\0INJECTED=yes", "Example")), "x\\000injected\\075yes.example");
+  assert.equal(toDot(wireName("a.b", "c-d_e", "\xff\n")), "a\\056b.c-d_e.\\377\\012");
+  assert.equal(toDot(new Uint8Array([0])), ".");
+  for (const name of ["x\\000injected\\075yes.example", "a\\056b.c", "\\377\\134"]) {
+    assert.equal(toDot(fromDot(name)), name);
+  }
+  assert.deepEqual(fromDot("A\\056b\\1\\12x\\"), wireName("A.b\x01\nx"));
+  assert.deepEqual(fromDot("a..b."), wireName("a", "b"));
+  assert.throws(() => fromDot(`${"a".repeat(64)}.test`), DnsProtocolError);
+  assert.throws(() => fromDot([big, big, big, big].join(".")), DnsProtocolError);
+  assert.equal(fromDot([big, big, big, "a".repeat(61)].join(".")).length, 255);
+  assert.equal(nameEqual(fromDot("HOST.test"), fromDot("host.TEST")), true);
+  assert.equal(nameEqual(fromDot("h\\304"), fromDot("h\\344")), false); // only ASCII folds
+});
+
+Deno.test("dns: hostile PTR names come back escaped, bounded, or not at all", async () => {
+  const dns = await startDnsServer(hostileZones(), { port: 0 });
+  const servers = [{ address: dns.address, port: dns.port }];
+  try {
+    const ptr = (ip: string) => resolvePtr(ip, { servers });
+    assert.deepEqual(await ptr("127.0.0.11"), ["x\\000injected\\075yes.example"]);
+    assert.deepEqual(await ptr("127.0.0.12"), [
+      "a\\012b\\033c\\015d\\040e\\072f\\045g\\134h.mixed",
+    ]);
+    assert.deepEqual(await ptr("127.0.0.13"), ["\\344\\366\\374\\200\\237\\377.test"]);
+    assert.deepEqual(await ptr("127.0.0.14"), ["evil\\056com.x"]);
+    await assert.rejects(ptr("127.0.0.15"), DnsProtocolError); // 256 bytes
+    assert.deepEqual(await ptr("127.0.0.16"), [[big, big, big, "a".repeat(61)].join(".")]);
+    assert.deepEqual(await ptr("127.0.0.17"), ["."]);
+    await assert.rejects(ptr("127.0.0.18"), DnsProtocolError); // pointer loop
+    // the escaped name is queried as its original bytes (tcpserver -p)
+    assert.deepEqual(await resolveAddrs("x\\000injected\\075yes.example", { servers, family: 4 }), [
+      "127.0.0.11",
+    ]);
+    assert.equal(dns.queries.at(-1)!.name, "x\0injected=yes.example");
+    // RFC 2317: a PTR reached through a CNAME in the answer
+    const viaCname = await lookup("rfc2317.test", RTYPE.PTR, { servers });
+    assert.deepEqual(viaCname.values, ["classless.example"]);
+  } finally {
+    await dns.close();
+  }
+});
+
+Deno.test("dns: TXT data is the byte string of the bytes sent (no windows-1252)", async () => {
+  const dns = await startDnsServer(hostileZones(), { port: 0 });
+  try {
+    const t = await resolveTxt("txt.test", { servers: [{ address: dns.address, port: dns.port }] });
+    assert.deepEqual(t.texts, ["\0=\n\x80\x9f\xe4\xff\x81"]);
+  } finally {
+    await dns.close();
+  }
+});
+
+Deno.test("dns: forged replies (other source, wrong id, other question, TCP) are not used or cached", async () => {
+  const dns = await startDnsServer(hostileZones(), { port: 0 });
+  const servers = [{ address: dns.address, port: dns.port }];
+  const cache = new DnsCache();
+  try {
+    // forged replies arrive first; the real one is still taken
+    assert.deepEqual((await resolveA("forged.test", { servers, cache })).ips, ["192.0.2.1"]);
+    // nothing but forged replies: the lookup times out and nothing is cached
+    await assert.rejects(
+      resolveA("onlyforged.test", { servers, cache, timeoutMs: 1200 }),
+      DnsTemporaryError,
+    );
+    assert.equal(cache.size, 1);
+    dns.zones["onlyforged.test"] = { A: ["192.0.2.2"] };
+    assert.deepEqual((await resolveA("onlyforged.test", { servers, cache })).ips, ["192.0.2.2"]);
+    // over TCP, an answer to another question fails the lookup
+    await assert.rejects(resolveA("tcpforged.test", { servers }), DnsTemporaryError);
+    // records owned by other names, or of another class, are ignored
+    assert.deepEqual((await resolveA("planted.test", { servers })).ips, ["192.0.2.7"]);
+  } finally {
+    await dns.close();
+  }
+});
+
+Deno.test("dns: query ids come from the CSPRNG (not Math.random)", async () => {
+  const dns = await startDnsServer(structuredClone(ZONES), { port: 0 });
+  const random = Math.random;
+  Math.random = () => 0.5;
+  try {
+    const servers = [{ address: dns.address, port: dns.port }];
+    for (let i = 0; i < 8; i++) await resolveA("host.test", { servers });
+    assert.ok(new Set(dns.queries.map((q) => q.id)).size > 1, "every query had the same id");
+  } finally {
+    Math.random = random;
+    await dns.close();
+  }
+});
+
+Deno.test("dns: resolveAddrs uses the family that answered; fails only when all failed", async () => {
+  const dns = await startDnsServer(hostileZones(), { port: 0 });
+  const servers = [{ address: dns.address, port: dns.port }];
+  try {
+    assert.deepEqual(await resolveAddrs("v4only.test", { servers }), ["127.0.0.1"]);
+    assert.deepEqual(await resolveAddrs("v6only.test", { servers }), ["::1"]);
+    await assert.rejects(resolveAddrs("v4only.test", { servers, family: 6 }), DnsTemporaryError);
+    await assert.rejects(resolveAddrs("neither.test", { servers }), DnsTemporaryError);
+    await assert.rejects(resolveAddrs(`${"a".repeat(64)}.test`, { servers }), DnsProtocolError);
+  } finally {
     await dns.close();
   }
 });

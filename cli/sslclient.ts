@@ -16,10 +16,10 @@ import {
   tcpclient,
 } from "../lib/tcpclient.ts";
 import {
+  applySslEnvironment,
   connectTlsSocket,
   HandshakeError,
   lingeringClose,
-  sslEnvironment,
   sslVariables,
 } from "../lib/tls.ts";
 
@@ -166,9 +166,7 @@ export async function main(args: string[]): Promise<number> {
         }
         if (verbose) stderrLine(`${PROG}: ssl connect`);
         sslVariables(env, tcpEnv, true);
-        if (sslEnv) {
-          for (const [k, v] of Object.entries(sslEnvironment(r.info, "SERVER"))) env.set(k, v);
-        }
+        if (sslEnv) applySslEnvironment(env, r.info, "SERVER");
         const socket = r.socket;
         return {
           stream: socket,

@@ -897,7 +897,8 @@ const TCP_ONLY = [...TCP_VARIABLES, ...V6_ONLY];
 
 /**
  * ucspi-ssl's environment from tcpserver's or tcpclient's: SSL* copies of
- * the TCP* variables, and no TCP* unless tcpEnv (-e). PROTO: sslserver sets
+ * the TCP* variables, and no TCP* unless tcpEnv (-e); sslclient never sets
+ * TCP6* (as ucspi-ssl's). PROTO: sslserver sets
  * SSL (TCP/TCP6 with -e, as ucspi-ssl); sslclient (client: true) sets SSL,
  * or SSL6 for an IPv6 connection.
  */
@@ -909,6 +910,10 @@ export function sslVariables(env: Map<string, string>, tcpEnv: boolean, client =
     else env.set(to, v);
   }
   if (!tcpEnv) { for (const k of TCP_ONLY) env.delete(k); }
+  // ucspi-ssl's sslclient -e sets the TCP* names only, never TCP6* (nor
+  // may a TCP6* variable inherited from our own environment pass for this
+  // connection's).
+  if (client) { for (const k of V6_ONLY) env.delete(k); }
   if (client) env.set("PROTO", v6 ? "SSL6" : "SSL");
   else if (!tcpEnv) env.set("PROTO", "SSL");
 }

@@ -33,17 +33,21 @@ export class CertMaker {
    */
   async make(
     name: string,
-    subj: string | { dn: string[]; utf8?: boolean },
+    subj: string | { dn: string[]; utf8?: boolean; mask?: string; oids?: string[] },
     issuer: string,
     ext: string[],
     days = 3,
   ): Promise<string> {
     const conf = `${this.dir}/${name}.cnf`;
-    let text = "[req]\ndistinguished_name=dn\nprompt=no\n";
+    let text = typeof subj !== "string" && subj.oids
+      ? `oid_section=oids\n[oids]\n${subj.oids.join("\n")}\n`
+      : "";
+    text += "[req]\ndistinguished_name=dn\nprompt=no\n";
+    if (typeof subj !== "string" && subj.mask) text += `string_mask=${subj.mask}\n`;
     text += typeof subj === "string" ? "[dn]\nCN=unused\n" : `[dn]\n${subj.dn.join("\n")}\n`;
     text += `[ext]\n${ext.join("\n")}\n`;
     await Deno.writeFile(conf, latin1(text));
-    const subjArgs = typeof subj === "string" ? ["-subj", subj] : [];
+    const subjArgs = typeof subj === "string" ? ["-subj", subj, "-multivalue-rdn"] : [];
     const utf8 = typeof subj !== "string" && subj.utf8 ? ["-utf8"] : [];
     const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
     if (issuer === "self") {

@@ -2,12 +2,14 @@
  * Client certificate verification (lib/tls/verify.ts) against OpenSSL's own
  * verdict: for a corpus of good and bad chains made by openssl here, our
  * result equals `openssl verify -purpose sslclient -CAfile trusted
- * -untrusted sent [-verify_depth N] [-attime T] leaf`, reason included.
+ * -untrusted sent [-verify_depth N] [-attime T] leaf`, reason included;
+ * and sslserver -m applies it to the chain a real client sends.
  */
 import assert from "node:assert/strict";
 import { VerifiableCert, verifyClientChain } from "../lib/tls/verify.ts";
 import { tempDir } from "./helpers.ts";
 import { CertMaker } from "./ssl_certmaker.ts";
+import { sClient, startTool } from "./ssl_fixtures.ts";
 
 const CA = ["basicConstraints=critical,CA:true", "keyUsage=critical,keyCertSign,cRLSign"];
 const CLIENT = ["extendedKeyUsage=clientAuth"];
@@ -24,48 +26,56 @@ interface Case {
 }
 
 async function corpus(m: CertMaker): Promise<Case[]> {
-  await m.make("root", "/O=test/CN=Root", "self", CA, 30);
-  await m.make("inter", "/O=test/CN=Inter", "root", CA, 30);
-  await m.make("inter2", "/O=test/CN=Inter 2", "inter", CA, 30);
-  await m.make("deep", "/CN=deep leaf", "inter2", CLIENT, 30);
-  await m.make("good", "/CN=good", "root", CLIENT, 30);
-  await m.make("noeku", "/CN=no eku", "root", [], 30);
-  await m.make("viainter", "/CN=via inter", "inter", CLIENT, 30);
-  await m.make("server", "/CN=server only", "root", ["extendedKeyUsage=serverAuth"], 30);
-  await m.make("anyeku", "/CN=any eku", "root", ["extendedKeyUsage=anyExtendedKeyUsage"], 30);
-  await m.make("both", "/CN=both", "root", ["extendedKeyUsage=serverAuth,clientAuth"], 30);
-  await m.make("kuenc", "/CN=ku enc", "root", ["keyUsage=keyEncipherment"], 30);
-  await m.make("kuagree", "/CN=ku agree", "root", ["keyUsage=keyAgreement"], 30);
-  await m.make("nsserver", "/CN=ns server", "root", ["nsCertType=server"], 30);
-  await m.make("nsclient", "/CN=ns client", "root", ["nsCertType=client"], 30);
-  await m.make("noca", "/CN=not a CA", "root", ["basicConstraints=CA:false"], 30);
-  await m.make("bynoca", "/CN=by non-CA", "noca", CLIENT, 30);
-  await m.make("nobc", "/CN=no BC", "root", ["keyUsage=keyCertSign"], 30);
-  await m.make("bynobc", "/CN=by no BC", "nobc", CLIENT, 30);
-  await m.make("nosign", "/CN=CA no certSign", "root", [
-    "basicConstraints=critical,CA:true",
-    "keyUsage=digitalSignature",
-  ], 30);
-  await m.make("bynosign", "/CN=by no certSign", "nosign", CLIENT, 30);
-  await m.make("srvca", "/CN=serverAuth CA", "root", [...CA, "extendedKeyUsage=serverAuth"], 30);
-  await m.make("bysrvca", "/CN=by serverAuth CA", "srvca", CLIENT, 30);
-  await m.make("p0", "/CN=pathlen 0", "root", [
-    "basicConstraints=critical,CA:true,pathlen:0",
-    "keyUsage=keyCertSign",
-  ], 30);
-  await m.make("byp0", "/CN=by pathlen 0", "p0", CLIENT, 30);
-  await m.make("underp0", "/CN=under pathlen 0", "p0", CA, 30);
-  await m.make("belowp0", "/CN=below pathlen 0", "underp0", CLIENT, 30);
-  await m.make("shortleaf", "/CN=short leaf", "root", CLIENT, 3);
-  await m.make("shortroot", "/CN=Short Root", "self", CA, 3);
-  await m.make("longleaf", "/CN=long leaf", "shortroot", CLIENT, 30);
-  await m.make("stranger", "/CN=Stranger Root", "self", CA, 30);
-  await m.make("bystranger", "/CN=by stranger", "stranger", CLIENT, 30);
-  await m.make("fakeroot", "/O=test/CN=Root", "self", CA, 30);
-  await m.make("byfake", "/CN=by fake root", "fakeroot", CLIENT, 30);
-  await m.make("selfleaf", "/CN=self leaf", "self", CLIENT, 30);
-  await m.make("critical", "/CN=critical", "root", [...CLIENT, "1.2.3.4=critical,ASN1:NULL"], 30);
-  await m.make("noncritical", "/CN=noncritical", "root", [...CLIENT, "1.2.3.4=ASN1:NULL"], 30);
+  await Promise.all([
+    m.make("root", "/O=test/CN=Root", "self", CA, 30),
+    m.make("shortroot", "/CN=Short Root", "self", CA, 3),
+    m.make("stranger", "/CN=Stranger Root", "self", CA, 30),
+    m.make("fakeroot", "/O=test/CN=Root", "self", CA, 30),
+    m.make("selfleaf", "/CN=self leaf", "self", CLIENT, 30),
+  ]);
+  await Promise.all([
+    m.make("inter", "/O=test/CN=Inter", "root", CA, 30),
+    m.make("good", "/CN=good", "root", CLIENT, 30),
+    m.make("noeku", "/CN=no eku", "root", [], 30),
+    m.make("server", "/CN=server only", "root", ["extendedKeyUsage=serverAuth"], 30),
+    m.make("anyeku", "/CN=any eku", "root", ["extendedKeyUsage=anyExtendedKeyUsage"], 30),
+    m.make("both", "/CN=both", "root", ["extendedKeyUsage=serverAuth,clientAuth"], 30),
+    m.make("kuenc", "/CN=ku enc", "root", ["keyUsage=keyEncipherment"], 30),
+    m.make("kuagree", "/CN=ku agree", "root", ["keyUsage=keyAgreement"], 30),
+    m.make("nsserver", "/CN=ns server", "root", ["nsCertType=server"], 30),
+    m.make("nsclient", "/CN=ns client", "root", ["nsCertType=client"], 30),
+    m.make("noca", "/CN=not a CA", "root", ["basicConstraints=CA:false"], 30),
+    m.make("nobc", "/CN=no BC", "root", ["keyUsage=keyCertSign"], 30),
+    m.make("nosign", "/CN=CA no certSign", "root", [
+      "basicConstraints=critical,CA:true",
+      "keyUsage=digitalSignature",
+    ], 30),
+    m.make("srvca", "/CN=serverAuth CA", "root", [...CA, "extendedKeyUsage=serverAuth"], 30),
+    m.make("p0", "/CN=pathlen 0", "root", [
+      "basicConstraints=critical,CA:true,pathlen:0",
+      "keyUsage=keyCertSign",
+    ], 30),
+    m.make("shortleaf", "/CN=short leaf", "root", CLIENT, 3),
+    m.make("longleaf", "/CN=long leaf", "shortroot", CLIENT, 30),
+    m.make("bystranger", "/CN=by stranger", "stranger", CLIENT, 30),
+    m.make("byfake", "/CN=by fake root", "fakeroot", CLIENT, 30),
+    m.make("critical", "/CN=critical", "root", [...CLIENT, "1.2.3.4=critical,ASN1:NULL"], 30),
+    m.make("noncritical", "/CN=noncritical", "root", [...CLIENT, "1.2.3.4=ASN1:NULL"], 30),
+  ]);
+  await Promise.all([
+    m.make("inter2", "/O=test/CN=Inter 2", "inter", CA, 30),
+    m.make("viainter", "/CN=via inter", "inter", CLIENT, 30),
+    m.make("bynoca", "/CN=by non-CA", "noca", CLIENT, 30),
+    m.make("bynobc", "/CN=by no BC", "nobc", CLIENT, 30),
+    m.make("bynosign", "/CN=by no certSign", "nosign", CLIENT, 30),
+    m.make("bysrvca", "/CN=by serverAuth CA", "srvca", CLIENT, 30),
+    m.make("byp0", "/CN=by pathlen 0", "p0", CLIENT, 30),
+    m.make("underp0", "/CN=under pathlen 0", "p0", CA, 30),
+  ]);
+  await Promise.all([
+    m.make("deep", "/CN=deep leaf", "inter2", CLIENT, 30),
+    m.make("belowp0", "/CN=below pathlen 0", "underp0", CLIENT, 30),
+  ]);
   const all: Case[] = [
     { name: "good", leaf: "good", trusted: ["root"] },
     { name: "no extended key usage", leaf: "noeku", trusted: ["root"] },
@@ -169,6 +179,64 @@ Deno.test("client certificate verdicts equal openssl verify -purpose sslclient",
     assert.deepEqual(diffs, []);
     // the corpus has both kinds
     assert.ok(failures > 10 && failures < cases.length - 10, `${failures} of ${cases.length}`);
+  } finally {
+    await dir.cleanup();
+  }
+});
+
+Deno.test("sslserver -m: the client's chain is verified as OpenSSL does (sent intermediates, purpose, CA, depth)", async () => {
+  const dir = await tempDir();
+  try {
+    const m = new CertMaker(dir.path);
+    await m.make("root", "/O=test/CN=Root", "self", CA, 30);
+    await Promise.all([
+      m.make("server", "/CN=localhost", "root", [
+        "extendedKeyUsage=serverAuth",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      ]),
+      m.make("inter", "/O=test/CN=Inter", "root", CA, 30),
+      m.make("noca", "/CN=not a CA", "root", ["basicConstraints=CA:false"], 30),
+      m.make("serveronly", "/CN=server only", "root", ["extendedKeyUsage=serverAuth"], 30),
+    ]);
+    await Promise.all([
+      m.make("viainter", "/CN=via inter", "inter", CLIENT, 30),
+      m.make("bynoca", "/CN=by non-CA", "noca", CLIENT, 30),
+    ]);
+    const prog = ["sh", "-c", 'echo "$SSL_CLIENT_VERIFY $SSL_CLIENT_S_DN"'];
+    const start = (depth: string) =>
+      startTool("sslserver", ["-1", "-m", "-s", "-RH", "-l0", "127.0.0.1", "0", ...prog], {
+        CERTFILE: m.path("server"),
+        KEYFILE: `${m.dir}/server.key`,
+        CAFILE: m.path("root"),
+        VERIFYDEPTH: depth,
+      });
+    const as = (port: number, leaf: string, chain?: string) =>
+      sClient(port, "", [
+        "-CAfile",
+        m.path("root"),
+        "-cert",
+        m.path(leaf),
+        "-key",
+        `${m.dir}/${leaf}.key`,
+        ...(chain ? ["-cert_chain", m.path(chain)] : []),
+      ]);
+    const one = await start("1");
+    try {
+      assert.equal((await as(one.port, "viainter", "inter")).out, "SUCCESS /CN=via inter\n");
+      for (const [leaf, chain] of [["viainter"], ["serveronly"], ["bynoca", "noca"]]) {
+        assert.equal((await as(one.port, leaf, chain)).out, "", leaf);
+      }
+      await one.waitLine(/unable to validate client certificate$/);
+    } finally {
+      await one.stop();
+    }
+    const zero = await start("0");
+    try {
+      assert.equal((await as(zero.port, "viainter", "inter")).out, "");
+      await zero.waitLine(/unable to validate client certificate$/);
+    } finally {
+      await zero.stop();
+    }
   } finally {
     await dir.cleanup();
   }

@@ -810,15 +810,25 @@ export const SSL_SESSION_VARIABLES = [
   "SSL_VERSION_LIBRARY",
 ];
 
+/**
+ * OpenSSL's bound on a one-line name (NAME_ONELINE_MAX): a longer one is
+ * an error there, and ucspi-ssl then leaves the variable unset; so do we
+ * (for the components too), so a huge certificate cannot make huge variables.
+ */
+const NAME_ONELINE_MAX = 1024 * 1024;
+
 /** The variables of one certificate, from its DER (see lib/tls/x509.ts). */
 function certificateVariables(env: Record<string, string>, side: string, c: Certificate): void {
   const p = `SSL_${side}_`;
+  const put = (k: string, v: string) => {
+    if (v.length <= NAME_ONELINE_MAX) env[k] = v;
+  };
   env[`${p}M_VERSION`] = String(c.version);
   env[`${p}M_SERIAL`] = serialDecimal(c.serial);
-  env[`${p}S_DN`] = oneLine(c.subject);
-  for (const [k, v] of nameComponents(c.subject)) env[`${p}S_DN_${k}`] = v;
-  env[`${p}I_DN`] = oneLine(c.issuer);
-  for (const [k, v] of nameComponents(c.issuer)) env[`${p}I_DN_${k}`] = v;
+  put(`${p}S_DN`, oneLine(c.subject));
+  for (const [k, v] of nameComponents(c.subject)) put(`${p}S_DN_${k}`, v);
+  put(`${p}I_DN`, oneLine(c.issuer));
+  for (const [k, v] of nameComponents(c.issuer)) put(`${p}I_DN_${k}`, v);
   env[`${p}A_SIG`] = algorithmName(c.signatureOid);
   env[`${p}A_KEY`] = algorithmName(c.keyOid);
   env[`${p}V_START`] = c.notBeforeText;

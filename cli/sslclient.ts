@@ -8,18 +8,22 @@
  */
 import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
 import { getopt, scanUlong } from "../lib/getopt.ts";
+import type { Duplex } from "node:stream";
+import type tls from "node:tls";
 import {
   applyClientOption,
+  connectClient,
   defaultClientOptions,
   remotePort,
   stderrLine,
   tcpclient,
 } from "../lib/tcpclient.ts";
 import {
+  applySslEnvironment,
+  type ConnectOptions,
   connectTlsSocket,
   HandshakeError,
   lingeringClose,
-  sslEnvironment,
   sslVariables,
 } from "../lib/tls.ts";
 
@@ -57,9 +61,24 @@ async function caDir(dir: string): Promise<string> {
   return text;
 }
 
-export async function main(args: string[]): Promise<number> {
-  const opts = defaultClientOptions();
-  const parsed = getopt(PROG, args, SPEC, USAGE);
+/** A parsed sslclient command line, ready to connect. */
+interface Parsed {
+  opts: ReturnType<typeof defaultClientOptions>;
+  host: string;
+  portNumber: number;
+  argv: string[];
+  tls: Omit<ConnectOptions, "timeoutMs" | "host">;
+  tcpEnv: boolean;
+  sslEnv: boolean;
+  timeoutMs: number;
+}
+
+/** Parses args and reads the files they name; `needProgram`: a program must follow host port. */
+async function parse(
+  parsed: ReturnType<typeof getopt>,
+  opts: ReturnType<typeof defaultClientOptions>,
+  needProgram: boolean,
+): Promise<Parsed> {
   let cafile: string | undefined = Deno.env.get("CAFILE") || undefined;
   let cadir: string | undefined;
   let certfile: string | undefined, keyfile: string | undefined, ciphers: string | undefined;
@@ -117,58 +136,66 @@ export async function main(args: string[]): Promise<number> {
         applyClientOption(opts, o, PROG, USAGE);
     }
   }
-  try {
-    let [host, port, ...argv] = parsed.rest;
-    if (host === undefined || port === undefined) throw usage(PROG, USAGE);
-    if (host === "" || host === "0") host = opts.family === 4 ? "127.0.0.1" : "::1";
-    const portNumber = remotePort(PROG, port);
-    if (argv.length === 0) throw usage(PROG, USAGE);
-    let passphrase: string | undefined;
-    if (password) {
-      try {
-        const d = await Deno.readFile("/dev/fd/3");
-        const nul = d.indexOf(0);
-        passphrase = new TextDecoder().decode(nul >= 0 ? d.subarray(0, nul) : d);
-      } catch (e) {
-        throw fatal(PROG, `unable to read password: ${errorText(e)}`);
-      }
+  let [host, port, ...argv] = parsed.rest;
+  if (host === undefined || port === undefined) throw usage(PROG, USAGE);
+  if (host === "" || host === "0") host = opts.family === 4 ? "127.0.0.1" : "::1";
+  const portNumber = remotePort(PROG, port);
+  if (needProgram && argv.length === 0) throw usage(PROG, USAGE);
+  let passphrase: string | undefined;
+  if (password) {
+    try {
+      const d = await Deno.readFile("/dev/fd/3");
+      const nul = d.indexOf(0);
+      passphrase = new TextDecoder().decode(nul >= 0 ? d.subarray(0, nul) : d);
+    } catch (e) {
+      throw fatal(PROG, `unable to read password: ${errorText(e)}`);
     }
-    let ca: string | undefined;
-    if (cafile) ca = await readFile(cafile, "unable to load CA list");
-    if (cadir) ca = (ca ?? "") + await caDir(cadir);
-    const cert = certfile ? await readFile(certfile, "unable to load certificate") : undefined;
-    const key = keyfile
-      ? await readFile(keyfile, "unable to load key pair")
-      : certfile
-      ? cert
-      : undefined;
-    const [t0, t1] = opts.connTimeout;
-    const timeoutMs = Math.max(t0 + t1, 1) * 1000;
-    const verbose = opts.verbosity >= 2;
-    return await tcpclient(PROG, opts, host, portNumber, argv, {
+  }
+  let ca: string | undefined;
+  if (cafile) ca = await readFile(cafile, "unable to load CA list");
+  if (cadir) ca = (ca ?? "") + await caDir(cadir);
+  const cert = certfile ? await readFile(certfile, "unable to load certificate") : undefined;
+  const key = keyfile
+    ? await readFile(keyfile, "unable to load key pair")
+    : certfile
+    ? cert
+    : undefined;
+  const [t0, t1] = opts.connTimeout;
+  return {
+    opts,
+    host,
+    portNumber,
+    argv,
+    tls: { verifyServer, checkName, ca, cert, key, passphrase, ciphers },
+    tcpEnv,
+    sslEnv,
+    timeoutMs: Math.max(t0 + t1, 1) * 1000,
+  };
+}
+
+/** The handshake over a connected socket, with sslclient's messages on failure. */
+async function secureSocket(p: Parsed, sock: Duplex) {
+  let r;
+  try {
+    r = await connectTlsSocket(sock, { ...p.tls, host: p.host, timeoutMs: p.timeoutMs });
+  } catch (e) {
+    if (e instanceof HandshakeError && e.verification) throw fatal(PROG, e.message);
+    throw fatal(PROG, `unable to SSL connect: ${(e as Error).message}`);
+  }
+  if (p.opts.verbosity >= 2) stderrLine(`${PROG}: ssl connect`);
+  return r;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const opts = defaultClientOptions();
+  const parsed = getopt(PROG, args, SPEC, USAGE);
+  try {
+    const p = await parse(parsed, opts, true);
+    return await tcpclient(PROG, opts, p.host, p.portNumber, p.argv, {
       async secure(sock, env) {
-        let r;
-        try {
-          r = await connectTlsSocket(sock, {
-            host,
-            verifyServer,
-            checkName,
-            ca,
-            cert,
-            key,
-            passphrase,
-            ciphers,
-            timeoutMs,
-          });
-        } catch (e) {
-          if (e instanceof HandshakeError && e.verification) throw fatal(PROG, e.message);
-          throw fatal(PROG, `unable to SSL connect: ${(e as Error).message}`);
-        }
-        if (verbose) stderrLine(`${PROG}: ssl connect`);
-        sslVariables(env, tcpEnv, true);
-        if (sslEnv) {
-          for (const [k, v] of Object.entries(sslEnvironment(r.info, "SERVER"))) env.set(k, v);
-        }
+        const r = await secureSocket(p, sock);
+        sslVariables(env, p.tcpEnv, true);
+        if (p.sslEnv) applySslEnvironment(env, r.info, "SERVER");
         const socket = r.socket;
         return {
           stream: socket,
@@ -179,6 +206,42 @@ export async function main(args: string[]): Promise<number> {
     });
   } catch (e) {
     if (e instanceof ToolError && (opts.verbosity === 0 || e.message === "")) return e.exitCode;
+    throw e;
+  }
+}
+
+/**
+ * sslclient's connection and handshake from an sslclient command line
+ * without a program (host port last), handing the secured socket to
+ * `conversation` instead (https@). Resolves once the conversation is done
+ * and the socket closed; sslclient's failures are ToolErrors as in main.
+ */
+export async function sslConversation(
+  args: string[],
+  conversation: (sock: tls.TLSSocket) => Promise<void>,
+): Promise<void> {
+  const opts = defaultClientOptions();
+  const parsed = getopt(PROG, args, SPEC, USAGE);
+  try {
+    const p = await parse(parsed, opts, false);
+    const warn = (line: string) => {
+      if (opts.verbosity > 0) stderrLine(line);
+    };
+    const { sock } = await connectClient(PROG, p.host, p.portNumber, opts, warn);
+    try {
+      const r = await secureSocket(p, sock);
+      try {
+        await conversation(r.socket);
+      } finally {
+        await lingeringClose(r.socket, LINGER_MS);
+      }
+    } finally {
+      sock.destroy();
+    }
+  } catch (e) {
+    if (e instanceof ToolError && (opts.verbosity === 0 || e.message === "")) {
+      throw new ToolError("", e.exitCode);
+    }
     throw e;
   }
 }

@@ -16,6 +16,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   "date@": () => import("./date_at.ts"),
   "finger@": () => import("./finger_at.ts"),
   "http@": () => import("./http_at.ts"),
+  "https@": () => import("./https_at.ts"),
   "mconnect-io": () => import("./mconnect_io.ts"),
   "who@": () => import("./who_at.ts"),
   mconnect: () => import("./mconnect.ts"),
@@ -24,6 +25,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   tcpserver: () => import("./tcpserver.ts"),
   sslserver: () => import("./sslserver.ts"),
   sslclient: () => import("./sslclient.ts"),
+  sslprint: () => import("./sslprint.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 

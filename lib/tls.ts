@@ -11,6 +11,20 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { TCP_VARIABLES, V6_ONLY } from "./environ.ts";
+import { VerifiableCert, verifyClientChain } from "./tls/verify.ts";
+import {
+  algorithmName,
+  type Certificate,
+  DN_COMPONENTS,
+  nameComponents,
+  oneLine,
+  parseCertificate,
+  pemOf,
+  serialDecimal,
+} from "./tls/x509.ts";
+
+export { VerifiableCert, verifyClientChain } from "./tls/verify.ts";
+export { DerError, oneLine, parseCertificate } from "./tls/x509.ts";
 
 /** A connection as two Web streams. */
 export interface StreamPair {
@@ -93,6 +107,8 @@ export interface ServerCredentials {
   cert: X509Certificate;
   /** CAs trusted for client certificates ($CAFILE), empty when none. */
   cas: X509Certificate[];
+  /** The same CAs, parsed for verification. */
+  trusted: VerifiableCert[];
   verifyDepth: number;
 }
 
@@ -169,11 +185,17 @@ export async function loadServerCredentials(files: ServerFiles): Promise<ServerC
   if (!leaf) throw new CredentialError("mismatch", "key does not match certificate");
   const chain = chainMode ? orderChain(certs, leaf) : [leaf];
   let cas: X509Certificate[] = [];
+  let trusted: VerifiableCert[] = [];
   let caPem: string | undefined;
   if (files.caFile !== undefined) {
     const text = await readText(files.caFile);
     const got = certsOf(text);
     if (!got) throw new CredentialError("ca", `cannot read CA certificates from ${files.caFile}`);
+    try {
+      trusted = got.map((c) => VerifiableCert.fromDer(new Uint8Array(c.raw)));
+    } catch (e) {
+      throw new CredentialError("ca", `${files.caFile}: ${(e as Error).message}`);
+    }
     cas = got;
     caPem = pemCertificates(text!).join("\n");
   }
@@ -189,7 +211,7 @@ export async function loadServerCredentials(files: ServerFiles): Promise<ServerC
   } catch (e) {
     throw new CredentialError(files.ciphers ? "ciphers" : "certificate", (e as Error).message);
   }
-  return { context, cert: leaf, cas, verifyDepth: files.verifyDepth };
+  return { context, cert: leaf, cas, trusted, verifyDepth: files.verifyDepth };
 }
 
 /**
@@ -409,6 +431,8 @@ export interface TlsInfo {
   cipher: string;
   /** The certificate the peer presented (client certificate on a server), if any. */
   peer?: X509Certificate;
+  /** The other certificates the peer sent with it (its chain), if any. */
+  peerChain?: X509Certificate[];
   /** NONE, SUCCESS or FAILED:reason (mod_ssl's SSL_CLIENT_VERIFY). */
   verify: string;
   /** The certificate we presented, if any. */
@@ -480,29 +504,67 @@ function handshake(
 }
 
 /**
- * Verifies a certificate against the trusted CAs, walking up through CAs in
- * the list up to a self-signed root at most `depth` steps above the
- * certificate (ucspi-ssl's VERIFYDEPTH; 1 means issued directly by a listed
- * root CA). Returns "SUCCESS" or "FAILED:reason".
+ * Verifies a client certificate as OpenSSL does for purpose sslclient
+ * (lib/tls/verify.ts): through the certificates the client sent (`sent`)
+ * and the trusted CAs up to a self-signed trusted one, at most `depth`
+ * certificates between (ucspi-ssl's VERIFYDEPTH, counted as OpenSSL's
+ * verify depth). Returns "SUCCESS" or "FAILED:reason" (OpenSSL's text).
  */
 export function verifyCertificate(
   cert: X509Certificate,
-  cas: X509Certificate[],
+  cas: Array<X509Certificate | VerifiableCert>,
   depth: number,
   now = new Date(),
+  sent: X509Certificate[] = [],
 ): string {
-  const valid = (c: X509Certificate) => new Date(c.validFrom) <= now && now <= new Date(c.validTo);
-  if (!valid(cert)) return "FAILED:certificate has expired or is not yet valid";
-  const limit = Math.max(depth, 1);
-  let cur = cert;
-  for (let step = 1; step <= limit; step++) {
-    const issuer = cas.find((ca) => cur.checkIssued(ca) && cur.verify(ca.publicKey));
-    if (!issuer) return "FAILED:unable to get local issuer certificate";
-    if (!valid(issuer)) return "FAILED:CA certificate has expired or is not yet valid";
-    if (issuer.checkIssued(issuer)) return "SUCCESS";
-    cur = issuer;
+  const parse = (c: X509Certificate) => VerifiableCert.fromDer(new Uint8Array(c.raw));
+  let leaf: VerifiableCert;
+  try {
+    leaf = parse(cert);
+  } catch {
+    return "FAILED:unable to decode certificate";
   }
-  return "FAILED:certificate chain too long";
+  const trusted = cas.map((c) => c instanceof VerifiableCert ? c : parse(c));
+  const untrusted: VerifiableCert[] = [];
+  for (const c of sent) {
+    try {
+      untrusted.push(parse(c));
+    } catch { /* an undecodable extra certificate cannot be an issuer */ }
+  }
+  return verifyClientChain(leaf, untrusted, trusted, depth, now);
+}
+
+/** The most certificates taken from a peer's chain (OpenSSL's default limit is 100). */
+const MAX_PEER_CHAIN = 100;
+
+/** The certificate the peer sent and the rest of its chain, from node:tls. */
+function peerCertificates(
+  sock: tls.TLSSocket,
+): { peer?: X509Certificate; chain: X509Certificate[] } {
+  let raw: tls.DetailedPeerCertificate | undefined;
+  try {
+    raw = sock.getPeerCertificate(true);
+  } catch {
+    return { chain: [] };
+  }
+  if (!raw || !raw.raw) return { chain: [] };
+  let peer: X509Certificate;
+  try {
+    peer = new X509Certificate(raw.raw);
+  } catch {
+    return { chain: [] }; // unparsable: treated as absent
+  }
+  const chain: X509Certificate[] = [];
+  const seen = new Set<unknown>([raw]);
+  let cur = raw.issuerCertificate;
+  while (cur && cur.raw && !seen.has(cur) && chain.length < MAX_PEER_CHAIN) {
+    seen.add(cur);
+    try {
+      chain.push(new X509Certificate(cur.raw));
+    } catch { /* skip what cannot be read */ }
+    cur = cur.issuerCertificate;
+  }
+  return { peer, chain };
 }
 
 /**
@@ -530,15 +592,9 @@ export async function acceptTls(
   );
   keepEofDeliverable(sock);
   await handshake(sock, "secure", opts.timeoutMs);
-  const raw = sock.getPeerCertificate();
-  let peer: X509Certificate | undefined;
-  if (raw && raw.raw) {
-    try {
-      peer = new X509Certificate(raw.raw);
-    } catch { /* unparsable: treated as absent */ }
-  }
+  const { peer, chain } = peerCertificates(sock);
   let verify = "NONE";
-  if (peer) verify = verifyCertificate(peer, creds.cas, creds.verifyDepth);
+  if (peer) verify = verifyCertificate(peer, creds.trusted, creds.verifyDepth, new Date(), chain);
   if (opts.clientCert !== "none") {
     let problem: string | undefined;
     if (!peer) problem = "no client certificate";
@@ -563,6 +619,7 @@ export async function acceptTls(
       protocol: sock.getProtocol() ?? "",
       cipher: cipher?.name ?? "",
       peer,
+      peerChain: chain,
       verify,
       own: creds.cert,
     },
@@ -669,9 +726,16 @@ export async function connectTlsSocket(
     }
   } else if (!peer) verify = "NONE";
   const cipher = sock.getCipher();
+  let own: X509Certificate | undefined;
+  const ownPem = opts.cert ? pemCertificates(opts.cert)[0] : undefined;
+  if (ownPem) {
+    try {
+      own = new X509Certificate(ownPem);
+    } catch { /* node:tls took it, so this does not happen; no variables then */ }
+  }
   return {
     socket: sock,
-    info: { protocol: sock.getProtocol() ?? "", cipher: cipher?.name ?? "", peer, verify },
+    info: { protocol: sock.getProtocol() ?? "", cipher: cipher?.name ?? "", peer, verify, own },
   };
 }
 
@@ -698,48 +762,143 @@ export async function lingeringClose(sock: tls.TLSSocket, ms: number): Promise<v
   if (!sock.closed) await new Promise((r) => sock.once("close", r));
 }
 
-/** A distinguished name in OpenSSL's one-line form: "/C=DE/O=Example/CN=name". */
-export function oneLineDn(dn: string): string {
-  return dn.split("\n").filter((l) => l !== "").map((l) => "/" + l).join("");
-}
+/** ucspi-ssl's SSL_VERSION_INTERFACE. */
+export const SSL_VERSION_INTERFACE = "ucspi-ssl";
 
-function dnParts(dn: string): [string, string][] {
-  return dn.split("\n").filter((l) => l.includes("=")).map((l) => {
-    const i = l.indexOf("=");
-    return [l.slice(0, i), l.slice(i + 1)];
-  });
+/**
+ * SSL_VERSION_LIBRARY: the TLS library in use. ucspi-ssl puts OpenSSL's
+ * version text here; ours is Deno's TLS (rustls), so it says that.
+ */
+export function sslLibraryVersion(): string {
+  return `rustls (Deno ${Deno.version.deno})`;
 }
 
 /**
- * mod_ssl-style variables for a session, as ucspi-ssl's -s sets them:
- * SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY and, for each certificate
- * (side CLIENT for the peer on a server, SERVER for our own), SSL_x_S_DN,
- * SSL_x_I_DN, their components (SSL_x_S_DN_CN ...), SSL_x_M_SERIAL,
- * SSL_x_V_START, SSL_x_V_END and SSL_x_CERT (PEM).
+ * A cipher suite's secret key bits, used and of the algorithm (OpenSSL's
+ * SSL_CIPHER_get_bits: 112 and 168 for triple DES), from its name.
+ */
+export function cipherBits(name: string): { use: number; alg: number } {
+  const n = name.toUpperCase();
+  const m = /(?:AES|CAMELLIA|ARIA)[_-]?(128|256)/.exec(n);
+  if (m) return { use: +m[1], alg: +m[1] };
+  if (n.includes("CHACHA20")) return { use: 256, alg: 256 };
+  if (/3DES|DES[_-]CBC3|DES[_-]EDE3/.test(n)) return { use: 112, alg: 168 };
+  if (n.includes("SM4")) return { use: 128, alg: 128 };
+  return { use: 0, alg: 0 };
+}
+
+/** The names sslEnvironment may set for one side ("CLIENT" or "SERVER"), without the chain. */
+export function sslSideVariables(side: "CLIENT" | "SERVER"): string[] {
+  const p = `SSL_${side}_`;
+  const out = [`${p}M_VERSION`, `${p}M_SERIAL`, `${p}S_DN`];
+  for (const [k] of DN_COMPONENTS) out.push(`${p}S_DN_${k}`);
+  out.push(`${p}I_DN`);
+  for (const [k] of DN_COMPONENTS) out.push(`${p}I_DN_${k}`);
+  out.push(`${p}V_START`, `${p}V_END`, `${p}A_SIG`, `${p}A_KEY`, `${p}CERT`);
+  return out;
+}
+
+/** The session variables sslEnvironment sets, in ucspi-ssl's order. */
+export const SSL_SESSION_VARIABLES = [
+  "SSL_PROTOCOL",
+  "SSL_SESSION_ID",
+  "SSL_CIPHER",
+  "SSL_CIPHER_EXPORT",
+  "SSL_CIPHER_USEKEYSIZE",
+  "SSL_CIPHER_ALGKEYSIZE",
+  "SSL_VERSION_INTERFACE",
+  "SSL_VERSION_LIBRARY",
+];
+
+/**
+ * OpenSSL's bound on a one-line name (NAME_ONELINE_MAX): a longer one is
+ * an error there, and ucspi-ssl then leaves the variable unset; so do we
+ * (for the components too), so a huge certificate cannot make huge variables.
+ */
+const NAME_ONELINE_MAX = 1024 * 1024;
+
+/** The variables of one certificate, from its DER (see lib/tls/x509.ts). */
+function certificateVariables(env: Record<string, string>, side: string, c: Certificate): void {
+  const p = `SSL_${side}_`;
+  const put = (k: string, v: string) => {
+    if (v.length <= NAME_ONELINE_MAX) env[k] = v;
+  };
+  env[`${p}M_VERSION`] = String(c.version);
+  env[`${p}M_SERIAL`] = serialDecimal(c.serial);
+  put(`${p}S_DN`, oneLine(c.subject));
+  for (const [k, v] of nameComponents(c.subject)) put(`${p}S_DN_${k}`, v);
+  put(`${p}I_DN`, oneLine(c.issuer));
+  for (const [k, v] of nameComponents(c.issuer)) put(`${p}I_DN_${k}`, v);
+  env[`${p}A_SIG`] = algorithmName(c.signatureOid);
+  env[`${p}A_KEY`] = algorithmName(c.keyOid);
+  env[`${p}V_START`] = c.notBeforeText;
+  env[`${p}V_END`] = c.notAfterText;
+  env[`${p}CERT`] = pemOf(c.der);
+}
+
+function parsed(c: X509Certificate): Certificate | undefined {
+  try {
+    return parseCertificate(new Uint8Array(c.raw));
+  } catch {
+    return undefined; // a certificate we cannot read gives no variables
+  }
+}
+
+/**
+ * ucspi-ssl's -s variables for a session (its ssl_env.c, plus mod_ssl's
+ * SSL_CLIENT_VERIFY on a server): SSL_PROTOCOL, SSL_CIPHER,
+ * SSL_CIPHER_EXPORT, SSL_CIPHER_USEKEYSIZE, SSL_CIPHER_ALGKEYSIZE,
+ * SSL_VERSION_INTERFACE, SSL_VERSION_LIBRARY and, for each certificate
+ * (side CLIENT for the peer on a server, SERVER for our own; the other way
+ * round on a client), SSL_x_M_VERSION, SSL_x_M_SERIAL (decimal), SSL_x_S_DN
+ * and SSL_x_I_DN (OpenSSL's one-line form, built from the certificate's
+ * DER), their components SSL_x_S_DN_CN etc. (escaped the same way, so no
+ * control byte reaches the environment), SSL_x_A_SIG, SSL_x_A_KEY,
+ * SSL_x_V_START, SSL_x_V_END and SSL_x_CERT (PEM, ending with a newline).
+ * Values are byte strings.
  */
 export function sslEnvironment(
   info: TlsInfo,
   peerSide: "CLIENT" | "SERVER",
 ): Record<string, string> {
+  const bits = cipherBits(info.cipher);
   const env: Record<string, string> = {
     SSL_PROTOCOL: info.protocol,
     SSL_CIPHER: info.cipher,
+    SSL_CIPHER_EXPORT: bits.use < 56 ? "true" : "false",
+    SSL_CIPHER_USEKEYSIZE: String(bits.use),
+    SSL_CIPHER_ALGKEYSIZE: String(bits.alg),
+    SSL_VERSION_INTERFACE,
+    SSL_VERSION_LIBRARY: sslLibraryVersion(),
   };
   if (peerSide === "CLIENT") env.SSL_CLIENT_VERIFY = info.verify;
-  const put = (side: string, c: X509Certificate) => {
-    env[`SSL_${side}_S_DN`] = oneLineDn(c.subject);
-    env[`SSL_${side}_I_DN`] = oneLineDn(c.issuer);
-    for (const [k, v] of dnParts(c.subject)) env[`SSL_${side}_S_DN_${k}`] = v;
-    for (const [k, v] of dnParts(c.issuer)) env[`SSL_${side}_I_DN_${k}`] = v;
-    env[`SSL_${side}_M_SERIAL`] = c.serialNumber;
-    env[`SSL_${side}_V_START`] = c.validFrom;
-    env[`SSL_${side}_V_END`] = c.validTo;
-    env[`SSL_${side}_CERT`] = c.toString().trim();
-  };
-  if (info.peer) put(peerSide, info.peer);
   const ownSide = peerSide === "CLIENT" ? "SERVER" : "CLIENT";
-  if (info.own) put(ownSide, info.own);
+  const own = info.own && parsed(info.own);
+  if (own) certificateVariables(env, ownSide, own);
+  const peer = info.peer && parsed(info.peer);
+  if (peer) certificateVariables(env, peerSide, peer);
   return env;
+}
+
+/**
+ * Sets sslEnvironment's variables in env and removes the ones of its kind
+ * that this session does not set (inherited from the server's own
+ * environment, they would pass for certificate contents).
+ */
+export function applySslEnvironment(
+  env: Map<string, string>,
+  info: TlsInfo,
+  peerSide: "CLIENT" | "SERVER",
+): void {
+  const vars = sslEnvironment(info, peerSide);
+  const known = [
+    ...SSL_SESSION_VARIABLES,
+    "SSL_CLIENT_VERIFY",
+    ...sslSideVariables("CLIENT"),
+    ...sslSideVariables("SERVER"),
+  ];
+  for (const k of known) if (!(k in vars)) env.delete(k);
+  for (const [k, v] of Object.entries(vars)) env.set(k, v);
 }
 
 const SSL_FROM_TCP: Array<[string, string]> = TCP_VARIABLES.map((v) => [v, "SSL" + v.slice(3)]);
@@ -748,7 +907,8 @@ const TCP_ONLY = [...TCP_VARIABLES, ...V6_ONLY];
 
 /**
  * ucspi-ssl's environment from tcpserver's or tcpclient's: SSL* copies of
- * the TCP* variables, and no TCP* unless tcpEnv (-e). PROTO: sslserver sets
+ * the TCP* variables, and no TCP* unless tcpEnv (-e); sslclient never sets
+ * TCP6* (as ucspi-ssl's). PROTO: sslserver sets
  * SSL (TCP/TCP6 with -e, as ucspi-ssl); sslclient (client: true) sets SSL,
  * or SSL6 for an IPv6 connection.
  */
@@ -760,6 +920,10 @@ export function sslVariables(env: Map<string, string>, tcpEnv: boolean, client =
     else env.set(to, v);
   }
   if (!tcpEnv) { for (const k of TCP_ONLY) env.delete(k); }
+  // ucspi-ssl's sslclient -e sets the TCP* names only, never TCP6* (nor
+  // may a TCP6* variable inherited from our own environment pass for this
+  // connection's).
+  if (client) { for (const k of V6_ONLY) env.delete(k); }
   if (client) env.set("PROTO", v6 ? "SSL6" : "SSL");
   else if (!tcpEnv) env.set("PROTO", "SSL");
 }

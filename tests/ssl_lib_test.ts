@@ -129,21 +129,28 @@ Deno.test("client certificate: trusted, stranger, missing", async () => {
   await assert.rejects(run(), (e: unknown) => e instanceof HandshakeError);
 });
 
-Deno.test("verifyCertificate: depth and chains", async () => {
+Deno.test("verifyCertificate: depth and chains, counted as OpenSSL", async () => {
   const p = await pki();
   const x = async (f: string) => new X509Certificate(await Deno.readTextFile(f));
   const [ca, inter, leaf, client, stranger] = await Promise.all(
     [p.caCert, p.interCert, p.leafCert, p.clientCert, p.strangerCert].map(x),
   );
+  assert.equal(verifyCertificate(client, [ca], 0), "SUCCESS");
   assert.equal(verifyCertificate(client, [ca], 1), "SUCCESS");
-  assert.equal(verifyCertificate(leaf, [ca, inter], 1), "FAILED:certificate chain too long");
-  assert.equal(verifyCertificate(leaf, [ca, inter], 2), "SUCCESS");
+  // the chained server certificate says serverAuth only: no client certificate
+  assert.equal(verifyCertificate(leaf, [ca, inter], 1), "FAILED:unsuitable certificate purpose");
+  assert.equal(verifyCertificate(leaf, [ca, inter], 0), "FAILED:certificate chain too long");
   assert.equal(verifyCertificate(leaf, [ca], 2), "FAILED:unable to get local issuer certificate");
+  // the intermediate sent along by the peer
   assert.equal(
-    verifyCertificate(stranger, [ca], 1),
-    "FAILED:unable to get local issuer certificate",
+    verifyCertificate(leaf, [ca], 1, new Date(), [inter]),
+    "FAILED:unsuitable certificate purpose",
   );
-  assert.match(verifyCertificate(client, [ca], 1, new Date(Date.now() + 10 * 86400e3)), /^FAILED/);
+  assert.equal(verifyCertificate(stranger, [ca], 1), "FAILED:self-signed certificate");
+  assert.equal(
+    verifyCertificate(client, [ca], 1, new Date(Date.now() + 10 * 86400e3)),
+    "FAILED:certificate has expired",
+  );
 });
 
 Deno.test("certificate chain file (root first) is served leaf first and verifies", async () => {

@@ -19,6 +19,7 @@ import type { Io } from "../lib/stage.ts";
 import { type Prepared, type PrepareHook, stderrLine } from "../lib/tcpserver.ts";
 import {
   acceptTls,
+  applySslEnvironment,
   type ClientCertMode,
   CREDENTIAL_MESSAGES,
   CredentialError,
@@ -27,7 +28,6 @@ import {
   type ServerCredentials,
   type ServerFiles,
   serverFilesFromEnv,
-  sslEnvironment,
   sslVariables,
   type TlsSession,
 } from "../lib/tls.ts";
@@ -355,9 +355,7 @@ export function sslPrepareHook(
       remote,
       environ: (env) => {
         sslVariables(env, ssl.tcpEnv);
-        if (ssl.sslEnv) {
-          for (const [k, v] of Object.entries(sslEnvironment(info, "CLIENT"))) env.set(k, v);
-        }
+        if (ssl.sslEnv) applySslEnvironment(env, info, "CLIENT");
       },
     };
     return prepared;

@@ -20,6 +20,7 @@ import assert from "node:assert/strict";
 import { ours, ROOT } from "./helpers.ts";
 import { spawnServer, startSrv, talk } from "./tcpserver_util.ts";
 import { oursArgv } from "./helpers.ts";
+import { decisionLine } from "../lib/tcplog.ts";
 
 const PATHS = [
   { name: "native", env: { UCSPI_NATIVE: "1" } },
@@ -202,3 +203,26 @@ for (const p of PATHS) {
     });
   }
 }
+
+Deno.test("compat6: log lines keep DJB's safecats for host names and ident answers", () => {
+  const line = decisionLine("tcpserver", "ok", 7, {
+    localHost: "lo:cal",
+    localIp: "2001:db8::1",
+    localPort: 25,
+    remoteHost: "h%st",
+    remoteIp: "::ffff:1.2.3.4",
+    remoteInfo: "jo:e\n",
+    remotePort: 54321,
+  });
+  assert.equal(line, "tcpserver: ok 7 lo?cal:2001:db8::1:25 h?st:::ffff:1.2.3.4:jo?e?:54321");
+  // a field that is not an address is still made safe
+  assert.equal(
+    decisionLine("tcpserver", "deny", 1, {
+      localIp: "fe80::1%eth0",
+      localPort: 1,
+      remoteIp: "not:an address",
+      remotePort: 2,
+    }),
+    "tcpserver: deny 1 :fe80??1?eth0:1 :not?an?address::2",
+  );
+});

@@ -1,12 +1,14 @@
 /**
  * DJB's regression script for ucspi-tcp 0.88 (rts.tests), section by
  * section, as a differential test: our own shell script runs the commands of
- * each of its sections (written from reading rts.tests; none of DJB's files
- * is used or fetched) once with our tools first on PATH (the wrappers
- * `ucspi-tcp install DIR` writes) and once with Debian's C tools, and each
- * section's output must be the same bytes after the normalisation DJB's
- * script itself applies (pids, ephemeral ports) plus the address and host
- * name of each run.
+ * each of its sections (written from reading the script's published form:
+ * fehcom's ucspi-tcp6 rts.base, which keeps DJB's sections and titles, with
+ * the IPv4 commands of 0.88; none of those files is used or fetched) with our
+ * tools first on PATH (the wrappers `ucspi-tcp install DIR` writes), once on
+ * tcpserver's native path and once on its pure one (UCSPI_NATIVE=1/0), and
+ * once with Debian's C tools. Each section's output must be the same bytes
+ * after the normalisation DJB's script itself applies (pids, ephemeral
+ * ports) plus the address and host name of each run.
  *
  * Where rts.tests needs what is not here, the script uses a local stand-in:
  * the DNS cache is tests/dns_server.ts (each run's own loopback address has a
@@ -21,7 +23,7 @@
  */
 import assert from "node:assert/strict";
 import { cTool, DENO, MOD, ROOT } from "./helpers.ts";
-import { startDnsServer } from "./dns_server.ts";
+import { startDnsServer, type Zones } from "./dns_server.ts";
 
 const C_TOOLS = ["tcpserver", "tcpclient", "tcprules", "tcprulescheck", "rblsmtpd", "tcpcat"];
 const haveC = C_TOOLS.every((t) => cTool(t) !== null);
@@ -389,6 +391,8 @@ async function binDir(flavour: "ours" | "c", dir: string): Promise<void> {
 interface Flavour {
   addr: string;
   host: string;
+  /** Extra environment (tcpserver's path: UCSPI_NATIVE). */
+  env?: Record<string, string>;
 }
 
 /** Runs the script in a fresh directory with `flavour`'s tools first on PATH. */
@@ -408,6 +412,7 @@ async function runScript(
     DNSCACHEIP: dns,
     ADDR: f.addr,
     RBL: "rbl.rts.test",
+    ...f.env,
   };
   for (const k of ["HOME", "DENO_DIR"]) {
     const v = Deno.env.get(k);
@@ -432,49 +437,60 @@ function ownAddress(): string {
   return `127.16.${b[0]}.${(b[1] % 250) + 2}`;
 }
 
-/** Both flavours' section outputs, computed once for all the section tests. */
-let both: Promise<{ ours: Map<string, string>; c: Map<string, string> }> | null = null;
+/** Our tools on tcpserver's two paths, and C's. */
+const PATHS = { native: { UCSPI_NATIVE: "1" }, pure: { UCSPI_NATIVE: "0" } };
+type Path = keyof typeof PATHS;
+
+/** Each run's section outputs, computed once for all the section tests. */
+let runs: Promise<Record<Path | "c", Map<string, string>>> | null = null;
 
 function results() {
-  both ??= (async () => {
-    const ours = { addr: ownAddress(), host: "ours.rts.test" };
-    const c = { addr: ownAddress(), host: "c.rts.test" };
+  runs ??= (async () => {
     const rev = (a: string) => a.split(".").reverse().join(".") + ".in-addr.arpa";
-    const dns = await startDnsServer({
-      [rev(ours.addr)]: { PTR: [ours.host] },
-      [rev(c.addr)]: { PTR: [c.host] },
-      [ours.host]: { A: [ours.addr] },
-      [c.host]: { A: [c.addr] },
+    const flavours: Record<Path | "c", Flavour> = {
+      native: { addr: ownAddress(), host: "native.rts.test", env: PATHS.native },
+      pure: { addr: ownAddress(), host: "pure.rts.test", env: PATHS.pure },
+      c: { addr: ownAddress(), host: "c.rts.test" },
+    };
+    const zones: Zones = {
       "2.0.0.127.rbl.rts.test": { TXT: ["listed: see http://rbl.rts.test/"], A: ["127.0.0.2"] },
-    });
+    };
+    for (const f of Object.values(flavours)) {
+      zones[rev(f.addr)] = { PTR: [f.host] };
+      zones[f.host] = { A: [f.addr] };
+    }
+    const dns = await startDnsServer(zones);
     const base = `${ROOT}/.tmp/rts`;
     try {
       const text = script(SECTIONS.filter((s) => !s.ignore));
-      const [o, t] = await Promise.all([
-        runScript("ours", text, ours, dns.address, base),
-        runScript("c", text, c, dns.address, base),
+      const [native, pure, c] = await Promise.all([
+        runScript("ours", text, flavours.native, dns.address, base),
+        runScript("ours", text, flavours.pure, dns.address, base),
+        runScript("c", text, flavours.c, dns.address, base),
       ]);
-      return { ours: split(o), c: split(t) };
+      return { native: split(native), pure: split(pure), c: split(c) };
     } finally {
       await dns.close();
     }
   })();
-  return both;
+  return runs;
 }
 
-for (const s of SECTIONS) {
-  Deno.test({
-    name: `rts: ${s.title}`,
-    ignore: !haveC || !!s.ignore,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const r = await results();
-      const theirs = r.c.get(s.title);
-      assert.ok(theirs !== undefined, `C run has no section "${s.title}":\n${[...r.c.keys()]}`);
-      assert.equal(r.ours.get(s.title), theirs);
-    },
-  });
+for (const path of Object.keys(PATHS) as Path[]) {
+  for (const s of SECTIONS) {
+    Deno.test({
+      name: `rts (${path}): ${s.title}`,
+      ignore: !haveC || !!s.ignore,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        const r = await results();
+        const theirs = r.c.get(s.title);
+        assert.ok(theirs !== undefined, `C run has no section "${s.title}":\n${[...r.c.keys()]}`);
+        assert.equal(r[path].get(s.title), theirs);
+      },
+    });
+  }
 }
 if (!haveC || SECTIONS.some((s) => s.ignore)) {
   console.log(

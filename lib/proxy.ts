@@ -9,6 +9,7 @@
  * module only decodes.
  */
 
+import { mapV4, parseIp6 } from "./addr.ts";
 import type { Io } from "./stage.ts";
 import type { Endpoint, PrepareHook } from "./tcpserver.ts";
 
@@ -96,11 +97,13 @@ function parseV1(buf: Uint8Array): ProxyHeader | typeof INCOMPLETE {
     if (buf[i] !== V1_PREFIX[i]) throw new ProxyError("no PROXY header");
   }
   let end = -1;
-  const limit = Math.min(buf.length, V1_MAX);
+  // The line is at most V1_MAX bytes with its CRLF: the CR comes at index
+  // V1_MAX - 2 at the latest (fuzz: a CR at V1_MAX - 1 made a 108-byte line).
+  const limit = Math.min(buf.length, V1_MAX - 1);
   for (let i = 0; i < limit; i++) {
     const c = buf[i];
     if (c === 0x0d) {
-      if (i + 1 >= buf.length) break;
+      if (i + 1 >= buf.length) return INCOMPLETE;
       if (buf[i + 1] !== 0x0a) throw new ProxyError("PROXY v1: CR without LF");
       end = i;
       break;
@@ -109,7 +112,7 @@ function parseV1(buf: Uint8Array): ProxyHeader | typeof INCOMPLETE {
     if (c < 0x20 || c > 0x7e) throw new ProxyError("PROXY v1: bad character");
   }
   if (end < 0) {
-    if (buf.length >= V1_MAX) throw new ProxyError("PROXY v1: line too long");
+    if (buf.length >= V1_MAX - 1) throw new ProxyError("PROXY v1: line too long");
     return INCOMPLETE;
   }
   const line = new TextDecoder().decode(buf.subarray(0, end));
@@ -216,43 +219,6 @@ function parseIp4(s: string): Uint8Array | null {
   return out;
 }
 
-/** An IPv6 address in text form (with at most one "::", optional dotted tail). */
-function parseIp6(s: string): Uint8Array | null {
-  if (s.length === 0 || s.length > 45) return null;
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const groups = (part: string): number[] | null => {
-    if (part === "") return [];
-    const out: number[] = [];
-    const words = part.split(":");
-    for (let i = 0; i < words.length; i++) {
-      const w = words[i];
-      if (i === words.length - 1 && w.includes(".")) {
-        const v4 = parseIp4(w);
-        if (!v4) return null;
-        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(w)) return null;
-        out.push(parseInt(w, 16));
-      }
-    }
-    return out;
-  };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  if (!head || !tail) return null;
-  if (halves.length === 2 && halves[1].includes(".") && halves[0].includes(".")) return null;
-  const total = head.length + tail.length;
-  if (halves.length === 1 ? total !== 8 : total > 7) return null;
-  const all = [...head, ...new Array(8 - total).fill(0), ...tail];
-  const out = new Uint8Array(16);
-  all.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 0xff;
-  });
-  return out;
-}
-
 /** Dotted-quad text of 4 bytes. */
 export function formatIp4(b: Uint8Array): string {
   return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
@@ -331,7 +297,11 @@ export async function readProxyHeader(
       timeoutMs,
     );
   });
-  let buf = new Uint8Array(0);
+  // The bytes so far are store[0, len): the store doubles when full, so a
+  // header dribbled in one byte per read costs linear copying, not quadratic.
+  let store = new Uint8Array(256);
+  let len = 0;
+  let buf = store.subarray(0, 0);
   try {
     while (true) {
       let parsed: ProxyHeader | typeof INCOMPLETE;
@@ -351,10 +321,14 @@ export async function readProxyHeader(
         );
       }
       if (value.length === 0) continue;
-      const next = new Uint8Array(buf.length + value.length);
-      next.set(buf);
-      next.set(value, buf.length);
-      buf = next;
+      if (len + value.length > store.length) {
+        const next = new Uint8Array(Math.max(2 * store.length, len + value.length));
+        next.set(store.subarray(0, len));
+        store = next;
+      }
+      store.set(value, len);
+      len += value.length;
+      buf = store.subarray(0, len);
     }
   } finally {
     clearTimeout(timer);
@@ -396,8 +370,10 @@ export function prependBytes(
 
 /** Builds a version 1 header line (for tests and for proxies we write ourselves). */
 export function buildV1(e: ProxyEndpoints | null): Uint8Array {
+  // TCP6 endpoints may hold IPv4 text (a v4-mapped address as parsed): sent v4-mapped.
+  const ip = (s: string) => (e?.family === "TCP6" && parseIp4(s) ? `::ffff:${s}` : s);
   const line = e
-    ? `PROXY ${e.family} ${e.sourceIp} ${e.destIp} ${e.sourcePort} ${e.destPort}\r\n`
+    ? `PROXY ${e.family} ${ip(e.sourceIp)} ${ip(e.destIp)} ${e.sourcePort} ${e.destPort}\r\n`
     : "PROXY UNKNOWN\r\n";
   return new TextEncoder().encode(line);
 }
@@ -414,7 +390,9 @@ export function buildV2(e: ProxyEndpoints | null, tlvs = new Uint8Array(0)): Uin
     fam = v6 ? 0x21 : 0x11;
     const alen = v6 ? 16 : 4;
     const parse = (s: string) => {
-      const b = v6 ? parseIp6(s) : parseIp4(s);
+      // TCP6 endpoints may hold IPv4 text: a v4-mapped address as parsed.
+      const v4 = parseIp4(s);
+      const b = v6 ? (parseIp6(s) ?? (v4 && mapV4(v4))) : v4;
       if (!b) throw new Error(`bad address ${s}`);
       return b;
     };

@@ -381,6 +381,12 @@ export function makeRblsmtpdStage(ctx: RblsmtpdContext = {}): Stage {
     io.log(
       `rblsmtpd: ${envBytes(env.get("TCPREMOTEIP") ?? "")} pid ${ctx.pid ?? Deno.pid}: ${reply}`,
     );
+    // DJB's rblsmtpd writes this line before the greeting, and scripts that
+    // read stdout and stderr from one pipe depend on it. A process's log
+    // writer (stderrLog) batches the lines of one turn and writes them from
+    // a queued microtask, while the greeting's write starts at once: let the
+    // queued flush run first. (Inside tcpserver the log is written at once.)
+    await Promise.resolve();
     await converse(io, reply, parsed.timeout);
     return { exit: 0 };
   };

@@ -259,10 +259,15 @@ export class RuleCompiler {
     this.#emitKey(b.subarray(start, end));
   }
 
-  /** "10.0.0.0/8", "127.0/8" (missing parts are 0): the canonical key, or null. */
+  /**
+   * "10.0.0.0/8", "127.0/8" (missing parts are 0), "127./8" (a trailing dot,
+   * as ucspi-tcp6's tcprules man page writes it, adds nothing): the
+   * canonical key, or null.
+   */
   #cidr4(addr: string): string | null {
     const slash = addr.indexOf("/");
     const parts = addr.slice(0, slash).split(".");
+    if (parts.length > 1 && parts[parts.length - 1] === "") parts.pop();
     if (parts.length > 4) return null;
     while (parts.length < 4) parts.push("0");
     const b = parseIp4(parts.join("."));

@@ -2,8 +2,12 @@
  * tcpserver's log lines, byte for byte as DJB's tcpserver writes them on
  * stderr (with -v): status, pid, ok/deny, end. Network-supplied strings go
  * through safe(), DJB's safecats: at most 100 characters (then "..."), and
- * anything outside printable ASCII, '%' and ':' becomes '?'.
+ * anything outside printable ASCII, '%' and ':' becomes '?'. An address
+ * field that is an IP address is written as it is (`::1`, as Debian's IPv6
+ * tcpserver and ucspi-tcp6 print it, not DJB's `??1`); host names, ident
+ * answers and anything that is not an address still go through safe().
  */
+import { parseIp } from "./addr.ts";
 
 /** DJB's safecats: a log-safe copy of s. */
 export function safe(s: string): string {
@@ -16,6 +20,15 @@ export function safe(s: string): string {
     out += c < 33 || c > 126 || c === 37 || c === 58 ? "?" : s[i];
   }
   return out + "...";
+}
+
+/**
+ * An address field of a log line: an IPv4 or IPv6 address (as our own
+ * formatting writes it: digits, hex, '.' and ':') unchanged, anything else
+ * through safe().
+ */
+export function safeIp(s: string): string {
+  return s.length <= 45 && parseIp(s) ? s : safe(s);
 }
 
 /** `tcpserver: status: N/LIMIT` */
@@ -51,9 +64,9 @@ export function decisionLine(
   extra = "",
 ): string {
   const opt = (s: string | null | undefined) => (s === null || s === undefined ? "" : safe(s));
-  return `${prog}: ${verdict} ${pid} ${opt(f.localHost)}:${safe(f.localIp)}:${
+  return `${prog}: ${verdict} ${pid} ${opt(f.localHost)}:${safeIp(f.localIp)}:${
     safe(String(f.localPort))
-  } ${opt(f.remoteHost)}:${safe(f.remoteIp)}:${opt(f.remoteInfo)}:${
+  } ${opt(f.remoteHost)}:${safeIp(f.remoteIp)}:${opt(f.remoteInfo)}:${
     safe(String(f.remotePort))
   }${extra}`;
 }

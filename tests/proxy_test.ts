@@ -99,6 +99,9 @@ Deno.test("v1 invalid headers are refused", () => {
     "PROXY TCP6 1::2::3 ::1 1 2\r\n",
     "PROXY TCP6 1:2:3:4:5:6:7:8:9 ::1 1 2\r\n",
     "PROXY TCP6 12345::1 ::1 1 2\r\n",
+    // a dotted quad only ends an IPv6 address (fuzz: was read as 102:304::)
+    "PROXY TCP6 1.2.3.4:: ::1 1 2\r\n",
+    "PROXY TCP6 ::1 1.2.3.4::5 1 2\r\n",
     "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
     "PROXY TCP4 1.2.3.4 5.6.7.8 080 2\r\n",
     "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",
@@ -119,6 +122,13 @@ Deno.test("v1 line without CRLF in 107 bytes is refused; shorter is incomplete",
   assert.equal(parseProxyHeader(enc.encode("PRO")), INCOMPLETE);
   assert.equal(parseProxyHeader(enc.encode("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r")), INCOMPLETE);
   assert.throws(() => parseProxyHeader(enc.encode("PROXY UNKNOWN " + "a".repeat(93))), ProxyError);
+  // 108 bytes with the CRLF is one too many, however the line is cut (fuzz)
+  const long = "PROXY UNKNOWN " + "a".repeat(92) + "\r\n";
+  assert.equal(long.length, 108);
+  assert.throws(() => parseProxyHeader(enc.encode(long)), ProxyError);
+  assert.throws(() => parseProxyHeader(enc.encode(long.slice(0, 106))), ProxyError);
+  assert.equal(parseProxyHeader(enc.encode(long.slice(0, 105))), INCOMPLETE);
+  assert.equal(parseProxyHeader(enc.encode(long.slice(0, 104) + "\r")), INCOMPLETE);
   // garbage is refused at the first wrong byte, without waiting for more
   assert.throws(() => parseProxyHeader(enc.encode("PX")), ProxyError);
   assert.throws(() => parseProxyHeader(enc.encode("\r\n\r\n\x01")), ProxyError);
@@ -209,6 +219,14 @@ Deno.test("builders round-trip", () => {
     assert.deepEqual(h.endpoints, e);
     assert.equal(h.length, b.length);
   }
+  // A v4-mapped TCP6 address is shown as IPv4; building it again maps it (fuzz).
+  const m = { ...e, sourceIp: "10.0.0.1" };
+  for (const b of [buildV1(m), buildV2(m)]) {
+    const h = parseProxyHeader(b);
+    if (h === INCOMPLETE) throw new Error("incomplete");
+    assert.deepEqual(h.endpoints, m);
+  }
+  assert.equal(dec.decode(buildV1(m)), "PROXY TCP6 ::ffff:10.0.0.1 ::1 1 65535\r\n");
   const l = parseProxyHeader(buildV2(null));
   if (l === INCOMPLETE) throw new Error("incomplete");
   assert.equal(l.endpoints, null);

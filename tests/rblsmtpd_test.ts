@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { decide, parseRblsmtpdArgs, type RblLookups, rblName, replyLine } from "../lib/rblsmtpd.ts";
 import { DnsTemporaryError } from "../lib/dns.ts";
-import { haveC, ours, type Result, theirs } from "./helpers.ts";
+import { DENO, haveC, MOD, ours, type Result, theirs } from "./helpers.ts";
 import { startDnsServer, type Zones } from "./dns_server.ts";
 
 const ZONES: Zones = {
@@ -165,8 +165,8 @@ Deno.test("rblsmtpd: reply line substitutes %IP%, prefixes $RBLMESSAGE, cuts and
 
 // ---------------------------------------------------------------- processes
 
-async function withDns(fn: (dnscache: string) => Promise<void>) {
-  const dns = await startDnsServer(structuredClone(ZONES));
+async function withDns(fn: (dnscache: string) => Promise<void>, extra: Zones = {}) {
+  const dns = await startDnsServer({ ...structuredClone(ZONES), ...extra });
   try {
     await fn(dns.address);
   } finally {
@@ -321,4 +321,89 @@ Deno.test("rblsmtpd: -t drops the conversation even when the client keeps it ope
       "220 rblsmtpd.local\r\n250 rblsmtpd.local\r\n",
     );
   });
+});
+
+// ------------------------------------------------- log order (issue 11)
+
+const ORDER_RUNS = 20;
+
+Deno.test("rblsmtpd: the log line comes before the greeting on one pipe, 20 runs in a row", async () => {
+  await withDns(async (dnscache) => {
+    // stdout and stderr on one pipe, as DJB's regression script reads them;
+    // DJB's rblsmtpd writes its log line first. Five runs at a time.
+    const one = async () => {
+      const r = await new Deno.Command("bash", {
+        args: ["-c", `exec 2>&1; exec -a rblsmtpd "${DENO}" run -A "${MOD}" "$@"`, "rblsmtpd"]
+          .concat(["-r", "rbl.test", ...PROG]),
+        env: { DNSCACHEIP: dnscache, TCPREMOTEIP: "1.2.3.4" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      return new TextDecoder().decode(r.stdout).replace(/ pid \d+:/, " pid PID:");
+    };
+    const outs: string[] = [];
+    for (let i = 0; i < ORDER_RUNS; i += 5) {
+      outs.push(...await Promise.all([1, 2, 3, 4, 5].map(one)));
+    }
+    for (const [i, out] of outs.entries()) {
+      assert.equal(
+        out,
+        "rblsmtpd: 1.2.3.4 pid PID: 451 firstsecond\n220 rblsmtpd.local\r\n",
+        `run ${i + 1}`,
+      );
+    }
+  });
+});
+
+Deno.test("rblsmtpd: inside tcpserver (in-process) the log line is written before the greeting is sent", async () => {
+  await withDns(async (dnscache) => {
+    const dir = await Deno.makeTempDir({ prefix: "rbl-order-" });
+    // tcpserver's stderr into a file: when the client has the greeting, the
+    // log line must already be in the file (written before the socket write).
+    const srv = new Deno.Command("/bin/bash", {
+      args: [
+        "-c",
+        `exec 2>"${dir}/log"; exec -a tcpserver "${DENO}" run -A "${MOD}" "$@"`,
+        "tcpserver",
+        "-1",
+        "-RH",
+        "-l0",
+        "127.0.0.1",
+        "0",
+        "rblsmtpd",
+        "-r",
+        "rbl.test",
+        ...PROG,
+      ],
+      // rblsmtpd not on PATH: our tcpserver runs its own, in-process
+      env: { DNSCACHEIP: dnscache, PATH: "/nonexistent" },
+      stdin: "null",
+      stdout: "piped",
+    }).spawn();
+    try {
+      let first = "";
+      for await (const chunk of srv.stdout) {
+        first += new TextDecoder().decode(chunk);
+        if (first.includes("\n")) break;
+      }
+      const port = Number(first.trim());
+      for (let i = 0; i < ORDER_RUNS; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port, transport: "tcp" });
+        // (127.0.0.1 is listed: the zone given to withDns below)
+        const buf = new Uint8Array(64);
+        const n = await conn.read(buf);
+        const got = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+        assert.match(got, /^220 rblsmtpd\.local\r\n/);
+        const log = await Deno.readTextFile(`${dir}/log`);
+        const lines = log.split("\n").filter((l) => l.startsWith("rblsmtpd: "));
+        assert.equal(lines.length, i + 1, `connection ${i + 1}: ${log}`);
+        conn.close();
+      }
+    } finally {
+      srv.kill();
+      await srv.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  }, { "1.0.0.127.rbl.test": { TXT: ["local"], A: ["127.0.0.2"] } });
 });

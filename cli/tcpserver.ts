@@ -225,10 +225,6 @@ async function listenAddress(a: TcpserverArgs, PROG: string): Promise<string> {
   if (host === "" || host === "0") return a.family === 4 ? "0.0.0.0" : "::";
   // ucspi-tcp6's ":0": every address, IPv4 and IPv6 on one socket ("::" is dual stack here).
   if (host === ":0") return "::";
-  // DJB's dns_domain_fromdot: a label over 63 bytes is a protocol error (issue 11 item 4).
-  if (host.split(".").some((l) => new TextEncoder().encode(l).length > 63)) {
-    throw fatal(PROG, `temporarily unable to figure out IP address for ${host}: protocol error`);
-  }
   if (parseIp4(host)) return host;
   const pct = host.indexOf("%");
   const bare = pct >= 0 ? host.slice(0, pct) : host;

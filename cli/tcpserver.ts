@@ -18,8 +18,9 @@ import { type ServerOptions, stderrLine, TcpServer } from "../lib/tcpserver.ts";
 import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/proxy.ts";
 
 const PROG = "tcpserver";
-const USAGE =
-  "tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program";
+/** DJB's usage line with our additions (-46jLW, -I, -C) where DJB's has its options. */
+export const USAGE =
+  "tcpserver [ -1UXpPhHrRoOdDqQv46jLW ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] [ -I interface ] [ -C n[:message] ] host port program";
 const SPEC = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO46jI:C:LW";
 
 /** The -L message when neither $DIEMSG nor anything else says otherwise. */

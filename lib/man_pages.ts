@@ -274,6 +274,66 @@ A failure to connect is reported with the messages of
 .BR tcpcat (1),
 .BR tcpclient (1)
 `,
+  "man1/https@.1": `.\\" ucspi-tcp (Deno) manual page
+.TH HTTPS@ 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+https@ \\- fetch a page from a web server over TLS
+.SH SYNOPSIS
+.B https@
+[
+.I host
+[
+.I page
+[
+.I port
+[
+.I sslclient-option ...
+]
+]
+]
+]
+.SH DESCRIPTION
+.B https@
+is
+.BR http@ (1)
+over TLS, as the script of the same name in fehcom's ucspi-ssl: it connects
+to
+.I port
+(default 443) of
+.I host
+(default
+.BR 0 ,
+the local host) as
+.B "sslclient \\-XRHl0"
+does, sends an HTTP/1.0 request for
+.BI / page
+with the header
+.BI "Host: " host : port
+and CR LF line ends, and prints the body of the answer with carriage returns
+removed.
+.PP
+The server's certificate is not checked unless the
+.I sslclient-option
+arguments ask for it (for example
+.BR "\\-x \\-a cafile" );
+they are passed to
+.BR sslclient (1)
+as given.
+A first argument of
+.B \\-4
+or
+.B \\-6
+(before
+.IR host )
+chooses the address family; otherwise the resolver's answers decide.
+Everything runs inside one process.
+.SH "EXIT STATUS"
+0, even when no connection could be made, as the script's pipeline ends in a
+filter; sslclient's messages go to standard error.
+.SH "SEE ALSO"
+.BR http@ (1),
+.BR sslclient (1)
+`,
   "man1/mconnect-io.1": `.\\" ucspi-tcp (Deno) manual page
 .TH MCONNECT-IO 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
 .SH NAME
@@ -807,6 +867,120 @@ instance
 .BR sslserver (1),
 .BR tcp-environ (5),
 .BR openssl (1)
+`,
+  "man1/sslprint.1": `.\\" ucspi-tcp (Deno) manual page
+.TH SSLPRINT 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+sslprint \\- show each TLS client the environment sslserver gives its programs
+.SH SYNOPSIS
+.B sslprint
+[
+.B \\-1346UXpPhHrRoOdDqQvVeEsSNmzZLW
+]
+[
+.B \\-c
+.I limit
+]
+[
+.B \\-C
+.IR n [: message ]
+]
+[
+.B \\-x
+.I rules.cdb
+]
+[
+.B \\-B
+.I banner
+]
+[
+.B \\-g
+.I gid
+]
+[
+.B \\-u
+.I uid
+]
+[
+.B \\-b
+.I backlog
+]
+[
+.B \\-l
+.I localname
+]
+[
+.B \\-t
+.I timeout
+]
+[
+.B \\-I
+.I interface
+]
+[
+.B \\-T
+.I ssltimeout
+]
+[
+.B \\-w
+.I progtimeout
+]
+[
+.B \\-n
+]
+.I host
+.I port
+.SH DESCRIPTION
+.B sslprint
+is
+.BR sslserver (1)
+with a program of its own: it takes the same options and the same
+.I host
+and
+.I port
+(anything after them is ignored, as in ucspi-ssl), and sends every client,
+after the banner
+.RB ( \\-B ),
+one line
+.IR NAME = value
+for each variable of ucspi-ssl's sslprint list, in that list's order, each
+preceded by a newline, with
+.B unset
+for a variable the connection does not have, and a final newline.
+The list holds
+.BR PROTO ,
+the
+.B SSL*
+and
+.B TCP*
+address variables and, with
+.BR \\-s ,
+the
+.B SSL_*
+session and certificate variables.
+.PP
+The values are printed by a shell program run through sslserver's own
+pipeline, so they are exactly what any program gets there, after the rules
+and with the certificate fields escaped as
+.BR sslserver (1)
+describes.
+Use it to check a certificate, a
+.B $CAFILE
+and a rules file before putting a real service behind them:
+.PP
+.RS
+.nf
+sslprint \\-s \\-v 127.0.0.1 8443 &
+openssl s_client \\-connect 127.0.0.1:8443 \\-cert client.pem \\-key client.key
+.fi
+.RE
+.SH "EXIT STATUS"
+As
+.BR sslserver (1):
+100 for a usage error, 111 when it cannot start.
+.SH "SEE ALSO"
+.BR sslserver (1),
+.BR tcp-environ (5)
 `,
   "man1/sslserver.1": `.\\" ucspi-tcp (Deno) manual page
 .TH SSLSERVER 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"

@@ -119,6 +119,7 @@ const USAGE_TOOLS: Record<string, Record<string, string>> = {
   fixcrio: {},
   recordio: {},
   argv0: {},
+  sslprint: {},
 };
 /** Tools without options or usage line: the stream filters and the client scripts. */
 const PLAIN_TOOLS = [
@@ -127,6 +128,7 @@ const PLAIN_TOOLS = [
   "date@",
   "finger@",
   "http@",
+  "https@",
   "mconnect",
   "mconnect-io",
   "tcpcat",

@@ -90,7 +90,9 @@ try {
       `  nc 127.0.0.1 ${port}      (or: telnet 127.0.0.1 ${port}; type lines, Ctrl-D ends)`,
     );
     console.log(`  echo hello | nc -N 127.0.0.1 ${port}`);
-    console.log(`  ${deno} run -A ${MOD} tcpclient 127.0.0.1 ${port} sh -c 'echo hello >&7; head -n 3 <&6'`);
+    console.log(
+      `  ${deno} run -A ${MOD} tcpclient 127.0.0.1 ${port} sh -c 'echo hello >&7; head -n 3 <&6'`,
+    );
     console.log("Ctrl-C stops it.");
     await new Promise<void>((resolve) => {
       Deno.addSignalListener("SIGINT", () => resolve());

@@ -1,10 +1,14 @@
 /**
  * tcprulescheck rules.cdb: says what tcpserver would do with a client whose
  * address, host name and remote info are $TCPREMOTEIP (default 0.0.0.0),
- * $TCPREMOTEHOST and $TCPREMOTEINFO, in DJB's words.
+ * $TCPREMOTEHOST and $TCPREMOTEINFO, in DJB's words. Those values and the
+ * report are bytes, as C's: the variables are read as byte strings
+ * (ownEnviron) and the rule's key, names and values printed unchanged.
  */
 import { fatalSys, usage } from "../lib/errors.ts";
+import { stringBytes } from "../lib/bytes.ts";
 import { Cdb, CdbError } from "../lib/cdb.ts";
+import { ownEnviron } from "../lib/environ.ts";
 import { findRule, ruleItems } from "../lib/rules.ts";
 
 const PROG = "tcprulescheck";
@@ -19,9 +23,10 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     throw unreadable(e);
   }
-  const ip = Deno.env.get("TCPREMOTEIP") ?? "0.0.0.0";
-  const host = Deno.env.get("TCPREMOTEHOST");
-  const info = Deno.env.get("TCPREMOTEINFO");
+  const env = ownEnviron();
+  const ip = env.get("TCPREMOTEIP") ?? "0.0.0.0";
+  const host = env.get("TCPREMOTEHOST");
+  const info = env.get("TCPREMOTEINFO");
   const lines: string[] = [];
   try {
     if (bytes.length < 2048) throw new CdbError("protocol error", "EPROTO");
@@ -43,7 +48,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     throw unreadable(e);
   }
-  const out = new TextEncoder().encode(lines.join("\n") + "\n");
+  const out = stringBytes(lines.join("\n") + "\n");
   let off = 0;
   while (off < out.length) off += await Deno.stdout.write(out.subarray(off));
   return 0;

@@ -9,6 +9,7 @@ import process from "node:process";
 import { parseIp4, parseIp6 } from "../lib/addr.ts";
 import { DnsTemporaryError, resolveAddrs } from "../lib/dns.ts";
 import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/errors.ts";
+import { byteEnviron } from "../lib/environ.ts";
 import { getopt, scanUlong } from "../lib/getopt.ts";
 import { idOf } from "../lib/ids.ts";
 import { parsePort } from "../lib/services.ts";
@@ -261,6 +262,8 @@ async function start(
 ): Promise<TcpServer> {
   const port = parsePort(a.port);
   if (port === null) throw fatal(PROG, `unable to figure out port number for ${a.port}`);
+  // The programs' environment is byte strings (lib/bytes.ts), exact bytes included.
+  baseEnv = byteEnviron(baseEnv);
   const hostname = await listenAddress(a, PROG);
   // $REUSEPORT: SO_REUSEPORT, so that several servers share the port (Linux
   // spreads the connections over them).

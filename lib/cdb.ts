@@ -9,6 +9,7 @@
  * hash ends in the byte i, twice as many slots as records; a record goes to the
  * first free slot from (hash >>> 8) % slots on, in the order it was added.
  */
+import { stringBytes } from "./bytes.ts";
 
 /** A cdb that cannot be read (truncated, corrupt) or cannot be written (too big). */
 export class CdbError extends Error {
@@ -35,7 +36,6 @@ function corrupt(): CdbError {
   return new CdbError("protocol error", "EPROTO");
 }
 
-const encoder = new TextEncoder();
 const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
 
 /**
@@ -88,16 +88,20 @@ export class Cdb {
     }
   }
 
-  /** The data of the first record with this key (a view into the cdb), or null. */
+  /**
+   * The data of the first record with this key (a view into the cdb), or
+   * null. A string key is a byte string (lib/bytes.ts: one char per byte),
+   * so a key built from environment values matches the bytes C looks up.
+   */
   get(key: Uint8Array | string): Uint8Array | null {
-    const k = typeof key === "string" ? encoder.encode(key) : key;
+    const k = typeof key === "string" ? stringBytes(key) : key;
     for (const [s, e] of this.#find(k)) return this.bytes.subarray(s, e);
     return null;
   }
 
-  /** The data of every record with this key, in the order they were added. */
+  /** The data of every record with this key (a string: a byte string), in the order they were added. */
   getAll(key: Uint8Array | string): Uint8Array[] {
-    const k = typeof key === "string" ? encoder.encode(key) : key;
+    const k = typeof key === "string" ? stringBytes(key) : key;
     const out: Uint8Array[] = [];
     for (const [s, e] of this.#find(k)) out.push(this.bytes.subarray(s, e));
     return out;
@@ -274,14 +278,14 @@ export class CdbWriter {
   }
 }
 
-/** Builds a whole cdb in memory from records (for tests and small tables). */
+/** Builds a whole cdb in memory from records (for tests and small tables); strings are byte strings. */
 export function makeCdb(records: Iterable<[Uint8Array | string, Uint8Array | string]>): Uint8Array {
   const chunks: Uint8Array[] = [];
   const w = new CdbWriter((c) => chunks.push(c.slice()));
   for (const [k, d] of records) {
     w.add(
-      typeof k === "string" ? encoder.encode(k) : k,
-      typeof d === "string" ? encoder.encode(d) : d,
+      typeof k === "string" ? stringBytes(k) : k,
+      typeof d === "string" ? stringBytes(d) : d,
     );
   }
   const header = w.finish();

@@ -14,6 +14,7 @@
  * IPv4-mapped addresses.
  */
 import { formatIp4, formatIp6, isV4Mapped, parseIp4, parseIp6, unmapV4 } from "./addr.ts";
+import { byteString, byteStringText, utf8ByteString } from "./bytes.ts";
 
 /** What the environment describes: the two ends and what was learnt about them. */
 export interface TcpEnvironInput {
@@ -143,20 +144,105 @@ export function applyEnviron(env: Map<string, string>, vars: Map<string, string 
 }
 
 /**
- * A string received from the network (an ident reply, a DNS name) as an
- * environment value can carry it: cut at the first NUL (C strings end
- * there); bytes that are not valid UTF-8 become '?'.
+ * A string received from the network (an ident reply) as an environment
+ * value: its bytes as a byte string (lib/bytes.ts), cut at the first NUL, as
+ * DJB's tools pass it (a C string ends there).
  */
 export function networkString(bytes: Uint8Array): string {
   const nul = bytes.indexOf(0);
-  const b = nul >= 0 ? bytes.subarray(0, nul) : bytes;
-  let ascii = true;
-  for (let i = 0; i < b.length; i++) {
-    if (b[i] > 126) {
-      ascii = false;
-      break;
-    }
+  return byteString(nul >= 0 ? bytes.subarray(0, nul) : bytes);
+}
+
+// deno-lint-ignore no-control-regex
+const WIDE = /[^\u0000-\u00ff]/;
+
+/**
+ * The variables of env as a program's environment receives them (both the
+ * native posix_spawn path and the pure Deno.Command path use this, so both
+ * agree): a name that is empty or holds "=" or NUL is left out (it cannot be
+ * one variable in an environ(7) block: "=" would move bytes of the name into
+ * the value, NUL would end the entry early); a value is cut at its first NUL,
+ * as C's execve sees a C string end there. A name or value holding a char
+ * above 255 is text that was never made a byte string (a caller's slip): it
+ * is passed as its UTF-8 bytes rather than cut to 8 bits.
+ */
+export function execEnvironment(env: Map<string, string>): Array<[name: string, value: string]> {
+  const out: Array<[string, string]> = [];
+  for (let [name, value] of env) {
+    if (WIDE.test(name)) name = utf8ByteString(name);
+    if (name === "" || name.includes("=") || name.includes("\0")) continue;
+    if (WIDE.test(value)) value = utf8ByteString(value);
+    const nul = value.indexOf("\0");
+    out.push([name, nul >= 0 ? value.slice(0, nul) : value]);
   }
-  if (ascii) return String.fromCharCode(...b);
-  return new TextDecoder("utf-8").decode(b).replaceAll("\ufffd", "?");
+  return out;
+}
+
+const ENVIRON_SYMBOLS = {
+  environ: { type: "pointer" },
+  strlen: { parameters: ["pointer"], result: "usize" },
+} as const;
+
+/**
+ * Our own process environment as byte strings. Deno decodes the environment
+ * as UTF-8 and silently leaves out every variable whose bytes are not UTF-8
+ * (Deno.env.get even throws for one), so a value C tcpserver set from a
+ * rules file (U="\xe4") would vanish between it and a tool run as a process.
+ * When FFI and env access are both granted (the compiled binary, `-A`),
+ * libc's `environ` is read instead: every variable with its exact bytes.
+ * Otherwise Deno.env's text, each name and value as its UTF-8 bytes
+ * (utf8ByteString); variables that are not UTF-8 are then missing. Throws
+ * what Deno.env.toObject throws without env permission.
+ */
+export function ownEnviron(): Map<string, string> {
+  return libcEnviron() ?? byteEnviron(new Map(Object.entries(Deno.env.toObject())), false);
+}
+
+/**
+ * `text` (an environment as Deno.env gives it: text) as byte strings, each
+ * name and value its UTF-8 bytes, plus (`more`, default true) the variables
+ * of our own environment Deno could not decode, with their exact bytes, when
+ * libc's `environ` can be read (see ownEnviron). tcpserver's base
+ * environment for connections is made this way.
+ */
+export function byteEnviron(text: Map<string, string>, more = true): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const [k, v] of text) env.set(utf8ByteString(k), utf8ByteString(v));
+  if (!more) return env;
+  for (const [k, v] of libcEnviron() ?? []) {
+    if (!env.has(k) && (byteStringText(k) === null || byteStringText(v) === null)) env.set(k, v);
+  }
+  return env;
+}
+
+function libcEnviron(): Map<string, string> | null {
+  let lib: Deno.DynamicLibrary<typeof ENVIRON_SYMBOLS> | undefined;
+  try {
+    if (Deno.build.os !== "linux") return null;
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    if (Deno.permissions.querySync({ name: "env" }).state !== "granted") return null;
+    lib = Deno.dlopen("libc.so.6", ENVIRON_SYMBOLS);
+    // The static's symbol is the address of `char **environ`.
+    const at = lib.symbols.environ as Deno.PointerValue;
+    const list = at === null ? null : new Deno.UnsafePointerView(at).getPointer(0);
+    const env = new Map<string, string>();
+    if (list === null) return env;
+    const view = new Deno.UnsafePointerView(list);
+    for (let i = 0;; i++) {
+      const entry = view.getPointer(i * 8);
+      if (entry === null) break;
+      const n = Number(lib.symbols.strlen(entry));
+      const bytes = new Uint8Array(n);
+      if (n > 0) new Deno.UnsafePointerView(entry).copyInto(bytes);
+      const s = byteString(bytes);
+      const eq = s.indexOf("=");
+      // as getenv: an entry without "=" is no variable; the first of a name wins
+      if (eq > 0 && !env.has(s.slice(0, eq))) env.set(s.slice(0, eq), s.slice(eq + 1));
+    }
+    return env;
+  } catch {
+    return null;
+  } finally {
+    lib?.close();
+  }
 }

@@ -15,7 +15,9 @@
  */
 import { spawn as nodeSpawn } from "node:child_process";
 import { formatIp4, formatIp6, parseIp4, parseIp6 } from "./addr.ts";
-import { waitStatus } from "./spawn.ts";
+import { utf8ByteString } from "./bytes.ts";
+import { execEnvironment } from "./environ.ts";
+import { textCommand, waitStatus } from "./spawn.ts";
 import type { Io } from "./stage.ts";
 
 const SYMBOLS = {
@@ -597,17 +599,31 @@ function spawnAttr(): Uint8Array {
 
 const enc = new TextEncoder();
 
-/** NUL-terminated strings and the NULL-terminated pointer array to them. */
+/**
+ * NUL-terminated strings and the NULL-terminated pointer array to them, for
+ * argv and envp. Each string is a byte string (lib/bytes.ts: one char, one
+ * byte), written byte for byte; a NUL in one ends it there, as C reads it
+ * (execEnvironment already cut env values at their NUL), so a NUL can never
+ * split one entry into two.
+ */
 function cStrings(list: string[]): { ptrs: Uint8Array; keep: Uint8Array } {
-  // One encode for all: a string cannot hold a NUL that C would see anyway.
-  const keep = enc.encode(list.join("\0") + "\0");
+  let total = 0;
+  for (const s of list) total += s.length + 1;
+  const keep = new Uint8Array(total);
   const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(keep)));
   const ptrs = new BigUint64Array(list.length + 1);
   let off = 0;
   for (let i = 0; i < list.length; i++) {
     ptrs[i] = base + BigInt(off);
-    const z = keep.indexOf(0, off);
-    off = z + 1;
+    const s = list[i];
+    let j = 0;
+    for (; j < s.length; j++) {
+      const c = s.charCodeAt(j) & 0xff;
+      if (c === 0) break;
+      keep[off + j] = c;
+    }
+    keep[off + j] = 0;
+    off += s.length + 1;
   }
   return { ptrs: new Uint8Array(ptrs.buffer), keep };
 }
@@ -642,9 +658,10 @@ export async function spawnOnSocket(
     l.posix_spawn_file_actions_adddup2(fa, fd, 0);
     l.posix_spawn_file_actions_adddup2(fa, fd, 1);
     const path = enc.encode(file + "\0");
-    const args = cStrings(argv);
+    // argv is text (our command line): its UTF-8 bytes; env is byte strings.
+    const args = cStrings(argv.map(utf8ByteString));
     const envs: string[] = [];
-    for (const [k, v] of env) envs.push(k + "=" + v);
+    for (const [k, v] of execEnvironment(env)) envs.push(k + "=" + v);
     const envp = cStrings(envs);
     const pidOut = new Int32Array(32); // [0]; off V8's heap, as the poll buffer
     const r = await l.posix_spawn(
@@ -674,10 +691,12 @@ function spawnNode(
   creds: { uid?: number; gid?: number },
 ): Promise<Spawned> {
   return new Promise((resolve, reject) => {
-    const child = nodeSpawn(file, argv.slice(1), {
+    // node's spawn takes text: textCommand keeps the bytes (lib/spawn.ts)
+    const t = textCommand(file, argv.slice(1), env, argv[0]);
+    const child = nodeSpawn(t.command, t.args, {
       stdio: [fd, fd, "inherit"],
-      env: Object.fromEntries(env),
-      argv0: argv[0],
+      env: t.env,
+      argv0: t.argv0 ?? t.command,
       uid: creds.uid,
       gid: creds.gid,
     });

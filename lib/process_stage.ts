@@ -5,7 +5,9 @@
  * exit with its status). Also the stdin-to-stdout filter loop of addcr and
  * delcr.
  */
+import { byteStringText, stringBytes } from "./bytes.ts";
 import type { Converter } from "./crlf.ts";
+import { ownEnviron } from "./environ.ts";
 import { errnoName, errorText, fatal, ToolError } from "./errors.ts";
 import { forwardSignals, runInherited, runPumped, statusOf } from "./spawn.ts";
 import type { Io, Stage } from "./stage.ts";
@@ -80,11 +82,13 @@ function checkFormat(file: string): string {
  * failing with "access denied" (not executable, a directory) are skipped but
  * remembered; any other error but "file does not exist" stops the search.
  * Throws an error with `code` (ENOENT, EACCES, ENOTDIR, ENOEXEC...) when
- * none fits.
+ * none fits. env's PATH is a byte string: it is decoded as UTF-8 to name
+ * files (Deno's paths are text).
  */
 export function findProgram(name: string, env: Map<string, string>): string {
   if (name.includes("/")) return checkFormat(name);
-  const path = env.get("PATH") ?? "/bin:/usr/bin";
+  const raw = env.get("PATH") ?? "/bin:/usr/bin";
+  const path = byteStringText(raw) ?? raw;
   let saved: string | undefined;
   for (const dir of path.split(":")) {
     const file = `${dir === "" ? "." : dir}/${name}`;
@@ -112,11 +116,7 @@ export function findProgram(name: string, env: Map<string, string>): string {
  * carrying connection data are byte strings), anything above is UTF-8.
  */
 export function logLineBytes(line: string): Uint8Array {
-  if (!WIDE.test(line)) {
-    const out = new Uint8Array(line.length);
-    for (let i = 0; i < line.length; i++) out[i] = line.charCodeAt(i);
-    return out;
-  }
+  if (!WIDE.test(line)) return stringBytes(line);
   const parts: number[] = [];
   for (const ch of line) {
     const c = ch.codePointAt(0)!;
@@ -221,7 +221,8 @@ export function stdioIo(log: (line: string) => void = stderrLog): Io {
 
 /**
  * Runs `stage` (the tool `prog`, args without argv[0]) over our stdio and
- * environment. `{ exit }` is returned; `{ next }` is found on PATH as DJB's
+ * environment (byte strings, exact when FFI is granted: ownEnviron).
+ * `{ exit }` is returned; `{ next }` is found on PATH as DJB's
  * pathexec does and run with our stdio (or pumped over the stage's wrapped
  * io), and its status returned. When it cannot be run: ToolError
  * `prog: fatal: unable to run NAME: reason`, exit 111, followed by what the
@@ -233,7 +234,7 @@ export async function runStageAsProcess(
   stage: Stage,
   args: string[],
 ): Promise<number> {
-  const env = new Map(Object.entries(Deno.env.toObject()));
+  const env = ownEnviron();
   let captured: string[] | null = null;
   const log = (line: string) => captured ? captured.push(line) : stderrLog(line);
   const outcome = await stage(args, env, stdioIo(log));

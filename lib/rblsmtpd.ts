@@ -17,6 +17,7 @@
  */
 import { defaultServers, DnsCache, isIPv4, isIPv6, lookup, reverseName, TYPE } from "./dns.ts";
 import { DnsTemporaryError } from "./dns.ts";
+import { stringBytes, utf8ByteString } from "./bytes.ts";
 import { usage } from "./errors.ts";
 import { getopt, scanUlong } from "./getopt.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
@@ -85,7 +86,8 @@ export function parseRblsmtpdArgs(args: string[]): RblsmtpdArgs {
           sources.push({
             kind: "rbl",
             base,
-            aMessage: msg === "" ? `%IP% is listed in ${base}` : msg,
+            // argv is text: the message's UTF-8 bytes, as C reads its argv
+            aMessage: utf8ByteString(msg === "" ? `%IP% is listed in ${base}` : msg),
             bounce,
             failClosed,
           });
@@ -111,7 +113,10 @@ export type Verdict =
 
 /** How rblsmtpd asks DNS; replaceable for tests and benchmarks. */
 export interface RblLookups {
-  /** The TXT records of name joined (DJB's dns_txt), "" if none; throws DnsTemporaryError. */
+  /**
+   * The TXT records of name joined (DJB's dns_txt) as a byte string, "" if
+   * none; throws DnsTemporaryError.
+   */
   txt(name: string, env: Map<string, string>): Promise<string>;
   /** Whether name has an A record; throws DnsTemporaryError. */
   a(name: string, env: Map<string, string>): Promise<boolean>;
@@ -215,34 +220,21 @@ export async function decide(
   return { block: false };
 }
 
-/** A JS string as a byte string (UTF-8 bytes, one char each), as the C tool sees env values. */
-function envBytes(s: string): string {
-  let ascii = true;
-  for (let i = 0; i < s.length; i++) {
-    if (s.charCodeAt(i) > 127) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return s;
-  return String.fromCharCode(...new TextEncoder().encode(s));
-}
-
 /** DJB's rblsmtpd keeps at most this many bytes of the text. */
 export const MAX_TEXT = 200;
 
 /**
  * The reply line (without CRLF) for a block: "451 text" or "553 text", with
  * %IP% replaced and $RBLMESSAGE prefixed, cut to 200 bytes, and every byte
- * outside 32..126 turned into "?" (no SMTP line injection).
+ * outside 32..126 turned into "?" (no SMTP line injection). The text and the
+ * environment are byte strings (lib/bytes.ts: $RBLSMTPD, TXT answers), so
+ * each 8-bit byte is one "?" as in C.
  */
 export function replyLine(verdict: Verdict & { block: true }, env: Map<string, string>): string {
-  const ip = envBytes(env.get("TCPREMOTEIP") ?? "");
-  const fromEnv = env.get("RBLSMTPD") !== undefined;
-  let text = fromEnv ? envBytes(verdict.text) : verdict.text;
-  text = text.replaceAll("%IP%", ip);
+  const ip = env.get("TCPREMOTEIP") ?? "";
+  let text = verdict.text.replaceAll("%IP%", ip);
   const prefix = env.get("RBLMESSAGE");
-  if (prefix !== undefined) text = envBytes(prefix) + text;
+  if (prefix !== undefined) text = prefix + text;
   if (text.length > MAX_TEXT) text = text.slice(0, MAX_TEXT);
   const line = `${verdict.code} ${text}`;
   let out = "";
@@ -253,15 +245,9 @@ export function replyLine(verdict: Verdict & { block: true }, env: Map<string, s
   return out;
 }
 
-function bytes(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
-
-const GREETING = bytes("220 rblsmtpd.local\r\n");
-const OK = bytes("250 rblsmtpd.local\r\n");
-const BYE = bytes("221 rblsmtpd.local\r\n");
+const GREETING = stringBytes("220 rblsmtpd.local\r\n");
+const OK = stringBytes("250 rblsmtpd.local\r\n");
+const BYE = stringBytes("221 rblsmtpd.local\r\n");
 const ACCEPTED = new Set(["helo", "ehlo", "mail", "rset", "noop"]);
 const MAX_KEPT = 1024; // only the verb matters; longer lines are kept in part
 
@@ -285,7 +271,7 @@ function verbOf(line: Uint8Array): string {
  * timeout 0: only the reply line, at once.
  */
 export async function converse(io: Io, reply: string, timeout: number): Promise<void> {
-  const replyBytes = bytes(reply + "\r\n");
+  const replyBytes = stringBytes(reply + "\r\n");
   const writer = io.output.getWriter();
   if (timeout === 0) {
     try {
@@ -379,7 +365,7 @@ export function makeRblsmtpdStage(ctx: RblsmtpdContext = {}): Stage {
     if (!verdict.block) return { next: parsed.prog };
     const reply = replyLine(verdict, env);
     io.log(
-      `rblsmtpd: ${envBytes(env.get("TCPREMOTEIP") ?? "")} pid ${ctx.pid ?? Deno.pid}: ${reply}`,
+      `rblsmtpd: ${env.get("TCPREMOTEIP") ?? ""} pid ${ctx.pid ?? Deno.pid}: ${reply}`,
     );
     // DJB's rblsmtpd writes this line before the greeting, and scripts that
     // read stdout and stderr from one pipe depend on it. A process's log

@@ -7,6 +7,7 @@
  * pid). Packets are cut at 256 bytes, DJB's read size, so each log line is
  * one write.
  */
+import { byteString } from "./bytes.ts";
 import type { Converter } from "./crlf.ts";
 import { pullThrough, writeThrough } from "./crlf.ts";
 import { usage } from "./errors.ts";
@@ -19,16 +20,6 @@ export const RECORDIO_USAGE = "recordio program [ arg ... ]";
 export const RECORDIO_PACKET = 256;
 
 const NL = 10;
-
-/** The bytes of `data` as a byte string (one char per byte, latin1). */
-export function byteString(data: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < data.length; i += 4096) {
-    // apply takes the typed array as is: far faster than spreading it
-    s += String.fromCharCode.apply(null, data.subarray(i, i + 4096) as unknown as number[]);
-  }
-  return s;
-}
 
 /**
  * The log lines (byte strings, without newline) for one packet of at most

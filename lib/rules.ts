@@ -11,6 +11,7 @@
  * "cidr:v4" / "cidr:v6" list the prefix lengths present (one byte each,
  * longest first) so a lookup tries only those lengths.
  */
+import { byteString, stringBytes } from "./bytes.ts";
 import { Cdb, CdbError } from "./cdb.ts";
 import {
   canonicalIp,
@@ -40,7 +41,6 @@ const COLON = 58, COMMA = 44, EQ = 61, AT = 64, DASH = 45, DOT = 46, SLASH = 47;
 const HASH = 35, NL = 10, SP = 32, TAB = 9;
 const ALLOW = [97, 108, 108, 111, 119];
 const DENY = [100, 101, 110, 121];
-const latin = new TextDecoder("latin1");
 const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -136,7 +136,7 @@ export class RuleCompiler {
       if (b[p] !== COLON) continue;
       if (!startsWithAt(b, p + 1, end, ALLOW) && !startsWithAt(b, p + 1, end, DENY)) continue;
       if (!this.#instructions(b, p + 1, end)) continue;
-      let addr = latin.decode(b.subarray(start, p));
+      let addr = byteString(b.subarray(start, p));
       const at = addr.lastIndexOf("@");
       const info = at >= 0 ? addr.slice(0, at + 1) : "";
       addr = addr.slice(at + 1);
@@ -144,7 +144,7 @@ export class RuleCompiler {
       let key = this.#ip6Key(addr, info.length > 0);
       if (key === null && b[p - 1] === COLON) key = this.#ip6Key(addr + ":", info.length > 0);
       if (key === null) throw syntaxError(b, start, end);
-      this.#emitKey(encoder.encode(info + key));
+      this.#emitKey(stringBytes(info + key));
       return;
     }
     throw syntaxError(b, start, end);
@@ -222,7 +222,7 @@ export class RuleCompiler {
     const at = indexOf(b, AT, start, end);
     if (eq < 0 && at < 0) {
       if (indexOf(b, SLASH, start, end) >= 0) {
-        const key = this.#cidr4(latin.decode(b.subarray(start, end)));
+        const key = this.#cidr4(byteString(b.subarray(start, end)));
         if (key === null) throw syntaxError(b, start, lineEnd);
         this.#emitKey(encoder.encode(key));
         return;
@@ -307,7 +307,11 @@ function unmappedPrefix(ip: Ip, bits: number): [Ip, number] {
   return [ip, bits];
 }
 
-/** Compiles a whole rules text (lines separated by \n) to records, for tests and tools. */
+/**
+ * Compiles a whole rules text (lines separated by \n) to records, for tests
+ * and tools. A string is text: compiled as its UTF-8 bytes, as a file
+ * holding it would be.
+ */
 export function compileRules(text: Uint8Array | string): Array<[Uint8Array, Uint8Array]> {
   const b = typeof text === "string" ? encoder.encode(text) : text;
   const out: Array<[Uint8Array, Uint8Array]> = [];
@@ -328,12 +332,13 @@ export interface RuleDecision {
   /** The key that matched, null = none (default allow). */
   rule: string | null;
   allow: boolean;
-  /** Variables to set (value) or unset (null), in rule order. */
+  /** Variables to set (value) or unset (null), in rule order; byte strings (lib/bytes.ts). */
   env: Array<[name: string, value: string | null]>;
 }
 
 /** A rule found: its key and raw data. */
 export interface RuleMatch {
+  /** The key that matched, a byte string. */
   key: string;
   data: Uint8Array;
 }
@@ -343,7 +348,9 @@ export interface RuleMatch {
  * =host, shorter ip prefixes ending in a dot, then (ours) CIDR prefixes
  * longest first, then =.suffixes of host, "=", and "". `host`/`info`
  * undefined = not known (steps using them are skipped; "" is a value). An
- * IPv4-mapped IPv6 ip is looked up as IPv4; IPv6 in canonical form.
+ * IPv4-mapped IPv6 ip is looked up as IPv4; IPv6 in canonical form. ip,
+ * host and info are byte strings (environment values, lib/bytes.ts), and so
+ * is every key handed to `get` (Cdb.get reads a string key that way).
  */
 export function findRule(
   get: (key: string) => Uint8Array | null,
@@ -394,7 +401,7 @@ export function findRule(
   return tryKey("");
 }
 
-/** One instruction of a rule's data, as tcprulescheck reports it. */
+/** One instruction of a rule's data, as tcprulescheck reports it (text, name: byte strings). */
 export type RuleItem =
   | { kind: "deny" }
   | { kind: "set"; text: string }
@@ -404,6 +411,7 @@ export type RuleItem =
  * The instructions in a rule's data, in order, as DJB's tcprulescheck reads
  * them: NUL-terminated items; "D" = deny (nothing after it counts), "+" =
  * set, "-" = unset (ours); other items and an unterminated tail are ignored.
+ * Names and values are byte strings (lib/bytes.ts): the rule's exact bytes.
  */
 export function ruleItems(data: Uint8Array): RuleItem[] {
   const items: RuleItem[] = [];
@@ -417,9 +425,9 @@ export function ruleItems(data: Uint8Array): RuleItem[] {
         items.push({ kind: "deny" });
         break;
       }
-      if (kind === 43) items.push({ kind: "set", text: utf8.decode(data.subarray(s + 1, z)) });
+      if (kind === 43) items.push({ kind: "set", text: byteString(data.subarray(s + 1, z)) });
       else if (kind === 45) {
-        items.push({ kind: "unset", name: utf8.decode(data.subarray(s + 1, z)) });
+        items.push({ kind: "unset", name: byteString(data.subarray(s + 1, z)) });
       }
     }
     s = z + 1;

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { Cdb, CdbError, CdbFile, cdbHash, CdbWriter, makeCdb } from "../lib/cdb.ts";
+import { byteString, stringBytes } from "../lib/bytes.ts";
 import { cTool, prng, tempDir } from "./helpers.ts";
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
+// String keys and data are byte strings (lib/bytes.ts); "\u00e9" below is the byte 0xe9.
+const enc = { encode: stringBytes };
+const dec = { decode: byteString };
 
 function records(n: number, seed: number): Array<[string, string]> {
   const r = prng(seed);

@@ -64,8 +64,11 @@ export interface ServerSpec {
   limit: number;
   /** Listen backlog; undefined: the server's own default. */
   backlog?: number;
-  /** Rules databases: a tcprules cdb (tcpserver) and an ipsvd-cdb one (tcpsvd). */
-  rules?: { tcprules: string; ipsvd?: string };
+  /**
+   * The same rules compiled for each server: a tcprules cdb (tcpserver), an
+   * ipsvd-cdb one (tcpsvd), an s6-accessrules one (s6-tcpserver-access).
+   */
+  rules?: { tcprules: string; ipsvd?: string; s6?: string };
   /** Extra environment for the server. */
   env?: Record<string, string>;
   /** Extra environment for ours only (with ourProgram). */
@@ -428,6 +431,8 @@ export const SOCAT: Peer = {
 };
 
 const S6 = Deno.env.get("S6_TCPSERVER");
+/** The directory of $S6_TCPSERVER, where its helpers (and s6's rules compiler) are looked for. */
+export const S6_DIR = S6 ? S6.slice(0, S6.lastIndexOf("/")) || "/" : "";
 
 /** s6-networking's s6-tcpserver, when $S6_TCPSERVER names a built binary. */
 export const S6_TCPSERVER: Peer = {
@@ -440,18 +445,28 @@ export const S6_TCPSERVER: Peer = {
       ? `$S6_TCPSERVER=${S6} is not an executable file`
       : "$S6_TCPSERVER not set (build s6-networking, see bench/README.md)",
   unsupported: (spec) =>
-    spec.rules ? "rules need s6-tcpserver-access and an s6-accessrules cdb" : null,
+    spec.rules && !spec.rules.s6
+      ? "no s6-accessrules-cdb-from-fs next to $S6_TCPSERVER (s6's, for the rules cdb)"
+      : null,
   start(spec) {
     const host = spec.host ?? HOST, port = spec.port ?? freePort(host);
+    // s6 checks rules in s6-tcpserver-access, a program of its own in the chain
+    const access = spec.rules?.s6
+      ? [`${S6_DIR}/s6-tcpserver-access`, "-v", "0", "-H", "-R", "-l", "0", "-x", spec.rules.s6]
+      : [];
     return spawnServer(
       [
         S6!,
         "-q",
         "-c",
         String(spec.limit),
+        // the per-address limit (default 40) too: every client is 127.0.0.1
+        "-C",
+        String(spec.limit),
         ...(spec.backlog !== undefined ? ["-b", String(spec.backlog)] : []),
         host,
         String(port),
+        ...access,
         ...spec.program,
       ],
       host,
@@ -459,9 +474,7 @@ export const S6_TCPSERVER: Peer = {
       // s6-tcpserver execs its helpers (s6-tcpserverd, ...) by PATH: its own directory first
       {
         ...spec.env,
-        PATH: `${S6!.slice(0, S6!.lastIndexOf("/")) || "/"}:${
-          spec.env?.PATH ?? Deno.env.get("PATH") ?? "/usr/bin:/bin"
-        }`,
+        PATH: `${S6_DIR}:${spec.env?.PATH ?? Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
       },
     );
   },

@@ -16,6 +16,7 @@ import {
   connectOnce,
   cpuMs,
   emitRow,
+  executable,
   holdIdle,
   load,
   openFilesLimit,
@@ -24,6 +25,7 @@ import {
   presentServers,
   processTree,
   rollupKb,
+  S6_DIR,
   SERVERS,
   type ServerSpec,
   supporting,
@@ -144,7 +146,41 @@ async function makeRules(dir: string): Promise<{ tcprules: string; ipsvd?: strin
   const ipsvd = `${dir}/ipsvd.cdb`;
   const q = await new Deno.Command("/usr/bin/ipsvd-cdb", { args: [ipsvd, `${ipsvd}.tmp`, inst] })
     .output();
-  return q.success ? { tcprules: cdb, ipsvd } : { tcprules: cdb };
+  const out: { tcprules: string; ipsvd?: string; s6?: string } = { tcprules: cdb };
+  if (q.success) out.ipsvd = ipsvd;
+  const s6 = await s6Rules(dir, ipsvdFiles);
+  if (s6) out.s6 = s6;
+  return out;
+}
+
+/**
+ * The same rules as an s6-accessrules directory (ip4/A.B.C.D_32/allow with
+ * env/, or deny; ip4/0.0.0.0_0/allow for the rest) compiled with s6's
+ * s6-accessrules-cdb-from-fs, when it sits next to $S6_TCPSERVER.
+ */
+async function s6Rules(dir: string, rules: [string, string][]): Promise<string | null> {
+  const compiler = executable(`${S6_DIR}/s6-accessrules-cdb-from-fs`);
+  if (!S6_DIR || !compiler) return null;
+  const root = `${dir}/s6rules`;
+  for (const [ip, body] of [...rules, ["0.0.0.0_0", "+"] as [string, string]]) {
+    const rule = `${root}/ip4/${ip.includes("_") ? ip : `${ip}_32`}`;
+    await Deno.mkdir(`${rule}/env`, { recursive: true });
+    if (!body) {
+      await Deno.writeTextFile(`${rule}/deny`, "");
+      continue;
+    }
+    await Deno.writeTextFile(`${rule}/allow`, "");
+    for (const line of body.split("\n")) {
+      // "+NAME=value": an envdir file whose first line is the value ("\n" alone: empty)
+      const eq = line.indexOf("=");
+      if (line.startsWith("+") && eq > 0) {
+        await Deno.writeTextFile(`${rule}/env/${line.slice(1, eq)}`, `${line.slice(eq + 1)}\n`);
+      }
+    }
+  }
+  const cdb = `${dir}/s6rules.cdb`;
+  const r = await new Deno.Command(compiler, { args: [cdb, root] }).output();
+  return r.success ? cdb : null;
 }
 
 /** Bytes per second: one connection downloading (or sending through cat) `bytes`. */

@@ -1,113 +1,95 @@
 /**
- * Using all cores: connections per second through 1 tcpserver process
- * against 2 (or --procs N) processes sharing one port with SO_REUSEPORT
- * ($REUSEPORT), for a trivial program. Bounded: a fixed number of
- * connections per run, at a fixed concurrency, loopback only.
+ * Using both cores: connections per second through 2 (or --procs N) of our
+ * tcpserver processes sharing one port with SO_REUSEPORT ($REUSEPORT)
+ * against 1 process, for /bin/echo at 16 clients, on the native and the pure
+ * path. The ratio is N processes / 1 (C tcpserver has no SO_REUSEPORT).
  *
- *   deno run -A bench/reuseport_bench.ts [--quick] [--procs N]
+ *   deno run -A bench/reuseport_bench.ts [--quick] [--alternations N] [--procs N]
  */
-import net from "node:net";
-import { fileURLToPath } from "node:url";
+import {
+  alternate,
+  connectOnce,
+  emitRow,
+  freePort,
+  HOST,
+  listeningInodes,
+  load,
+  NATIVE,
+  type Peer,
+  pick,
+  PURE,
+  type Server,
+  type ServerSpec,
+} from "./support.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const MOD = `${ROOT}mod.ts`;
-const quick = Deno.args.includes("--quick");
 const procsAt = Deno.args.indexOf("--procs");
 const PROCS = procsAt >= 0 ? Math.max(2, Number(Deno.args[procsAt + 1]) || 2) : 2;
-const CONNECTIONS = quick ? 300 : 1500;
-const CONCURRENCY = 16;
+const CLIENTS = 16;
 
-interface Server {
-  port: number;
-  stop(): Promise<void>;
-}
-
-async function start(port: number, program: string[]): Promise<Server> {
-  const child = new Deno.Command("bash", {
-    args: [
-      "-c",
-      `exec -a tcpserver "${Deno.execPath()}" run -A "${MOD}" "$@"`,
-      "tcpserver",
-      "-1",
-      "-RHq",
-      "-l0",
-      "-c",
-      "200",
-      "127.0.0.1",
-      String(port),
-      ...program,
-    ],
+/** n processes of peer on one port with $REUSEPORT, all of them listening. */
+async function group(peer: Peer, n: number): Promise<Server[]> {
+  const port = freePort(HOST);
+  const spec: ServerSpec = {
+    program: ["/bin/echo", "ok"],
+    limit: 200,
+    port,
     env: { REUSEPORT: "1" },
-    stdout: "piped",
-    stderr: "inherit",
-    stdin: "null",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("tcpserver did not start");
-    out += new TextDecoder().decode(value);
+  };
+  const out: Server[] = [];
+  for (let i = 0; i < n; i++) out.push(await peer.start(spec));
+  for (let i = 0; listeningInodes(port).length < n; i++) {
+    if (i > 500) throw new Error(`${n} processes but ${listeningInodes(port).length} listeners`);
+    await new Promise((r) => setTimeout(r, 10));
   }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  return {
-    port: Number(out.trim()),
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      await child.status;
-    },
-  };
+  return out;
 }
 
-/** One connection: read until the server closes; resolves the bytes read. */
-function one(port: number): Promise<number> {
-  return new Promise((resolve) => {
-    let n = 0;
-    const s = net.connect({ host: "127.0.0.1", port });
-    s.on("data", (c: Uint8Array) => (n += c.length));
-    s.on("error", () => resolve(-1));
-    s.on("close", () => resolve(n));
-  });
-}
-
-/** CONNECTIONS connections, CONCURRENCY at a time: connections per second. */
-async function rate(port: number): Promise<{ perSecond: number; failed: number }> {
-  let next = 0, failed = 0;
-  const t0 = performance.now();
-  const worker = async () => {
-    while (next < CONNECTIONS) {
-      next++;
-      if ((await one(port)) <= 0) failed++;
+const sets: { id: string; label: string; peer: Peer; procs: number; servers: Server[] }[] = [];
+try {
+  for (const peer of [NATIVE, PURE]) {
+    for (const procs of [1, PROCS]) {
+      sets.push({
+        id: `${peer.id}${procs}`,
+        label: `${peer.label} x${procs}`,
+        peer,
+        procs,
+        servers: await group(peer, procs),
+      });
     }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { perSecond: CONNECTIONS / ((performance.now() - t0) / 1000), failed };
+  }
+  const { samples, failed } = await alternate("reuseport", sets, async (s) => {
+    const port = s.servers[0].port;
+    const r = await load(CLIENTS, pick(1500, 150), pick(5, 1.5), async (_, signal) => {
+      if ((await connectOnce(HOST, port, { signal })) !== 3) throw new Error("short answer");
+    });
+    if (r.failed) console.log(`    (${r.failed} failed connections)`);
+    return { rate: r.perSecond };
+  });
+  const rows = new Map<string, Record<string, number>[]>();
+  const refs: Record<string, number[]> = {};
+  const skipped: Record<string, string> = { ...failed };
+  for (const peer of [NATIVE, PURE]) {
+    const one = samples.get(`${peer.id}1`), many = samples.get(`${peer.id}${PROCS}`);
+    if (one && many) {
+      rows.set(peer.id, many);
+      refs[peer.id] = one.map((x) => x.rate);
+    } else skipped[peer.id] = failed[`${peer.id}1`] ?? failed[`${peer.id}${PROCS}`] ?? "failed";
+  }
+  emitRow(
+    {
+      id: "reuseport",
+      label: `$REUSEPORT, ${PROCS} processes / 1, /bin/echo, ${CLIENTS} clients`,
+      unit: "conn/s",
+      better: "higher",
+      note: `ratio: ${PROCS} processes sharing the port / 1 process of the same path; ` +
+        `absolute: ${PROCS} processes`,
+    },
+    "native",
+    rows,
+    "rate",
+    skipped,
+    refs,
+  );
+} finally {
+  for (const s of sets) for (const srv of s.servers) await srv.stop();
 }
-
-const PROGRAM = ["echo", "hello"];
-const rows: string[] = [];
-const single = await start(0, PROGRAM);
-await rate(single.port); // warm up
-const r1 = await rate(single.port);
-await single.stop();
-
-const first = await start(0, PROGRAM);
-const group = [first];
-for (let i = 1; i < PROCS; i++) group.push(await start(first.port, PROGRAM));
-await rate(first.port);
-const rN = await rate(first.port);
-for (const s of group) await s.stop();
-
-rows.push(
-  `cores: ${navigator.hardwareConcurrency}, connections per run: ${CONNECTIONS}, ` +
-    `concurrency: ${CONCURRENCY}, program: ${PROGRAM.join(" ")}`,
-);
-rows.push(`1 process:   ${r1.perSecond.toFixed(0)} connections/s (failed ${r1.failed})`);
-rows.push(
-  `${PROCS} processes: ${rN.perSecond.toFixed(0)} connections/s (failed ${rN.failed})`,
-);
-rows.push(`ratio ${PROCS}/1: ${(rN.perSecond / r1.perSecond).toFixed(2)}`);
-console.log(rows.join("\n"));

@@ -1,13 +1,16 @@
 /**
- * Throughput of our addcr, delcr, fixcrio and recordio against DJB's C tools
- * on the same generated input (text lines and random binary), as wall-clock
- * ratios (ours / C; below 1 means we are faster). Deno's start-up is counted.
+ * The stream tools against DJB's C ones: start-up (`addcr < /dev/null`, 20
+ * times in a row, ours through the multi-call entry) and throughput of addcr,
+ * delcr, fixcrio and recordio on the same generated text (Deno start-up
+ * counted), interleaved.
  *
- *   deno run -A bench/streamtools_bench.ts [MB]
+ *   deno run -A bench/streamtools_bench.ts [--quick] [--alternations N]
  */
-import { cTool, oursArgv } from "../tests/helpers.ts";
+import { alternate, emitRow, executable, oursArgv, pick } from "./support.ts";
 
-const MB = Number(Deno.args[0] ?? 100);
+/** MB of input: the tools that pipe through a program (and recordio's log) get less. */
+const MB = pick(64, 4), MB_PIPED = pick(16, 2);
+const STARTS = 20;
 
 function textInput(size: number): Uint8Array {
   const lines = [
@@ -23,60 +26,97 @@ function textInput(size: number): Uint8Array {
   return out;
 }
 
-function binaryInput(size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  for (let at = 0; at < size; at += 65536) crypto.getRandomValues(out.subarray(at, at + 65536));
-  return out;
-}
-
-/** Seconds to run argv with stdin from `file`, stdout and stderr to /dev/null. */
-async function time(argv: string[], file: string): Promise<number> {
+/** Milliseconds for `times` runs of argv in a row, stdin from `file`, output discarded. */
+async function time(argv: string[], file: string, times = 1): Promise<number> {
   const t0 = performance.now();
-  const r = await new Deno.Command("bash", {
-    args: ["-c", '"$@" < "$0" > /dev/null 2>&1', file, ...argv],
+  const r = await new Deno.Command("/bin/bash", {
+    args: [
+      "-c",
+      'n=$1 f=$2; shift 2; for ((i = 0; i < n; i++)); do "$@" < "$f" > /dev/null 2>&1 || exit 1; done',
+      "bench",
+      String(times),
+      file,
+      ...argv,
+    ],
+    stderr: "piped",
   }).output();
-  if (!r.success) throw new Error(`${argv.join(" ")} failed: ${r.code}`);
-  return (performance.now() - t0) / 1000;
+  if (!r.success) throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+  return performance.now() - t0;
 }
 
-async function best(argv: string[], file: string, runs = 3): Promise<number> {
-  let min = Infinity;
-  for (let i = 0; i < runs; i++) min = Math.min(min, await time(argv, file));
-  return min;
+/** Ours and C's for one tool, or only ours with the reason C's is missing. */
+function impls(tool: string, args: string[]) {
+  const c = executable(`/usr/bin/${tool}`);
+  return {
+    list: [
+      { id: "native", label: `ours ${tool}`, argv: oursArgv(tool, args) },
+      ...(c ? [{ id: "c", label: `C ${tool}`, argv: [c, ...args] }] : []),
+    ],
+    skipped: c ? {} : { c: `no /usr/bin/${tool} (apt-get install ucspi-tcp)` } as Record<
+      string,
+      string
+    >,
+  };
 }
 
-const dir = await Deno.makeTempDir({ prefix: "streambench-" });
+{
+  const { list, skipped } = impls("addcr", []);
+  const { samples, failed } = await alternate(
+    "start-up",
+    list,
+    async (p) => ({ ms: (await time(p.argv, "/dev/null", STARTS)) / STARTS }),
+  );
+  emitRow(
+    {
+      id: "startup",
+      label: `start-up, addcr < /dev/null (mean of ${STARTS})`,
+      unit: "ms",
+      better: "lower",
+      note: "ours through the multi-call entry (deno run mod.ts, argv[0] addcr)",
+    },
+    "c",
+    samples,
+    "ms",
+    { ...skipped, ...failed },
+  );
+}
+
+const dir = await Deno.makeTempDir({ prefix: "bench-stream-" });
 try {
-  const inputs: [string, Uint8Array][] = [
-    ["text", textInput(MB << 20)],
-    ["binary", binaryInput(MB << 20)],
-  ];
-  console.log(`input ${MB} MB; best of 3; ratio = ours / C`);
-  for (const [kind, data] of inputs) {
-    const file = `${dir}/${kind}`;
-    await Deno.writeFile(file, data);
-    for (
-      const [tool, args] of [
-        ["addcr", []],
-        ["delcr", []],
-        ["fixcrio", ["cat"]],
-        ["recordio", ["cat"]],
-      ] as [string, string[]][]
-    ) {
-      const c = cTool(tool);
-      const ours = await best(oursArgv(tool, args), file);
-      if (!c) {
-        console.log(`${tool.padEnd(8)} ${kind.padEnd(6)} ours ${ours.toFixed(2)}s (no C ${tool})`);
-        continue;
-      }
-      const theirs = await best([c, ...args], file);
-      console.log(
-        `${tool.padEnd(8)} ${kind.padEnd(6)} ours ${ours.toFixed(2)}s  C ${theirs.toFixed(2)}s  ` +
-          `ratio ${(ours / theirs).toFixed(2)}  (${(MB / ours).toFixed(0)} vs ${
-            (MB / theirs).toFixed(0)
-          } MB/s)`,
-      );
-    }
+  const files: Record<number, string> = {};
+  for (const mb of new Set([MB, MB_PIPED])) {
+    files[mb] = `${dir}/text${mb}`;
+    await Deno.writeFile(files[mb], textInput(mb << 20));
+  }
+  for (
+    const [tool, args] of [
+      ["addcr", []],
+      ["delcr", []],
+      ["fixcrio", ["/bin/cat"]],
+      ["recordio", ["/bin/cat"]],
+    ] as [string, string[]][]
+  ) {
+    const { list, skipped } = impls(tool, args);
+    const mb = args.length ? MB_PIPED : MB, file = files[mb];
+    const { samples, failed } = await alternate(
+      tool,
+      list,
+      async (p) => ({ mbs: mb / ((await time(p.argv, file)) / 1000) }),
+    );
+    emitRow(
+      {
+        id: `stream-${tool}`,
+        label: `${
+          [tool, ...args.map((a) => a.slice(a.lastIndexOf("/") + 1))].join(" ")
+        }, ${mb} MB text`,
+        unit: "MB/s",
+        better: "higher",
+      },
+      "c",
+      samples,
+      "mbs",
+      { ...skipped, ...failed },
+    );
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

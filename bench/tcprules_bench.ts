@@ -1,13 +1,14 @@
 /**
- * Compile time of 1,000,000 rules lines: our tcprules (the real command, Deno
- * start-up included) against DJB's C tcprules in the same run, best of 3.
- * Prints the times and the ratio (our time / C time: how many times slower we
- * are) and checks that both cdbs are byte-identical.
+ * tcprules compiling 1,000,000 rules lines (100,000 with --quick): ours (the
+ * real command through the multi-call entry, Deno start-up included) against
+ * DJB's C tcprules, interleaved; checks that both cdbs are byte-identical.
+ *
+ *   deno run -A bench/tcprules_bench.ts [--quick] [--alternations N]
  */
-import { fileURLToPath } from "node:url";
+import { alternate, emitRow, executable, oursArgv, pick } from "./support.ts";
 
-const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
-const LINES = Number(Deno.env.get("BENCH_RULES") ?? 1_000_000);
+const LINES = pick(1_000_000, 100_000);
+const C_TCPRULES = "/usr/bin/tcprules";
 
 function rulesText(n: number): Uint8Array {
   let seed = 12345;
@@ -47,51 +48,53 @@ function rulesText(n: number): Uint8Array {
   return new TextEncoder().encode(parts.join("\n") + "\n");
 }
 
+/** Milliseconds for argv with stdin from `input`. */
 async function timeRun(argv: string[], input: string): Promise<number> {
   const t0 = performance.now();
-  const r = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "piped",
+  const r = await new Deno.Command("/bin/sh", {
+    args: ["-c", '"$@" < "$0"', input, ...argv],
     stdout: "null",
     stderr: "piped",
-  }).spawn();
-  const file = await Deno.open(input);
-  await file.readable.pipeTo(r.stdin);
-  const out = await r.output();
+  }).output();
   const t = performance.now() - t0;
-  if (out.code !== 0) throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  if (r.code !== 0) throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
   return t;
 }
 
-const dir = await Deno.makeTempDir({ prefix: "tcprules-bench-" });
+const row = {
+  id: "tcprules",
+  label: `tcprules, ${LINES.toLocaleString("en")} lines`,
+  unit: "ms",
+  better: "lower" as const,
+  note: "ours: one code path, shown under native; Deno start-up included; the cdbs compared",
+};
+const dir = await Deno.makeTempDir({ prefix: "bench-tcprules-" });
 try {
   const input = `${dir}/rules.txt`;
   await Deno.writeFile(input, rulesText(LINES));
-  const c = ["/usr/bin/tcprules", `${dir}/c.cdb`, `${dir}/c.tmp`];
-  const ours = [Deno.execPath(), "run", "-A", MOD, "tcprules", `${dir}/o.cdb`, `${dir}/o.tmp`];
-  const haveC = (() => {
-    try {
-      return Deno.statSync(c[0]).isFile;
-    } catch {
-      return false;
-    }
-  })();
-  let best = Infinity, bestC = Infinity;
-  for (let i = 0; i < 3; i++) {
-    best = Math.min(best, await timeRun(ours, input));
-    if (haveC) bestC = Math.min(bestC, await timeRun(c, input));
-  }
-  const size = (await Deno.stat(`${dir}/o.cdb`)).size;
-  console.log(`tcprules, ${LINES} lines -> ${size} byte cdb (best of 3)`);
-  console.log(`  ours : ${best.toFixed(0)} ms`);
-  if (haveC) {
+  const impls = [
+    { id: "native", label: "ours", argv: oursArgv("tcprules", [`${dir}/o.cdb`, `${dir}/o.tmp`]) },
+    ...(executable(C_TCPRULES)
+      ? [{ id: "c", label: "C tcprules", argv: [C_TCPRULES, `${dir}/c.cdb`, `${dir}/c.tmp`] }]
+      : []),
+  ];
+  const skipped: Record<string, string> = impls.length > 1 ? {} : { c: "no /usr/bin/tcprules" };
+  const { samples, failed } = await alternate(
+    "tcprules",
+    impls,
+    async (p) => ({ ms: await timeRun(p.argv, input) }),
+  );
+  if (impls.length > 1 && !Object.keys(failed).length) {
     const a = await Deno.readFile(`${dir}/o.cdb`);
     const b = await Deno.readFile(`${dir}/c.cdb`);
     const same = a.length === b.length && a.every((x, i) => x === b[i]);
-    console.log(`  C    : ${bestC.toFixed(0)} ms`);
-    console.log(`  ratio: ours/C = ${(best / bestC).toFixed(2)} (times slower than C)`);
-    console.log(`  cdb bytes identical: ${same}`);
-  } else console.log("  C tcprules not installed: no ratio");
+    console.log(`  cdb ${a.length} bytes, identical to C's: ${same}`);
+    if (!same) {
+      failed.native = "cdb differs from C tcprules'";
+      samples.delete("native");
+    }
+  }
+  emitRow(row, "c", samples, "ms", { ...skipped, ...failed });
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

@@ -2,16 +2,16 @@
  * The one entry point, busybox style: runs the tool named by the basename of
  * argv[0] (a symlink to the compiled binary, or `exec -a NAME deno run mod.ts`),
  * otherwise the tool named by the first argument. `--list` prints the tool
- * names; `install [-f] DIR` makes the tool-name entries in DIR (lib/install.ts),
- * `install --man DIR` writes the manual pages (lib/man_pages.ts) there;
+ * names; `install [-f] DIR` makes the tool-name entries in DIR (lib/install/install.ts),
+ * `install --man DIR` writes the manual pages (lib/install/man_pages.ts) there;
  * `--help` and `--version` say what this is. This is the only place that
  * writes a fatal error and exits.
  */
 import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
-import { errorText, ToolError } from "./lib/errors.ts";
-import { installLinks, installManPages } from "./lib/install.ts";
-import { setProcessName } from "./lib/procname.ts";
+import { errorText, ToolError } from "./lib/core/errors.ts";
+import { installLinks, installManPages } from "./lib/install/install.ts";
+import { setProcessName } from "./lib/native/procname.ts";
 
 const SELF = "ucspi-tcp";
 
@@ -71,7 +71,7 @@ async function run(argv0: string, args: string[]): Promise<number> {
         throw new ToolError(`${SELF}: usage: ${SELF} install [-f] [--man] DIR`, 100);
       }
       const lines = man
-        ? installManPages(rest[0], (await import("./lib/man_pages.ts")).MAN_PAGES, { force })
+        ? installManPages(rest[0], (await import("./lib/install/man_pages.ts")).MAN_PAGES, { force })
         : installLinks(rest[0], toolNames(), { force });
       for (const line of lines) console.log(line);
       return 0;

@@ -4,12 +4,12 @@
  * tcpserver with C rblsmtpd (the reference), ours (rblsmtpd in-process: a
  * blocked client costs no process) on both paths, and the peers that set
  * $TCPREMOTEIP (tcpsvd, s6-tcpserver) with C rblsmtpd; the same DNS server
- * (tests/dns_server.ts, needs root for port 53) and clients for all.
+ * (tests/support/dns_server.ts, needs root for port 53) and clients for all.
  *
  *   deno run -A bench/rblsmtpd_bench.ts [--quick] [--alternations N]
  */
 import net from "node:net";
-import { startDnsServer } from "../tests/dns_server.ts";
+import { startDnsServer } from "../tests/support/dns_server.ts";
 import {
   alternate,
   emitRow,

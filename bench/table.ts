@@ -2,7 +2,7 @@
  * The benchmark table, pure (no timing, no I/O): the `BENCH {json}` rows the
  * benches print, their medians and ratios, the Markdown table bench/run.ts
  * writes to README.md and bench/RESULTS.md, and the replacement of the
- * README's generated block. Tested by tests/bench_table_test.ts.
+ * README's generated block. Tested by tests/tools/bench_table_test.ts.
  */
 
 /** One measured row, as a bench prints it after `BENCH `. */

@@ -1,6 +1,6 @@
 /** addcr: inserts a CR before each LF, stdin to stdout. No arguments are looked at. */
-import { addcrConverter } from "../lib/crlf.ts";
-import { filterStdio } from "../lib/process_stage.ts";
+import { addcrConverter } from "../lib/stages/crlf.ts";
+import { filterStdio } from "../lib/process/process_stage.ts";
 
 /** Runs addcr; exits 0, or 111 (silently, as DJB's) on a read or write error. */
 export function main(_args: string[]): Promise<number> {

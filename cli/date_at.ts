@@ -1,5 +1,5 @@
 /** date@ [host]: what host's daytime service (port 13) says, CRs removed, made printable. */
-import { printService } from "../lib/clienttools.ts";
+import { printService } from "../lib/client/clienttools.ts";
 
 export function main(args: string[]): Promise<number> {
   return printService(args[0] ?? "0", "13");

@@ -7,10 +7,10 @@
  * (the local host), page "", port 443. Exits 0 whatever happens, as the
  * script (whose status is its awk's); sslclient's errors go to stderr.
  */
-import { chain, httpBodyConverter, socketToStdout, sockWrite } from "../lib/clienttools.ts";
-import { addcrConverter, delcrConverter } from "../lib/crlf.ts";
-import { ToolError } from "../lib/errors.ts";
-import { stringBytes, utf8ByteString } from "../lib/bytes.ts";
+import { chain, httpBodyConverter, socketToStdout, sockWrite } from "../lib/client/clienttools.ts";
+import { addcrConverter, delcrConverter } from "../lib/stages/crlf.ts";
+import { ToolError } from "../lib/core/errors.ts";
+import { stringBytes, utf8ByteString } from "../lib/core/bytes.ts";
 import { sslConversation } from "./sslclient.ts";
 
 export async function main(args: string[]): Promise<number> {

@@ -2,7 +2,7 @@
  * mconnect [host [port]]: connects to host:port (default 25), sends stdin with
  * a CR added to each line, prints what the server sends until it closes.
  */
-import { mconnect } from "../lib/clienttools.ts";
+import { mconnect } from "../lib/client/clienttools.ts";
 
 export function main(args: string[]): Promise<number> {
   return mconnect(args[0] ?? "0", args[1] ?? "25");

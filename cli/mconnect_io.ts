@@ -3,8 +3,8 @@
  * a CR added to each line and prints what arrives on descriptor 6.
  */
 import net from "node:net";
-import { fatalSys } from "../lib/errors.ts";
-import { mconnectIo } from "../lib/clienttools.ts";
+import { fatalSys } from "../lib/core/errors.ts";
+import { mconnectIo } from "../lib/client/clienttools.ts";
 
 function openFd(fd: number, readable: boolean): net.Socket {
   try {

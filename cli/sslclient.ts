@@ -1,13 +1,13 @@
 /**
  * sslclient (ucspi-ssl): tcpclient over TLS. Connects as tcpclient does
- * (lib/tcpclient.ts), runs the TLS handshake through its `secure` hook
- * (lib/tls.ts), checks the server's certificate against -a cafile (or
+ * (lib/client/tcpclient.ts), runs the TLS handshake through its `secure` hook
+ * (lib/tls/tls.ts), checks the server's certificate against -a cafile (or
  * $CAFILE, else the system store) and its name against host (-N skips the
  * name, -X the whole check), and runs the program with the plaintext on
  * descriptors 6 (read) and 7 (write).
  */
-import { errorText, fatal, ToolError, usage } from "../lib/errors.ts";
-import { getopt, scanUlong } from "../lib/getopt.ts";
+import { errorText, fatal, ToolError, usage } from "../lib/core/errors.ts";
+import { getopt, scanUlong } from "../lib/core/getopt.ts";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import {
@@ -17,7 +17,7 @@ import {
   remotePort,
   stderrLine,
   tcpclient,
-} from "../lib/tcpclient.ts";
+} from "../lib/client/tcpclient.ts";
 import {
   applySslEnvironment,
   type ConnectOptions,
@@ -25,7 +25,7 @@ import {
   HandshakeError,
   lingeringClose,
   sslVariables,
-} from "../lib/tls.ts";
+} from "../lib/tls/tls.ts";
 
 const PROG = "sslclient";
 const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +

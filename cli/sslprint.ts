@@ -7,9 +7,9 @@
  * newline. Values are the bytes the program would get; SSL_*_CERT ends
  * with a newline of its own, so an empty line follows it, as in ucspi-ssl.
  */
-import { usage } from "../lib/errors.ts";
-import { getopt } from "../lib/getopt.ts";
-import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls.ts";
+import { usage } from "../lib/core/errors.ts";
+import { getopt } from "../lib/core/getopt.ts";
+import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls/tls.ts";
 import { main as sslserver } from "./sslserver.ts";
 
 const PROG = "sslprint";

@@ -1,8 +1,8 @@
 /**
  * sslserver (ucspi-ssl): tcpserver with TLS terminated on each connection
  * before the program runs (implicit TLS: SMTPS, POP3S, IMAPS). It is
- * tcpserver's core (lib/tcpserver.ts) with a prepare hook: [PROXY header,
- * -W] -> TLS handshake (lib/tls.ts) -> the usual peer info, rules, limits,
+ * tcpserver's core (lib/server/server.ts) with a prepare hook: [PROXY header,
+ * -W] -> TLS handshake (lib/tls/tls.ts) -> the usual peer info, rules, limits,
  * logs and program, which talks plaintext on stdin/stdout.
  *
  * Options and environment as fehcom's ucspi-ssl sslserver: certificate from
@@ -12,11 +12,11 @@
  * ucspi-ssl: SIGHUP re-reads the certificate, key and CAs (new connections
  * get them), -W reads a PROXY header first, -C and -L as our tcpserver.
  */
-import { errorText, fatal, ToolError } from "../lib/errors.ts";
-import { scanUlong } from "../lib/getopt.ts";
-import { type ProxyPolicy, proxyPolicyFromEnv, proxyStep } from "../lib/proxy.ts";
-import type { Io } from "../lib/stage.ts";
-import { type Prepared, type PrepareHook, stderrLine } from "../lib/tcpserver.ts";
+import { errorText, fatal, ToolError } from "../lib/core/errors.ts";
+import { scanUlong } from "../lib/core/getopt.ts";
+import { type ProxyPolicy, proxyPolicyFromEnv, proxyStep } from "../lib/net/proxy.ts";
+import type { Io } from "../lib/stages/stage.ts";
+import { type Prepared, type PrepareHook, stderrLine } from "../lib/server/server.ts";
 import {
   acceptTls,
   applySslEnvironment,
@@ -30,7 +30,7 @@ import {
   serverFilesFromEnv,
   sslVariables,
   type TlsSession,
-} from "../lib/tls.ts";
+} from "../lib/tls/tls.ts";
 import { parseServerArgs, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
 const PROG = "sslserver";

@@ -1,5 +1,5 @@
 /** tcpcat [host [port]]: prints everything host:port (default 17) sends, unchanged. */
-import { tcpcat } from "../lib/clienttools.ts";
+import { tcpcat } from "../lib/client/clienttools.ts";
 
 export function main(args: string[]): Promise<number> {
   return tcpcat(args[0] ?? "0", args[1] ?? "17");

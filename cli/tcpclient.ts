@@ -5,8 +5,8 @@
  * Connects to host:port and runs program with the network on descriptors 6
  * (read) and 7 (write), as DJB's tcpclient does.
  */
-import { ToolError, usage } from "../lib/errors.ts";
-import { getopt } from "../lib/getopt.ts";
+import { ToolError, usage } from "../lib/core/errors.ts";
+import { getopt } from "../lib/core/getopt.ts";
 import {
   applyClientOption,
   CLIENT_OPTSPEC,
@@ -14,7 +14,7 @@ import {
   defaultClientOptions,
   remotePort,
   tcpclient,
-} from "../lib/tcpclient.ts";
+} from "../lib/client/tcpclient.ts";
 
 const PROG = "tcpclient";
 

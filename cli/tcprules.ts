@@ -5,9 +5,9 @@
  * (C exits 100), rules.tmp removed,
  * rules.cdb untouched.
  */
-import { fatalSys, ToolError, usage } from "../lib/errors.ts";
-import { CdbFile } from "../lib/cdb.ts";
-import { RuleCompiler, RuleSyntaxError } from "../lib/rules.ts";
+import { fatalSys, ToolError, usage } from "../lib/core/errors.ts";
+import { CdbFile } from "../lib/rules/cdb.ts";
+import { RuleCompiler, RuleSyntaxError } from "../lib/rules/rules.ts";
 
 const PROG = "tcprules";
 const FATAL = `${PROG}: fatal: `;

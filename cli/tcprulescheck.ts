@@ -5,11 +5,11 @@
  * report are bytes, as C's: the variables are read as byte strings
  * (ownEnviron) and the rule's key, names and values printed unchanged.
  */
-import { fatalSys, usage } from "../lib/errors.ts";
-import { stringBytes } from "../lib/bytes.ts";
-import { Cdb, CdbError } from "../lib/cdb.ts";
-import { ownEnviron } from "../lib/environ.ts";
-import { findRule, ruleItems } from "../lib/rules.ts";
+import { fatalSys, usage } from "../lib/core/errors.ts";
+import { stringBytes } from "../lib/core/bytes.ts";
+import { Cdb, CdbError } from "../lib/rules/cdb.ts";
+import { ownEnviron } from "../lib/core/environ.ts";
+import { findRule, ruleItems } from "../lib/rules/rules.ts";
 
 const PROG = "tcprulescheck";
 

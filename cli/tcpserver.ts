@@ -3,20 +3,20 @@
  * connection on its stdin/stdout and the UCSPI-TCP environment. Options as
  * DJB's tcpserver 0.88, plus -4/-6/-I/-j (ucspi-tcp IPv6 patch), -C n[:msg]
  * (per-IP limit, as ipsvd's tcpsvd), -L (over-limit message mode) and -W
- * (a PROXY protocol header starts each connection: lib/proxy.ts).
+ * (a PROXY protocol header starts each connection: lib/net/proxy.ts).
  */
 import process from "node:process";
-import { parseIp4, parseIp6 } from "../lib/addr.ts";
-import { DnsTemporaryError, resolveAddrs } from "../lib/dns.ts";
-import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/errors.ts";
-import { byteEnviron } from "../lib/environ.ts";
-import { getopt, scanUlong } from "../lib/getopt.ts";
-import { idOf } from "../lib/ids.ts";
-import { parsePort } from "../lib/services.ts";
-import { dropIds, nativeAvailable } from "../lib/native.ts";
-import { setRunAs } from "../lib/spawn.ts";
-import { type ServerOptions, stderrLine, TcpServer } from "../lib/tcpserver.ts";
-import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/proxy.ts";
+import { parseIp4, parseIp6 } from "../lib/net/ip.ts";
+import { DnsTemporaryError, resolveAddrs } from "../lib/net/dns.ts";
+import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
+import { byteEnviron } from "../lib/core/environ.ts";
+import { getopt, scanUlong } from "../lib/core/getopt.ts";
+import { idOf } from "../lib/process/ids.ts";
+import { parsePort } from "../lib/net/services.ts";
+import { dropIds, nativeAvailable } from "../lib/native/native.ts";
+import { setRunAs } from "../lib/process/spawn.ts";
+import { type ServerOptions, stderrLine, TcpServer } from "../lib/server/server.ts";
+import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
 
 const PROG = "tcpserver";
 /** DJB's usage line with our additions (-46jLW, -I, -C) where DJB's has its options. */
@@ -262,7 +262,7 @@ async function start(
 ): Promise<TcpServer> {
   const port = parsePort(a.port);
   if (port === null) throw fatal(PROG, `unable to figure out port number for ${a.port}`);
-  // The programs' environment is byte strings (lib/bytes.ts), exact bytes included.
+  // The programs' environment is byte strings (lib/core/bytes.ts), exact bytes included.
   baseEnv = byteEnviron(baseEnv);
   const hostname = await listenAddress(a, PROG);
   // $REUSEPORT: SO_REUSEPORT, so that several servers share the port (Linux
@@ -292,7 +292,7 @@ async function start(
 export interface RunServerOptions {
   /**
    * Drop the ids of the whole server process after listening, as C does
-   * (only when libc is reachable through FFI: lib/native.ts); otherwise
+   * (only when libc is reachable through FFI: lib/native/native.ts); otherwise
    * only the programs run as uid/gid.
    */
   dropProcessIds?: boolean;

@@ -1,5 +1,5 @@
 /** who@ [host]: what host's systat service (port 11) says, CRs removed, made printable. */
-import { printService } from "../lib/clienttools.ts";
+import { printService } from "../lib/client/clienttools.ts";
 
 export function main(args: string[]): Promise<number> {
   return printService(args[0] ?? "0", "11");

@@ -8,9 +8,9 @@
  * RDN, "+" between the attributes of a multi-valued RDN, the attribute's
  * OpenSSL short name (or its dotted OID), "=", then the value's bytes with
  * every byte below 0x20 or above 0x7e written as \xHH and "/" and "+"
- * preceded by a backslash. All results are byte strings (lib/bytes.ts).
+ * preceded by a backslash. All results are byte strings (lib/core/bytes.ts).
  */
-import { byteString } from "../bytes.ts";
+import { byteString } from "../core/bytes.ts";
 import {
   bitStringBytes,
   booleanOf,

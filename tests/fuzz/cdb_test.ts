@@ -1,5 +1,5 @@
 /** Fuzz: the cdb reader on corrupt and truncated files never throws but CdbError, never hangs. */
-import { Cdb, CdbError, makeCdb } from "../../lib/cdb.ts";
+import { Cdb, CdbError, makeCdb } from "../../lib/rules/cdb.ts";
 import { below, type FuzzTarget, fuzzTest, randomBytes } from "../support/fuzz.ts";
 
 const keys = ["1.2.3.4", "=host.example", "127.", "", "x".repeat(300)];

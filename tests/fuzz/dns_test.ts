@@ -1,5 +1,5 @@
 /**
- * Fuzz: the DNS message decoder (lib/dns.ts) on random and mutated replies
+ * Fuzz: the DNS message decoder (lib/net/dns.ts) on random and mutated replies
  * never throws but DnsProtocolError, never loops (compression pointers are
  * bounded), keeps every name within 255 bytes and its printed form within
  * 4 x 255 ASCII bytes, and what it accepts as an answer it reads again the
@@ -16,7 +16,7 @@ import {
   relevantRecords,
   toDot,
   TYPE,
-} from "../../lib/dns.ts";
+} from "../../lib/net/dns.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 
 const QNAME = fromDot("2.0.0.127.rbl.test");

@@ -1,10 +1,10 @@
 /**
- * Fuzz: the RFC 1413 reply parser (lib/ident.ts) on random and mutated
+ * Fuzz: the RFC 1413 reply parser (lib/net/ident.ts) on random and mutated
  * replies, fed in random pieces, never throws, keeps at most 257 bytes,
  * returns a byte string without NUL, and gives the same answer however the
  * reply is cut into pieces.
  */
-import { IdentReplyParser } from "../../lib/ident.ts";
+import { IdentReplyParser } from "../../lib/net/ident.ts";
 import { type FuzzTarget, fuzzTest } from "../support/fuzz.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);

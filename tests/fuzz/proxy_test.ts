@@ -1,5 +1,5 @@
 /**
- * Fuzz: the PROXY v1/v2 header parser (lib/proxy.ts) on random and mutated
+ * Fuzz: the PROXY v1/v2 header parser (lib/net/proxy.ts) on random and mutated
  * headers, whole and read from a stream in random chunks.
  *
  * Properties, for every input:
@@ -7,7 +7,7 @@
  *   nothing else.
  * - A header is no longer than the input and than its version's bound (v1:
  *   107 bytes; v2: 16 + the largest address block allowed), its ports are
- *   0..65535, its addresses are what lib/addr.ts reads the same text as (one
+ *   0..65535, its addresses are what lib/net/ip.ts reads the same text as (one
  *   definition of an address), and building it again (buildV1/buildV2) gives
  *   a header that parses to the same endpoints.
  * - Incremental: every proper prefix of a header parses as INCOMPLETE (a
@@ -31,10 +31,10 @@ import {
   readProxyHeader,
   V1_MAX,
   V2_FIXED,
-} from "../../lib/proxy.ts";
-import { canonicalIp, parseIp } from "../../lib/addr.ts";
+} from "../../lib/net/proxy.ts";
+import { canonicalIp, parseIp } from "../../lib/net/ip.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
-import { prng } from "../helpers.ts";
+import { prng } from "../support/helpers.ts";
 
 const enc = new TextEncoder();
 /** A small bound, so that the fuzzer reaches "header too long" often. */
@@ -145,7 +145,7 @@ function genV2(rand: Rand): Uint8Array {
   return cat(head, block, rand() < 0.3 ? enc.encode("after") : new Uint8Array(0));
 }
 
-/** The address as lib/addr.ts reads and writes it (v4-mapped as IPv4), or null. */
+/** The address as lib/net/ip.ts reads and writes it (v4-mapped as IPv4), or null. */
 function addrText(s: string): string | null {
   return canonicalIp(s);
 }
@@ -165,18 +165,18 @@ function checkHeader(h: ProxyHeader, input: Uint8Array): void {
   }
   for (const ip of [e.sourceIp, e.destIp]) {
     const ours = addrText(ip);
-    if (ours === null) fail(`address ${JSON.stringify(ip)} is no address to lib/addr.ts`);
+    if (ours === null) fail(`address ${JSON.stringify(ip)} is no address to lib/net/ip.ts`);
     // (TCP6 may carry IPv4 text: a v4-mapped address is shown as IPv4, as
     // tcpserver shows a mapped client; TCP4 never carries IPv6.)
     if (e.family === "TCP4" && parseIp(ip)!.family !== 4) fail(`TCP4 with address ${ip}`);
   }
   if (h.version === 1) {
-    // The text as sent must be an address lib/addr.ts reads the same way.
+    // The text as sent must be an address lib/net/ip.ts reads the same way.
     const words = new TextDecoder().decode(input.subarray(0, h.length - 2)).split(" ");
     for (const [k, ip] of [[2, e.sourceIp], [3, e.destIp]] as const) {
       const sent = addrText(words[k]);
       const got = addrText(ip);
-      if (sent !== got) fail(`v1 ${JSON.stringify(words[k])} read as ${ip}, lib/addr.ts: ${sent}`);
+      if (sent !== got) fail(`v1 ${JSON.stringify(words[k])} read as ${ip}, lib/net/ip.ts: ${sent}`);
     }
   }
   // Building the endpoints again gives a header with the same endpoints.

@@ -4,14 +4,14 @@
  * reply is one line of bytes 32..126, "451 " or "553 " and at most 200 bytes
  * of text, and nothing but a verdict comes back.
  */
-import { byteString, stringBytes } from "../../lib/bytes.ts";
+import { byteString, stringBytes } from "../../lib/core/bytes.ts";
 import {
   decide,
   MAX_TEXT,
   parseRblsmtpdArgs,
   type RblLookups,
   replyLine,
-} from "../../lib/rblsmtpd.ts";
+} from "../../lib/stages/rblsmtpd.ts";
 import { below, type FuzzTarget, fuzzTest, randomBytes } from "../support/fuzz.ts";
 
 const SEP = 0x1e; // between the fields of one input

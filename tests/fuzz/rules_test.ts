@@ -4,10 +4,10 @@
  * RuleSyntaxError may be thrown (per line, as tcprules stops at it); every
  * decision's names and values are byte strings.
  */
-import { byteString, stringBytes } from "../../lib/bytes.ts";
-import { Cdb, makeCdb } from "../../lib/cdb.ts";
-import { lookupRules, RuleCompiler, RuleSyntaxError } from "../../lib/rules.ts";
-import { prng } from "../helpers.ts";
+import { byteString, stringBytes } from "../../lib/core/bytes.ts";
+import { Cdb, makeCdb } from "../../lib/rules/cdb.ts";
+import { lookupRules, RuleCompiler, RuleSyntaxError } from "../../lib/rules/rules.ts";
+import { prng } from "../support/helpers.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 
 const LINES = [

@@ -7,7 +7,7 @@
  * prints the seed and input of any failure, so it reproduces with
  * `deno task fuzz --seed N --target NAME`.
  */
-import { prng } from "../helpers.ts";
+import { prng } from "./helpers.ts";
 
 /** A random source in [0, 1), seeded. */
 export type Rand = () => number;

@@ -71,7 +71,9 @@ async function run(argv0: string, args: string[]): Promise<number> {
         throw new ToolError(`${SELF}: usage: ${SELF} install [-f] [--man] DIR`, 100);
       }
       const lines = man
-        ? installManPages(rest[0], (await import("./lib/install/man_pages.ts")).MAN_PAGES, { force })
+        ? installManPages(rest[0], (await import("./lib/install/man_pages.ts")).MAN_PAGES, {
+          force,
+        })
         : installLinks(rest[0], toolNames(), { force });
       for (const line of lines) console.log(line);
       return 0;

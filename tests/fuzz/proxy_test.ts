@@ -176,7 +176,9 @@ function checkHeader(h: ProxyHeader, input: Uint8Array): void {
     for (const [k, ip] of [[2, e.sourceIp], [3, e.destIp]] as const) {
       const sent = addrText(words[k]);
       const got = addrText(ip);
-      if (sent !== got) fail(`v1 ${JSON.stringify(words[k])} read as ${ip}, lib/net/ip.ts: ${sent}`);
+      if (sent !== got) {
+        fail(`v1 ${JSON.stringify(words[k])} read as ${ip}, lib/net/ip.ts: ${sent}`);
+      }
     }
   }
   // Building the endpoints again gives a header with the same endpoints.

@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { haveC, ours, tempDir } from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";
-import { fdCount, normalise, quietArgs, startSrv, talk, zombiesOf } from "../support/tcpserver_util.ts";
+import {
+  fdCount,
+  normalise,
+  quietArgs,
+  startSrv,
+  talk,
+  zombiesOf,
+} from "../support/tcpserver_util.ts";
 
 const DUMP = ["sh", "-c", 'env | grep -E "^TCP(REMOTE|LOCAL)(HOST|INFO)=" | sort'];
 

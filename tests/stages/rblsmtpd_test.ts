@@ -4,7 +4,13 @@
  * the same server ($DNSCACHEIP, port 53).
  */
 import assert from "node:assert/strict";
-import { decide, parseRblsmtpdArgs, type RblLookups, rblName, replyLine } from "../../lib/stages/rblsmtpd.ts";
+import {
+  decide,
+  parseRblsmtpdArgs,
+  type RblLookups,
+  rblName,
+  replyLine,
+} from "../../lib/stages/rblsmtpd.ts";
 import { DnsTemporaryError } from "../../lib/net/dns.ts";
 import { DENO, haveC, MOD, ours, type Result, theirs } from "../support/helpers.ts";
 import { startDnsServer, type Zones } from "../support/dns_server.ts";

@@ -7,7 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { addcrConverter, type Converter, delcrConverter, fixcrConverter } from "../../lib/stages/crlf.ts";
+import {
+  addcrConverter,
+  type Converter,
+  delcrConverter,
+  fixcrConverter,
+} from "../../lib/stages/crlf.ts";
 import { cTool, haveC, oursArgv } from "../support/helpers.ts";
 
 const SIZE = 200 * 1024 * 1024;

@@ -26,7 +26,16 @@ import { findProgram, logLineBytes } from "../../lib/process/process_stage.ts";
 import { runPumped } from "../../lib/process/spawn.ts";
 import type { Io } from "../../lib/stages/stage.ts";
 import { ToolError } from "../../lib/core/errors.ts";
-import { cTool, haveC, ours, oursArgv, type Result, resultOf, tempDir, theirs } from "../support/helpers.ts";
+import {
+  cTool,
+  haveC,
+  ours,
+  oursArgv,
+  type Result,
+  resultOf,
+  tempDir,
+  theirs,
+} from "../support/helpers.ts";
 
 const CR = 13;
 const LF = 10;

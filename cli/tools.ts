@@ -26,6 +26,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   sslserver: () => import("./sslserver.ts"),
   sslclient: () => import("./sslclient.ts"),
   sslprint: () => import("./sslprint.ts"),
+  "smtpd-starttls-proxy": () => import("./smtpd_starttls_proxy.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
 };
 

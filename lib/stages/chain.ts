@@ -28,6 +28,7 @@ import { findProgram } from "../process/process_stage.ts";
 import { makeRblsmtpdStage } from "./rblsmtpd.ts";
 import { WRAPPER_MARK } from "../install/install.ts";
 import { recordioStage } from "./recordio.ts";
+import { makeStarttlsProxyStage } from "./starttls_proxy.ts";
 import { type Ended, runPumped } from "../process/spawn.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
 
@@ -51,7 +52,13 @@ export interface ChainContext {
 }
 
 /** The tools that run in-process, by name. */
-export const CHAINABLE = ["argv0", "fixcrio", "rblsmtpd", "recordio"] as const;
+export const CHAINABLE = [
+  "argv0",
+  "fixcrio",
+  "rblsmtpd",
+  "recordio",
+  "smtpd-starttls-proxy",
+] as const;
 
 const defaultRblsmtpd = makeRblsmtpdStage();
 
@@ -63,6 +70,8 @@ function stageByName(name: string, ctx: ChainContext): Stage {
       return fixcrioStage;
     case "recordio":
       return recordioStage;
+    case "smtpd-starttls-proxy":
+      return makeStarttlsProxyStage({ pid: ctx.pid });
     default:
       return ctx.pid === undefined ? defaultRblsmtpd : makeRblsmtpdStage({ pid: ctx.pid });
   }

@@ -665,6 +665,199 @@ as DJB's does).
 .BR tcpserver (1),
 .BR multilog (8)
 `,
+  "man1/smtpd-starttls-proxy.1": `.\\" ucspi-tcp (Deno) manual page
+.TH SMTPD-STARTTLS-PROXY 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+smtpd-starttls-proxy \\- give an SMTP server without TLS the STARTTLS command
+.SH SYNOPSIS
+.B smtpd-starttls-proxy
+[
+.B \\-r
+]
+[
+.B \\-t
+.I timeout
+]
+.I smtpd
+[
+.I arg ...
+]
+.SH DESCRIPTION
+.B smtpd-starttls-proxy
+runs in front of an SMTP server that knows nothing of TLS, such as
+.BR qmail-smtpd ,
+usually under
+.BR tcpserver (1),
+and relays the SMTP dialogue between the client and
+.IR smtpd .
+The name and the idea are those of skarnet's smtpd-starttls-proxy; this is
+its own implementation, which does the TLS itself instead of asking a
+UCSPI-TLS server for it.
+.PP
+Before TLS it reads the client's commands one at a time, and passes each on
+only once
+.I smtpd
+has answered the previous one:
+.TP
+.B EHLO
+goes to
+.IR smtpd ;
+a successful answer gets the keyword
+.B STARTTLS
+added (a
+.B 250-STARTTLS
+line before its last line; a one-line answer becomes two lines, as RFC 5321
+lays them out), unless it names STARTTLS already.
+.TP
+.B STARTTLS
+is answered by the proxy itself with
+.BR "220 Ready to start TLS" ,
+then the TLS handshake runs with the client.
+Whatever the client sent after the STARTTLS line is thrown away, unread,
+so that no plaintext command can pass for one sent under TLS (the attack of
+CVE-2011-0411); a warning says how many bytes.
+.B STARTTLS
+with a parameter gets
+.BR "501 5.5.4 Syntax error (no parameters allowed)" .
+.TP
+.BR NOOP ", " RSET ", " HELP ", " VRFY ", " EXPN
+go to
+.I smtpd
+and the proxy goes on reading commands.
+.TP
+.BR HELO ", " MAIL ", " QUIT ", anything else"
+go to
+.IR smtpd ,
+and the proxy stops parsing: from then on it relays bytes both ways without
+looking at them.
+A client that never says STARTTLS gets exactly the dialogue
+.I smtpd
+holds, but for the keyword added to the EHLO answer.
+.PP
+After the handshake the client usually says EHLO again: that and everything
+after goes to
+.I smtpd
+as plaintext, and its answers go to the client under TLS, without parsing
+and without the STARTTLS keyword.
+.I smtpd
+starts before any handshake, so it sees no
+.B SSL_*
+variables (inherited ones are removed from its environment); the proxy
+logs the outcome instead.
+.PP
+A command line longer than 1024 bytes, or output of
+.I smtpd
+that is not SMTP, ends the parsing too (plain relay), so a hostile client
+cannot make the proxy buffer without bound.
+Nothing is decoded: lines are bytes.
+.PP
+Inside
+.BR tcpserver (1)
+the proxy runs in-process, as a stage of the connection, like
+.BR rblsmtpd (1);
+only
+.I smtpd
+is a process.
+Run as a process (under DJB's tcpserver, say), it relays between its own
+standard input and output and
+.IR smtpd ,
+and passes the signals a supervisor sends on to it.
+.SH OPTIONS
+.TP
+.B \\-r
+Require TLS: before the handshake, every command but EHLO, HELO, NOOP,
+RSET, HELP, VRFY, EXPN, QUIT and STARTTLS is answered with
+.B "530 Must issue a STARTTLS command first"
+and not passed on (HELO then does not end the parsing).
+An overlong line gets
+.B "500 5.5.2 Line too long"
+and ends the connection.
+.B $REQUIRETLS
+overrides this per client.
+.TP
+.BI \\-t " timeout"
+Give up the TLS handshake after
+.I timeout
+seconds (default 26, as
+.BR sslserver (1)).
+.SH ENVIRONMENT
+.TP
+.BR CERTFILE ", " KEYFILE ", " CERTCHAINFILE ", " CAFILE ", " CIPHERS ", " VERIFYDEPTH
+The certificate, key, CA list and cipher list, read as
+.BR sslserver (1)
+reads them.
+They are read when the connection starts, before
+.I smtpd
+runs, and kept for later connections while the files stay unchanged.
+Inside tcpserver that happens as the user tcpserver runs as
+.RB ( \\-u ):
+the key must be readable by it.
+With
+.B $CAFILE
+the client is asked for a certificate, which is checked but not required.
+.TP
+.B REQUIRETLS
+When set, TLS is required (as
+.BR \\-r ),
+unless its value is
+.BR 0 ,
+which turns
+.B \\-r
+off.
+A rule of
+.BR tcprules (1)
+sets it per client:
+.B 192.168.:allow,REQUIRETLS=""
+or
+.BR "127.0.0.1:allow,REQUIRETLS=\\(dq0\\(dq" .
+(Not the REQUIRETLS of RFC 8689, a MAIL parameter, which this is not.)
+.SH "LOG LINES"
+On standard error:
+.TP
+.BI "smtpd-starttls-proxy: tls " N " " protocol : cipher
+a handshake succeeded, e.g.
+.BR "TLSv1.3:TLS_AES_256_GCM_SHA384" .
+.TP
+.BI "smtpd-starttls-proxy: tls " N " failed: " reason
+a handshake failed or timed out; the client is disconnected and
+.I smtpd
+reads the end of its input.
+.TP
+.BI "smtpd-starttls-proxy: warning: " N " discarded " bytes " bytes sent after STARTTLS"
+the client pipelined data behind STARTTLS.
+.PP
+.I N
+is tcpserver's connection number (its
+.B pid
+lines) in-process, and the proxy's pid as a process.
+.SH "EXIT STATUS"
+The status of
+.IR smtpd ;
+100 for a usage error
+.RB ( "smtpd-starttls-proxy: usage: " ...);
+111 when the certificate or key cannot be loaded
+.RB ( "smtpd-starttls-proxy: fatal: unable to load certificate" ,
+and the other texts of
+.BR sslserver (1))
+or
+.I smtpd
+cannot be run.
+.SH EXAMPLE
+.nf
+tcprules /etc/tcp.submission.cdb /etc/tcp.submission.tmp <<EOF
+127.0.0.1:allow,REQUIRETLS="0"
+:allow,REQUIRETLS=""
+EOF
+CERTFILE=/etc/ssl/mail.pem KEYFILE=/etc/ssl/mail.key \\e
+tcpserver \\-v \\-x /etc/tcp.submission.cdb \\-u 7791 \\-g 2108 0 587 \\e
+  smtpd\\-starttls\\-proxy qmail\\-smtpd
+.fi
+.SH "SEE ALSO"
+.BR rblsmtpd (1),
+.BR sslserver (1),
+.BR tcprules (1),
+.BR tcpserver (1)
+`,
   "man1/sslclient.1": `.\\" ucspi-tcp (Deno) manual page
 .TH SSLCLIENT 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
 .SH NAME

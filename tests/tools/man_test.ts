@@ -120,6 +120,7 @@ const USAGE_TOOLS: Record<string, Record<string, string>> = {
   recordio: {},
   argv0: {},
   sslprint: {},
+  "smtpd-starttls-proxy": {},
 };
 /** Tools without options or usage line: the stream filters and the client scripts. */
 const PLAIN_TOOLS = [

@@ -69,6 +69,7 @@ export interface StarttlsProxyArgs {
   requireTls: boolean;
   /** -t: handshake timeout, seconds. */
   timeout: number;
+  /** The SMTP server and its arguments. */
   prog: string[];
 }
 

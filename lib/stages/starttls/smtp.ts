@@ -114,6 +114,7 @@ const KNOWN = new Set<string>([
 
 /** A client line's verb and whether anything but spaces follows it. */
 export interface Command {
+  /** The verb, upper case; "other" for any verb the proxy does not act on. */
   verb: Verb;
   /** True when the verb is followed by SP and more than spaces. */
   hasArgs: boolean;

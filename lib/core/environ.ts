@@ -14,6 +14,7 @@
  * IPv4-mapped addresses.
  */
 import { formatIp4, formatIp6, isV4Mapped, parseIp4, parseIp6, unmapV4 } from "../net/ip.ts";
+import { BoundedMap } from "./bounded.ts";
 import { byteString, byteStringText, utf8ByteString } from "./bytes.ts";
 
 /** What the environment describes: the two ends and what was learnt about them. */
@@ -72,15 +73,14 @@ export function showAddress(addr: string, forceV6 = false): ShownAddress {
   const hit = memo.get(addr);
   if (hit) return hit;
   const a = Object.freeze(showAddressOf(addr, forceV6));
-  if (memo.size >= 4096) memo.clear();
   memo.set(addr, a);
   return a;
 }
 
 // showAddress is called several times per connection with the same few
 // addresses: its (frozen) answers are remembered, bounded.
-const shown = new Map<string, ShownAddress>();
-const shownV6 = new Map<string, ShownAddress>();
+const shown = new BoundedMap<string, ShownAddress>(4096);
+const shownV6 = new BoundedMap<string, ShownAddress>(4096);
 
 function showAddressOf(addr: string, forceV6: boolean): ShownAddress {
   let text = addr;

@@ -741,7 +741,6 @@ export class TcpServer {
     const runAs = getRunAs();
     const start = async (file: string, argv: string[], env: Map<string, string>) => {
       const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
-      conn.handedOver();
       await conn.close(); // as C's parent after fork: the program owns the socket
       return await child.status;
     };

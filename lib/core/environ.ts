@@ -19,11 +19,15 @@ import { byteString, byteStringText, utf8ByteString } from "./bytes.ts";
 
 /** What the environment describes: the two ends and what was learnt about them. */
 export interface TcpEnvironInput {
+  /** Our address, as the socket layer gives it. */
   localIp: string;
+  /** Our port. */
   localPort: number;
   /** -l name or the local address's DNS name; null/undefined = unset. */
   localHost?: string | null;
+  /** The client's address, as the socket layer gives it. */
   remoteIp: string;
+  /** The client's port. */
   remotePort: number;
   /** The remote address's (confirmed) DNS name; null/undefined = unset. */
   remoteHost?: string | null;
@@ -57,7 +61,9 @@ export const TCP_VARIABLES = [
 
 /** An address as the environment shows it, and whether it is reported as IPv6. */
 export interface ShownAddress {
+  /** The address as the environment shows it. */
   ip: string;
+  /** Whether it is reported the IPv6 way (PROTO=TCP6). */
   v6: boolean;
   /** The zone of a scoped address ("eth0" of fe80::1%eth0), if any. */
   zone?: string;

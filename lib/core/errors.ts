@@ -6,6 +6,7 @@ import { errnoCode } from "../native/errno.ts";
 
 /** A failure carrying the complete stderr line (without newline) and DJB's exit code. */
 export class ToolError extends Error {
+  /** A failure printing `message` (one or more lines) and exiting with `exitCode`. */
   constructor(message: string, readonly exitCode: number) {
     super(message);
     this.name = "ToolError";

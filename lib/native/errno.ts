@@ -98,8 +98,31 @@ export function errnoCode(n: number): string | undefined {
   return LINUX_ERRNO[n];
 }
 
+/** The errno numbers the native path tests for, by name. */
+export type ErrnoNumbers = {
+  readonly [
+    K in
+      | "EPERM"
+      | "EINTR"
+      | "ECHILD"
+      | "EAGAIN"
+      | "EPIPE"
+      | "ENETDOWN"
+      | "ENETUNREACH"
+      | "ECONNABORTED"
+      | "ECONNRESET"
+      | "ETIMEDOUT"
+      | "EHOSTDOWN"
+      | "EHOSTUNREACH"
+      | "EPROTO"
+      | "ENOPROTOOPT"
+      | "EOPNOTSUPP"
+      | "ENONET"
+  ]: number;
+};
+
 /** errno values the native path tests for by number. */
-export const E = Object.freeze({
+export const E: ErrnoNumbers = Object.freeze({
   EPERM: 1,
   EINTR: 4,
   ECHILD: 10,

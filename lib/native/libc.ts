@@ -8,7 +8,8 @@
  */
 import { errnoCode } from "./errno.ts";
 
-const SYMBOLS = {
+/** The libc functions the native path calls, as Deno.dlopen takes them. */
+export const LIBC_SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
@@ -46,7 +47,7 @@ const SYMBOLS = {
 } as const;
 
 /** The libc functions the native path calls. */
-export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
 /** Socket, option and flag constants (Linux values). */
 export const AF_INET = 2;
@@ -103,7 +104,7 @@ export function libc(): Libc | null {
   try {
     if (Deno.build.os !== "linux") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    lib = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+    lib = Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
   } catch {
     // Any failure to open libc (no glibc, a sandbox refusing dlopen) means
     // "no native path": the callers use Deno's own sockets instead.

@@ -8,7 +8,9 @@
 
 /** Where the names are looked up (tests point these at files of their own). */
 export interface IdFiles {
+  /** The passwd file (default /etc/passwd). */
   passwd?: string;
+  /** The group file (default /etc/group). */
   group?: string;
 }
 

@@ -27,7 +27,9 @@ import type { Io } from "../stages/stage.ts";
 
 /** How the next program ended: an exit code, or the signal that killed it. */
 export interface Ended {
+  /** The exit code, or null when a signal ended it. */
   code: number | null;
+  /** The signal's name ("SIGTERM"), or null when it exited. */
   signal: string | null;
 }
 
@@ -89,7 +91,9 @@ export function waitStatus(ended: Ended): number {
 
 /** The user and group programs run as (tcpserver -u/-g/-U). */
 export interface Credentials {
+  /** The user id (none: ours). */
   uid?: number;
+  /** The group id, also the only group (none: ours). */
   gid?: number;
 }
 
@@ -111,7 +115,9 @@ export function getRunAs(): Credentials {
 
 /** How to start a program through an API that takes only text. */
 export interface TextCommand {
+  /** The file to start. */
   command: string;
+  /** Its arguments after argv[0]. */
   args: string[];
   /** The whole environment (clearEnv), or undefined to inherit ours. */
   env: Record<string, string> | undefined;

@@ -149,16 +149,6 @@ export function applyEnviron(env: Map<string, string>, vars: Map<string, string 
   }
 }
 
-/**
- * A string received from the network (an ident reply) as an environment
- * value: its bytes as a byte string (lib/core/bytes.ts), cut at the first NUL, as
- * DJB's tools pass it (a C string ends there).
- */
-export function networkString(bytes: Uint8Array): string {
-  const nul = bytes.indexOf(0);
-  return byteString(nul >= 0 ? bytes.subarray(0, nul) : bytes);
-}
-
 // deno-lint-ignore no-control-regex
 const WIDE = /[^\u0000-\u00ff]/;
 
@@ -247,6 +237,8 @@ function libcEnviron(): Map<string, string> | null {
     }
     return env;
   } catch {
+    // libc's environ unreadable (no glibc, dlopen refused): fall back to
+    // Deno.env's text, as documented at ownEnviron.
     return null;
   } finally {
     lib?.close();

@@ -20,6 +20,7 @@ function lookup(file: string, name: string): number | null {
   try {
     text = Deno.readTextFileSync(file);
   } catch {
+    // An unreadable passwd/group file knows no names: the caller refuses the value.
     return null;
   }
   for (const line of text.split("\n")) {

@@ -59,6 +59,8 @@ function checkFormat(file: string): string {
       f.close();
     }
   } catch {
+    // Unreadable here (no read permission, a race): the exec itself will
+    // tell (EACCES, ENOENT), as the kernel decides, not us.
     return file;
   }
   const script = head[0] === 0x23 && head[1] === 0x21; // "#!"

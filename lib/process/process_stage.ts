@@ -92,6 +92,7 @@ export async function runStageAsProcess(
     const lines = captured;
     if (outcome && "next" in outcome && outcome.io) {
       // The program's output ended before it began, as DJB's forked child sees it.
+      // (closing fails only when the client is gone: nothing to tell it)
       await outcome.io.output.close().catch(() => {});
     }
     captured = null;
@@ -118,6 +119,7 @@ export function filterStdio(conv: Converter): Promise<number> {
     try {
       n = Deno.stdin.readSync(buf);
     } catch {
+      // DJB's addcr/delcr exit 111 silently on a read error: so do we.
       return Promise.resolve(111);
     }
     try {
@@ -127,6 +129,7 @@ export function filterStdio(conv: Converter): Promise<number> {
       }
       writeAllSync(Deno.stdout, convert(buf.subarray(0, n)));
     } catch {
+      // a write error (EPIPE: the reader left) is DJB's silent exit 111 too
       return Promise.resolve(111);
     }
   }

@@ -234,7 +234,7 @@ function execFinds(name: string, file: string, env: Map<string, string>): boolea
       try {
         info = Deno.statSync(f);
       } catch {
-        continue;
+        continue; // not there (or not searchable): execvp tries the next entry too
       }
       if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) continue;
       return Deno.realPathSync(f) === want;
@@ -336,6 +336,7 @@ export async function runPumped(
       }
       await writer.close();
     } catch {
+      // the client went away: stop reading the program (it gets EPIPE)
       child.stdout!.destroy();
       try {
         await writer.abort();
@@ -346,6 +347,7 @@ export async function runPumped(
   onExit?.(ended);
   await fromChild;
   // The program is gone: stop feeding it, even if the client never sends EOF.
+  // (both fail only when the input already ended or failed: the same outcome)
   reader.cancel().catch(() => {});
   await toChild.catch(() => {});
   return ended;

@@ -98,36 +98,56 @@ export function errnoCode(n: number): string | undefined {
   return LINUX_ERRNO[n];
 }
 
-/** The errno numbers the native path tests for, by name. */
-export type ErrnoNumbers = {
-  readonly [
-    K in
-      | "EPERM"
-      | "EINTR"
-      | "ECHILD"
-      | "EAGAIN"
-      | "EPIPE"
-      | "ENETDOWN"
-      | "ENETUNREACH"
-      | "ECONNABORTED"
-      | "ECONNRESET"
-      | "ETIMEDOUT"
-      | "EHOSTDOWN"
-      | "EHOSTUNREACH"
-      | "EPROTO"
-      | "ENOPROTOOPT"
-      | "EOPNOTSUPP"
-      | "ENONET"
-  ]: number;
-};
+/** errno values the native path tests for by number, by name. */
+export interface ErrnoNumbers {
+  /** Operation not permitted (a firewall rule refusing an accepted connection). */
+  readonly EPERM: 1;
+  /** Interrupted system call. */
+  readonly EINTR: 4;
+  /** Bad file descriptor. */
+  readonly EBADF: 9;
+  /** No child processes. */
+  readonly ECHILD: 10;
+  /** Try again (would block). */
+  readonly EAGAIN: 11;
+  /** Broken pipe. */
+  readonly EPIPE: 32;
+  /** Machine is not on the network. */
+  readonly ENONET: 64;
+  /** Protocol error. */
+  readonly EPROTO: 71;
+  /** Protocol not available. */
+  readonly ENOPROTOOPT: 92;
+  /** Operation not supported. */
+  readonly EOPNOTSUPP: 95;
+  /** Network is down. */
+  readonly ENETDOWN: 100;
+  /** Network is unreachable. */
+  readonly ENETUNREACH: 101;
+  /** Connection aborted. */
+  readonly ECONNABORTED: 103;
+  /** Connection reset by peer. */
+  readonly ECONNRESET: 104;
+  /** Connection timed out. */
+  readonly ETIMEDOUT: 110;
+  /** Host is down. */
+  readonly EHOSTDOWN: 112;
+  /** No route to host. */
+  readonly EHOSTUNREACH: 113;
+}
 
 /** errno values the native path tests for by number. */
 export const E: ErrnoNumbers = Object.freeze({
   EPERM: 1,
   EINTR: 4,
+  EBADF: 9,
   ECHILD: 10,
   EAGAIN: 11,
   EPIPE: 32,
+  ENONET: 64,
+  EPROTO: 71,
+  ENOPROTOOPT: 92,
+  EOPNOTSUPP: 95,
   ENETDOWN: 100,
   ENETUNREACH: 101,
   ECONNABORTED: 103,
@@ -135,8 +155,4 @@ export const E: ErrnoNumbers = Object.freeze({
   ETIMEDOUT: 110,
   EHOSTDOWN: 112,
   EHOSTUNREACH: 113,
-  EPROTO: 71,
-  ENOPROTOOPT: 92,
-  EOPNOTSUPP: 95,
-  ENONET: 64,
 });

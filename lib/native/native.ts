@@ -1,7 +1,7 @@
 /**
  * tcpserver's native fast path: libc through Deno FFI (Linux, glibc), the
  * folder's public face. A listening socket made with socket/bind/listen or
- * inherited from a supervisor (listener.ts), connections taken with
+ * inherited from a supervisor (listener.ts, activation.ts), connections taken with
  * non-blocking accept4 and read/written with recv/send on the main thread,
  * one poll(2) on an FFI worker thread waiting for all of them (poller.ts),
  * and each connection's program started with posix_spawn with the socket
@@ -17,6 +17,7 @@
 export { nativeAvailable } from "./libc.ts";
 export type { NativeEndpoint } from "./sockaddr.ts";
 export { NativeListener } from "./listener.ts";
+export { inheritedListener, listenFds } from "./activation.ts";
 export { NativeConn } from "./conn.ts";
 export { type Spawned, spawnOnSocket } from "./spawn.ts";
 export { dropIds } from "./ids.ts";

@@ -32,6 +32,7 @@ import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { type IdentQuery, remoteInfo } from "../net/ident.ts";
 import { Limits } from "./limits.ts";
 import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "../native/native.ts";
+import { inheritedListener } from "../native/activation.ts";
 import { findProgram } from "../process/pathexec.ts";
 import { logLineBytes } from "../core/log.ts";
 import { RulesFile } from "../rules/rules.ts";
@@ -453,6 +454,10 @@ export class TcpServer {
    * Returns the local address (port 0 picks one).
    */
   listen(): Endpoint {
+    // Socket activation (systemd, s6): accept on the passed descriptor 3.
+    const usable = this.opts.native !== false && !this.opts.prepare;
+    const passed = inheritedListener(this.opts.baseEnv, usable);
+    if (passed) return this.#local = { ...(this.#native = passed).local };
     if (
       this.opts.native !== false && !this.opts.prepare && !this.opts.hostname.includes("%") &&
       nativeAvailable(this.opts.baseEnv)

@@ -272,3 +272,33 @@ Deno.test({
   assert(second !== first);
   assertEquals([...servers].sort(), [`hi ${first}`, `hi ${second}`].sort(), r.stderr);
 });
+
+const ANALYZE = have("systemd-analyze");
+const UNITS = fromFileUrl(new URL("../../examples/systemd/", import.meta.url));
+
+Deno.test({
+  name: "examples/systemd: smtpd.socket and smtpd-activated.service pass systemd-analyze verify",
+  ignore: !ANALYZE,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const unit of ["smtpd.socket", "smtpd-activated.service"]) {
+      // the installed tool's path, which this machine need not have
+      const text = (await Deno.readTextFile(UNITS + unit)).replaceAll(
+        "/usr/local/bin/tcpserver",
+        "/bin/true",
+      );
+      await Deno.writeTextFile(`${dir}/${unit}`, text);
+    }
+    const r = await new Deno.Command("systemd-analyze", {
+      args: ["verify", "--man=no", `${dir}/smtpd.socket`, `${dir}/smtpd-activated.service`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const said = new TextDecoder().decode(r.stderr) + new TextDecoder().decode(r.stdout);
+    assertEquals(r.code, 0, said);
+    assertEquals(said.trim(), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

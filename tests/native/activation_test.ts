@@ -302,3 +302,14 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "spawnOnSocket refuses other ids instead of running the program with the wrong ones",
+  ignore: !NATIVE,
+}, async () => {
+  const { spawnOnSocket } = await import("../../lib/native/native.ts");
+  await nodeAssert.rejects(
+    spawnOnSocket("/bin/true", ["true"], new Map(), 0, { uid: 65534 }),
+    /server's ids/,
+  );
+});

@@ -10,6 +10,7 @@ import { stringBytes } from "../lib/core/bytes.ts";
 import { Cdb, CdbError } from "../lib/rules/cdb.ts";
 import { ownEnviron } from "../lib/core/environ.ts";
 import { findRule, ruleItems } from "../lib/rules/rules.ts";
+import { writeAll } from "../lib/core/write_all.ts";
 
 const PROG = "tcprulescheck";
 
@@ -49,7 +50,6 @@ export async function main(args: string[]): Promise<number> {
     throw unreadable(e);
   }
   const out = stringBytes(lines.join("\n") + "\n");
-  let off = 0;
-  while (off < out.length) off += await Deno.stdout.write(out.subarray(off));
+  await writeAll(Deno.stdout, out);
   return 0;
 }

@@ -45,6 +45,7 @@ export function byteStringText(s: string): string | null {
   try {
     return strictUtf8.decode(stringBytes(s));
   } catch {
+    // not valid UTF-8: that is the answer, not an error
     return null;
   }
 }

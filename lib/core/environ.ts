@@ -14,15 +14,20 @@
  * IPv4-mapped addresses.
  */
 import { formatIp4, formatIp6, isV4Mapped, parseIp4, parseIp6, unmapV4 } from "../net/ip.ts";
+import { BoundedMap } from "./bounded.ts";
 import { byteString, byteStringText, utf8ByteString } from "./bytes.ts";
 
 /** What the environment describes: the two ends and what was learnt about them. */
 export interface TcpEnvironInput {
+  /** Our address, as the socket layer gives it. */
   localIp: string;
+  /** Our port. */
   localPort: number;
   /** -l name or the local address's DNS name; null/undefined = unset. */
   localHost?: string | null;
+  /** The client's address, as the socket layer gives it. */
   remoteIp: string;
+  /** The client's port. */
   remotePort: number;
   /** The remote address's (confirmed) DNS name; null/undefined = unset. */
   remoteHost?: string | null;
@@ -56,7 +61,9 @@ export const TCP_VARIABLES = [
 
 /** An address as the environment shows it, and whether it is reported as IPv6. */
 export interface ShownAddress {
+  /** The address as the environment shows it. */
   ip: string;
+  /** Whether it is reported the IPv6 way (PROTO=TCP6). */
   v6: boolean;
   /** The zone of a scoped address ("eth0" of fe80::1%eth0), if any. */
   zone?: string;
@@ -72,15 +79,14 @@ export function showAddress(addr: string, forceV6 = false): ShownAddress {
   const hit = memo.get(addr);
   if (hit) return hit;
   const a = Object.freeze(showAddressOf(addr, forceV6));
-  if (memo.size >= 4096) memo.clear();
   memo.set(addr, a);
   return a;
 }
 
 // showAddress is called several times per connection with the same few
 // addresses: its (frozen) answers are remembered, bounded.
-const shown = new Map<string, ShownAddress>();
-const shownV6 = new Map<string, ShownAddress>();
+const shown = new BoundedMap<string, ShownAddress>(4096);
+const shownV6 = new BoundedMap<string, ShownAddress>(4096);
 
 function showAddressOf(addr: string, forceV6: boolean): ShownAddress {
   let text = addr;
@@ -141,16 +147,6 @@ export function applyEnviron(env: Map<string, string>, vars: Map<string, string 
     if (v === null) env.delete(k);
     else env.set(k, v);
   }
-}
-
-/**
- * A string received from the network (an ident reply) as an environment
- * value: its bytes as a byte string (lib/core/bytes.ts), cut at the first NUL, as
- * DJB's tools pass it (a C string ends there).
- */
-export function networkString(bytes: Uint8Array): string {
-  const nul = bytes.indexOf(0);
-  return byteString(nul >= 0 ? bytes.subarray(0, nul) : bytes);
 }
 
 // deno-lint-ignore no-control-regex
@@ -241,6 +237,8 @@ function libcEnviron(): Map<string, string> | null {
     }
     return env;
   } catch {
+    // libc's environ unreadable (no glibc, dlopen refused): fall back to
+    // Deno.env's text, as documented at ownEnviron.
     return null;
   } finally {
     lib?.close();

@@ -2,9 +2,11 @@
  * Failures as DJB's tools report them: one stderr line and an exit code.
  * Only `mod.ts` turns a ToolError into text on stderr and a process exit.
  */
+import { errnoCode } from "../native/errno.ts";
 
 /** A failure carrying the complete stderr line (without newline) and DJB's exit code. */
 export class ToolError extends Error {
+  /** A failure printing `message` (one or more lines) and exiting with `exitCode`. */
   constructor(message: string, readonly exitCode: number) {
     super(message);
     this.name = "ToolError";
@@ -166,45 +168,8 @@ export function errnoName(e: unknown): string | undefined {
   return undefined;
 }
 
-const LINUX_ERRNO: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  6: "ENXIO",
-  7: "E2BIG",
-  8: "ENOEXEC",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  16: "EBUSY",
-  17: "EEXIST",
-  18: "EXDEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  26: "ETXTBSY",
-  28: "ENOSPC",
-  30: "EROFS",
-  32: "EPIPE",
-  36: "ENAMETOOLONG",
-  40: "ELOOP",
-  98: "EADDRINUSE",
-  99: "EADDRNOTAVAIL",
-  101: "ENETUNREACH",
-  103: "ECONNABORTED",
-  104: "ECONNRESET",
-  107: "ENOTCONN",
-  110: "ETIMEDOUT",
-  111: "ECONNREFUSED",
-  113: "EHOSTUNREACH",
-};
-
 function errnoFromNumber(n: number): string | undefined {
-  return LINUX_ERRNO[n];
+  return errnoCode(n);
 }
 
 /** DJB's text for an error ("file does not exist", "address already used", ...). */

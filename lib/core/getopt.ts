@@ -7,11 +7,15 @@ import { ToolError } from "./errors.ts";
 
 /** One parsed option: its letter and, for options taking one, its argument. */
 export interface Option {
+  /** The option's letter. */
   letter: string;
+  /** Its argument ("" for a flag). */
   value: string;
 }
 
+/** What getopt found: the options in order and the operands. */
 export interface Parsed {
+  /** The options, in the order given. */
   options: Option[];
   /** The operands after the options. */
   rest: string[];

@@ -25,6 +25,7 @@ export function setProcessName(name: string): boolean {
       lib.close();
     }
   } catch {
+    // No libc or prctl refused: the name stays "deno", which changes nothing else.
     return false;
   }
 }

@@ -8,7 +8,9 @@
 
 /** Where the names are looked up (tests point these at files of their own). */
 export interface IdFiles {
+  /** The passwd file (default /etc/passwd). */
   passwd?: string;
+  /** The group file (default /etc/group). */
   group?: string;
 }
 
@@ -18,6 +20,7 @@ function lookup(file: string, name: string): number | null {
   try {
     text = Deno.readTextFileSync(file);
   } catch {
+    // An unreadable passwd/group file knows no names: the caller refuses the value.
     return null;
   }
   for (const line of text.split("\n")) {

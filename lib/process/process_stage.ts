@@ -5,194 +5,14 @@
  * exit with its status). Also the stdin-to-stdout filter loop of addcr and
  * delcr.
  */
-import { byteStringText, stringBytes } from "../core/bytes.ts";
 import type { Converter } from "../stages/crlf.ts";
 import { ownEnviron } from "../core/environ.ts";
-import { errnoName, errorText, fatal, ToolError } from "../core/errors.ts";
+import { errorText, fatal, ToolError } from "../core/errors.ts";
+import { flushLog, stderrLog } from "../core/log.ts";
+import { writeAll, writeAllSync } from "../core/write_all.ts";
+import { findProgram } from "./pathexec.ts";
 import { forwardSignals, runInherited, runPumped, statusOf } from "./spawn.ts";
 import type { Io, Stage } from "../stages/stage.ts";
-
-const utf8 = new TextEncoder();
-const WIDE = /[^\0-\xff]/;
-
-/** An error carrying an errno name in `code`, as node: errors do. */
-function errnoError(code: string, path: string): Error {
-  return Object.assign(new Error(`${code}: ${path}`), { code });
-}
-
-function executable(info: Deno.FileInfo): boolean {
-  const mode = info.mode ?? 0o755;
-  let uid = -1;
-  let gid = -1;
-  try {
-    uid = Deno.uid() ?? -1;
-    gid = Deno.gid() ?? -1;
-  } catch { /* no --allow-sys: judge by "others" */ }
-  if (uid === 0) return (mode & 0o111) !== 0;
-  if (info.uid === uid) return (mode & 0o100) !== 0;
-  if (info.gid === gid) return (mode & 0o010) !== 0;
-  return (mode & 0o001) !== 0;
-}
-
-let binfmtMisc: boolean | undefined;
-
-/** Whether the kernel has extra executable formats registered (binfmt_misc). */
-function haveBinfmtMisc(): boolean {
-  if (binfmtMisc === undefined) {
-    binfmtMisc = false;
-    try {
-      for (const e of Deno.readDirSync("/proc/sys/fs/binfmt_misc")) {
-        if (e.name !== "register" && e.name !== "status") binfmtMisc = true;
-      }
-    } catch { /* not mounted */ }
-  }
-  return binfmtMisc;
-}
-
-/**
- * `file`, unless execve would refuse it with ENOEXEC (neither "#!" nor ELF,
- * e.g. a script without its #! line): node's spawn would run that with
- * /bin/sh, DJB's tools fail with "exec format error". Unreadable files and
- * hosts with binfmt_misc formats are left to the kernel.
- */
-function checkFormat(file: string): string {
-  let head: Uint8Array;
-  try {
-    const f = Deno.openSync(file, { read: true });
-    try {
-      head = new Uint8Array(4);
-      const n = f.readSync(head) ?? 0;
-      head = head.subarray(0, n);
-    } finally {
-      f.close();
-    }
-  } catch {
-    return file;
-  }
-  const script = head[0] === 0x23 && head[1] === 0x21; // "#!"
-  const elf = head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
-  if (script || elf || haveBinfmtMisc()) return file;
-  throw errnoError("ENOEXEC", file);
-}
-
-/**
- * The file DJB's pathexec_run would exec for `name`: `name` itself when it
- * contains a slash, else the first PATH entry (from `env`; "/bin:/usr/bin"
- * when unset; an empty entry is ".") holding an executable `name`. Entries
- * failing with "access denied" (not executable, a directory) are skipped but
- * remembered; any other error but "file does not exist" stops the search.
- * Throws an error with `code` (ENOENT, EACCES, ENOTDIR, ENOEXEC...) when
- * none fits. env's PATH is a byte string: it is decoded as UTF-8 to name
- * files (Deno's paths are text).
- */
-export function findProgram(name: string, env: Map<string, string>): string {
-  if (name.includes("/")) return checkFormat(name);
-  const raw = env.get("PATH") ?? "/bin:/usr/bin";
-  const path = byteStringText(raw) ?? raw;
-  let saved: string | undefined;
-  for (const dir of path.split(":")) {
-    const file = `${dir === "" ? "." : dir}/${name}`;
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.statSync(file);
-    } catch (e) {
-      const code = errnoName(e) ?? "ENOENT";
-      if (code === "ENOENT") continue;
-      saved = code;
-      if (code !== "EACCES" && code !== "EPERM") break;
-      continue;
-    }
-    if (info.isDirectory || !executable(info)) {
-      saved = "EACCES";
-      continue;
-    }
-    return checkFormat(file);
-  }
-  throw errnoError(saved ?? "ENOENT", name);
-}
-
-/**
- * A log line as the bytes to write: chars 0-255 are one byte each (log lines
- * carrying connection data are byte strings), anything above is UTF-8.
- */
-export function logLineBytes(line: string): Uint8Array {
-  if (!WIDE.test(line)) return stringBytes(line);
-  const parts: number[] = [];
-  for (const ch of line) {
-    const c = ch.codePointAt(0)!;
-    if (c <= 255) parts.push(c);
-    else parts.push(...utf8.encode(ch));
-  }
-  return Uint8Array.from(parts);
-}
-
-function writeAllSync(w: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += w.writeSync(data.subarray(off));
-}
-
-async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
-  let off = 0;
-  while (off < data.length) off += await w.write(data.subarray(off));
-}
-
-/** Log bytes gathered in this turn of the event loop, written together. */
-const LOG_BATCH = 4096; // PIPE_BUF: a write up to this size is never split
-const logBuf = new Uint8Array(LOG_BATCH);
-let logLen = 0;
-let flushQueued = false;
-
-function flushLog(): void {
-  flushQueued = false;
-  if (logLen === 0) return;
-  const n = logLen;
-  logLen = 0;
-  try {
-    writeAllSync(Deno.stderr, logBuf.subarray(0, n));
-  } catch { /* stderr gone: nothing to tell */ }
-}
-
-/**
- * Writes one log line (newline added) to stderr. Lines logged in the same
- * turn of the event loop (recordio's lines for one packet) go out in one
- * write of at most 4096 bytes, so, as with DJB's line-per-write, no line is
- * ever split by another writer; a longer line is one write of its own.
- */
-export function stderrLog(line: string): void {
-  const n = line.length;
-  if (logLen + n + 1 > LOG_BATCH) flushLog();
-  let narrow = n + 1 <= LOG_BATCH;
-  if (narrow) {
-    // one byte per char, straight into the batch (the common case)
-    for (let i = 0; i < n; i++) {
-      const c = line.charCodeAt(i);
-      if (c > 255) {
-        narrow = false;
-        break;
-      }
-      logBuf[logLen + i] = c;
-    }
-  }
-  if (narrow) {
-    logBuf[logLen + n] = 10;
-    logLen += n + 1;
-  } else {
-    const bytes = logLineBytes(line + "\n");
-    if (logLen + bytes.length > LOG_BATCH) flushLog();
-    if (bytes.length > LOG_BATCH) {
-      try {
-        writeAllSync(Deno.stderr, bytes);
-      } catch { /* stderr gone */ }
-      return;
-    }
-    logBuf.set(bytes, logLen);
-    logLen += bytes.length;
-  }
-  if (!flushQueued) {
-    flushQueued = true;
-    queueMicrotask(flushLog);
-  }
-}
 
 /**
  * Our stdin as a stream that reads only when asked (so a program run after a
@@ -272,6 +92,7 @@ export async function runStageAsProcess(
     const lines = captured;
     if (outcome && "next" in outcome && outcome.io) {
       // The program's output ended before it began, as DJB's forked child sees it.
+      // (closing fails only when the client is gone: nothing to tell it)
       await outcome.io.output.close().catch(() => {});
     }
     captured = null;
@@ -298,6 +119,7 @@ export function filterStdio(conv: Converter): Promise<number> {
     try {
       n = Deno.stdin.readSync(buf);
     } catch {
+      // DJB's addcr/delcr exit 111 silently on a read error: so do we.
       return Promise.resolve(111);
     }
     try {
@@ -307,6 +129,7 @@ export function filterStdio(conv: Converter): Promise<number> {
       }
       writeAllSync(Deno.stdout, convert(buf.subarray(0, n)));
     } catch {
+      // a write error (EPIPE: the reader left) is DJB's silent exit 111 too
       return Promise.resolve(111);
     }
   }

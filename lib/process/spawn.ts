@@ -27,7 +27,9 @@ import type { Io } from "../stages/stage.ts";
 
 /** How the next program ended: an exit code, or the signal that killed it. */
 export interface Ended {
+  /** The exit code, or null when a signal ended it. */
   code: number | null;
+  /** The signal's name ("SIGTERM"), or null when it exited. */
   signal: string | null;
 }
 
@@ -89,7 +91,9 @@ export function waitStatus(ended: Ended): number {
 
 /** The user and group programs run as (tcpserver -u/-g/-U). */
 export interface Credentials {
+  /** The user id (none: ours). */
   uid?: number;
+  /** The group id, also the only group (none: ours). */
   gid?: number;
 }
 
@@ -111,7 +115,9 @@ export function getRunAs(): Credentials {
 
 /** How to start a program through an API that takes only text. */
 export interface TextCommand {
+  /** The file to start. */
   command: string;
+  /** Its arguments after argv[0]. */
   args: string[];
   /** The whole environment (clearEnv), or undefined to inherit ours. */
   env: Record<string, string> | undefined;
@@ -228,7 +234,7 @@ function execFinds(name: string, file: string, env: Map<string, string>): boolea
       try {
         info = Deno.statSync(f);
       } catch {
-        continue;
+        continue; // not there (or not searchable): execvp tries the next entry too
       }
       if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) continue;
       return Deno.realPathSync(f) === want;
@@ -330,6 +336,7 @@ export async function runPumped(
       }
       await writer.close();
     } catch {
+      // the client went away: stop reading the program (it gets EPIPE)
       child.stdout!.destroy();
       try {
         await writer.abort();
@@ -340,6 +347,7 @@ export async function runPumped(
   onExit?.(ended);
   await fromChild;
   // The program is gone: stop feeding it, even if the client never sends EOF.
+  // (both fail only when the input already ended or failed: the same outcome)
   reader.cancel().catch(() => {});
   await toChild.catch(() => {});
   return ended;

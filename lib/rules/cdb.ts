@@ -10,6 +10,7 @@
  * first free slot from (hash >>> 8) % slots on, in the order it was added.
  */
 import { stringBytes } from "../core/bytes.ts";
+import { writeAllSync } from "../core/write_all.ts";
 
 /** A cdb that cannot be read (truncated, corrupt) or cannot be written (too big). */
 export class CdbError extends Error {
@@ -313,10 +314,7 @@ export class CdbFile {
   constructor(path: string, limit = CDB_MAX_SIZE) {
     this.#file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o644 });
     const file = this.#file;
-    this.#writer = new CdbWriter((chunk) => {
-      let off = 0;
-      while (off < chunk.length) off += file.writeSync(chunk.subarray(off));
-    }, limit);
+    this.#writer = new CdbWriter((chunk) => writeAllSync(file, chunk), limit);
   }
 
   /** Adds a record (see CdbWriter.add). */
@@ -328,8 +326,7 @@ export class CdbFile {
   finish(): void {
     const header = this.#writer.finish();
     this.#file.seekSync(0, Deno.SeekMode.Start);
-    let off = 0;
-    while (off < header.length) off += this.#file.writeSync(header.subarray(off));
+    writeAllSync(this.#file, header);
     this.#file.syncSync();
     this.close();
   }

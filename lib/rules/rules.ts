@@ -11,6 +11,7 @@
  * "cidr:v4" / "cidr:v6" list the prefix lengths present (one byte each,
  * longest first) so a lookup tries only those lengths.
  */
+import { BoundedMap } from "../core/bounded.ts";
 import { byteString, stringBytes } from "../core/bytes.ts";
 import { Cdb, CdbError } from "./cdb.ts";
 import {
@@ -481,7 +482,7 @@ export class RulesFile {
   #state: Cdb | "missing" | Error = "missing";
   #pending: Promise<void> | null = null;
   #get = (key: string) => (this.#state as Cdb).get(key);
-  #memo = new Map<string, RuleDecision>();
+  #memo = new BoundedMap<string, RuleDecision>(4096);
   #memoOf: Cdb | null = null;
 
   constructor(path: string, options: RulesFileOptions = {}) {
@@ -550,7 +551,6 @@ export class RulesFile {
       let d = this.#memo.get(key);
       if (d === undefined) {
         d = lookupRules(this.#get, ip, host, info);
-        if (this.#memo.size >= 4096) this.#memo.clear();
         this.#memo.set(key, d);
       }
       return d;

@@ -32,7 +32,9 @@ import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { type IdentQuery, remoteInfo } from "../net/ident.ts";
 import { Limits } from "./limits.ts";
 import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "../native/native.ts";
-import { findProgram, logLineBytes } from "../process/process_stage.ts";
+import { inheritedListener } from "../native/activation.ts";
+import { findProgram } from "../process/pathexec.ts";
+import { logLineBytes } from "../core/log.ts";
 import { RulesFile } from "../rules/rules.ts";
 import { type Ended, endedOf, getRunAs, waitStatus } from "../process/spawn.ts";
 import type { Io } from "../stages/stage.ts";
@@ -452,6 +454,10 @@ export class TcpServer {
    * Returns the local address (port 0 picks one).
    */
   listen(): Endpoint {
+    // Socket activation (systemd, s6): accept on the passed descriptor 3.
+    const usable = this.opts.native !== false && !this.opts.prepare;
+    const passed = inheritedListener(this.opts.baseEnv, usable);
+    if (passed) return this.#local = { ...(this.#native = passed).local };
     if (
       this.opts.native !== false && !this.opts.prepare && !this.opts.hostname.includes("%") &&
       nativeAvailable(this.opts.baseEnv)
@@ -740,7 +746,6 @@ export class TcpServer {
     const runAs = getRunAs();
     const start = async (file: string, argv: string[], env: Map<string, string>) => {
       const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
-      conn.handedOver();
       await conn.close(); // as C's parent after fork: the program owns the socket
       return await child.status;
     };

@@ -22,9 +22,10 @@
  * above.
  */
 import { argv0Stage } from "./argv0.ts";
+import { BoundedMap } from "../core/bounded.ts";
 import { errorText, ToolError } from "../core/errors.ts";
 import { fixcrioStage } from "./fixcrio.ts";
-import { findProgram } from "../process/process_stage.ts";
+import { findProgram } from "../process/pathexec.ts";
 import { makeRblsmtpdStage } from "./rblsmtpd.ts";
 import { WRAPPER_MARK } from "../install/install.ts";
 import { recordioStage } from "./recordio.ts";
@@ -81,8 +82,8 @@ function basename(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
 }
 
-const recognised = new Map<string, boolean>();
 const MAX_REMEMBERED = 1024;
+const recognised = new BoundedMap<string, boolean>(MAX_REMEMBERED);
 let selfReal: string | null | undefined;
 
 function selfRealPath(): string | null {
@@ -137,7 +138,6 @@ export function isOurs(name: string, env: Map<string, string>): boolean {
     } catch (e) {
       ours = (e as { code?: string }).code === "ENOENT";
     }
-    if (recognised.size >= MAX_REMEMBERED) recognised.clear();
     recognised.set(key, ours);
   }
   return ours;

@@ -17,6 +17,7 @@
  */
 import { defaultServers, DnsCache, isIPv4, isIPv6, lookup, reverseName, TYPE } from "../net/dns.ts";
 import { DnsTemporaryError } from "../net/dns.ts";
+import { BoundedMap } from "../core/bounded.ts";
 import { stringBytes, utf8ByteString } from "../core/bytes.ts";
 import { usage } from "../core/errors.ts";
 import { getopt, scanUlong } from "../core/getopt.ts";
@@ -343,7 +344,7 @@ export interface RblsmtpdContext {
   lookups?: RblLookups;
 }
 
-const parsedCache = new Map<string, RblsmtpdArgs>();
+const parsedCache = new BoundedMap<string, RblsmtpdArgs>(256);
 
 /** parseRblsmtpdArgs, remembered per distinct argv (the hot path inside tcpserver). */
 export function parseCached(args: string[]): RblsmtpdArgs {
@@ -351,7 +352,6 @@ export function parseCached(args: string[]): RblsmtpdArgs {
   let p = parsedCache.get(key);
   if (!p) {
     p = parseRblsmtpdArgs(args);
-    if (parsedCache.size >= 256) parsedCache.clear();
     parsedCache.set(key, p);
   }
   return p;

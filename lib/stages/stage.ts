@@ -12,7 +12,7 @@ export interface Io {
   /**
    * Writes one line (newline added) to the log (stderr). Lines that carry
    * connection data (recordio) are byte strings, one char (0-255) per byte:
-   * writers should encode them with `logLineBytes` from lib/process/process_stage.ts.
+   * writers should encode them with `logLineBytes` from lib/core/log.ts.
    */
   log: (line: string) => void;
   /**

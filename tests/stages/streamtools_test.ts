@@ -22,7 +22,8 @@ import {
 } from "../../lib/stages/recordio.ts";
 import { fixcrioIo, fixcrioStage } from "../../lib/stages/fixcrio.ts";
 import { argv0Stage } from "../../lib/stages/argv0.ts";
-import { findProgram, logLineBytes } from "../../lib/process/process_stage.ts";
+import { findProgram } from "../../lib/process/pathexec.ts";
+import { logLineBytes } from "../../lib/core/log.ts";
 import { runPumped } from "../../lib/process/spawn.ts";
 import type { Io } from "../../lib/stages/stage.ts";
 import { ToolError } from "../../lib/core/errors.ts";
@@ -839,7 +840,7 @@ Deno.test("recordio inside our tcpserver (in-process stage): raw bytes in the lo
 });
 
 Deno.test("stderrLog: byte strings raw, wide chars UTF-8, long lines whole, order kept", async () => {
-  const mod = new URL("../../lib/process/process_stage.ts", import.meta.url).href;
+  const mod = new URL("../../lib/core/log.ts", import.meta.url).href;
   const code = `
     import { stderrLog } from "${mod}";
     stderrLog("a\\xff\\x00b");

@@ -1,0 +1,143 @@
+/**
+ * An accepted connection on the native path: its descriptor, read and
+ * written with non-blocking recv/send on the main thread, waiting in the
+ * shared poller (lib/native/poller.ts) when the socket is not ready.
+ */
+import type { Io } from "../stages/stage.ts";
+import { E } from "./errno.ts";
+import { errno, IPPROTO_TCP, L, setInt, SHUT_WR, sysError, TCP_NODELAY } from "./libc.ts";
+import { POLLIN, POLLOUT, thePoller } from "./poller.ts";
+import { nameOf, type NativeEndpoint } from "./sockaddr.ts";
+
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const READ_SIZE = 64 * 1024;
+
+/** An accepted connection's socket (a file descriptor we own until close). */
+export class NativeConn {
+  /** The socket's descriptor (a program started on it gets it as fd 0 and 1). */
+  readonly fd: number;
+  /** Our end (getsockname). */
+  readonly local: NativeEndpoint;
+  /** The client's end (getpeername). */
+  readonly remote: NativeEndpoint;
+  #closed = false;
+  #writing = false;
+  #io: Io | null = null;
+  #readAny = false;
+
+  /** Takes over socket fd; throws (ENOTCONN) when the client is already gone. */
+  constructor(fd: number) {
+    this.fd = fd;
+    this.local = nameOf(fd, false);
+    this.remote = nameOf(fd, true);
+  }
+
+  /** TCP_NODELAY on or off (best effort: a failure leaves Nagle as it was). */
+  setNoDelay(on: boolean): void {
+    setInt(this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+  }
+
+  /** Reads what is there (waiting for some); null at EOF, an error, or close(). */
+  async read(buf: Uint8Array): Promise<number | null> {
+    this.#readAny = true;
+    const l = L();
+    while (!this.#closed) {
+      const n = Number(l.recv(this.fd, buf, BigInt(buf.length), MSG_DONTWAIT));
+      if (n > 0) return n;
+      if (n === 0) return null;
+      const e = errno();
+      if (e === E.EINTR) continue;
+      if (e !== E.EAGAIN) return null;
+      await thePoller().wait(this.fd, POLLIN);
+    }
+    return null;
+  }
+
+  /** Writes all of data; throws when the client is gone (or after close()). */
+  async writeAll(data: Uint8Array): Promise<void> {
+    const l = L();
+    this.#writing = true;
+    try {
+      let off = 0;
+      while (off < data.length) {
+        if (this.#closed) throw sysError("write", E.EPIPE);
+        const chunk = data.subarray(off);
+        const n = Number(
+          l.send(this.fd, chunk, BigInt(chunk.length), MSG_DONTWAIT | MSG_NOSIGNAL),
+        );
+        if (n > 0) {
+          off += n;
+          continue;
+        }
+        const e = errno();
+        if (n < 0 && e === E.EINTR) continue;
+        if (n < 0 && e === E.EAGAIN) {
+          await thePoller().wait(this.fd, POLLOUT);
+          continue;
+        }
+        throw sysError("write", e || E.EPIPE);
+      }
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /**
+   * The connection as an Io (for stages that run in-process): input ends
+   * at the client's FIN, closing output half-closes the socket.
+   */
+  io(log: (line: string) => void): Io {
+    if (this.#io) return this.#io;
+    let ended = false;
+    // Small first (most in-process stages read a line or two), doubling
+    // up to READ_SIZE while reads fill the buffer.
+    let size = 4096;
+    const input = new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        if (ended) return;
+        const buf = new Uint8Array(size);
+        const n = await this.read(buf);
+        if (n === null) {
+          ended = true;
+          c.close();
+        } else {
+          if (n === size && size < READ_SIZE) size *= 2;
+          c.enqueue(buf.subarray(0, n));
+        }
+      },
+      cancel() {
+        ended = true;
+      },
+    }, { highWaterMark: 0 });
+    const output = new WritableStream<Uint8Array>({
+      write: (chunk) => this.writeAll(chunk),
+      close: () => {
+        // A failed shutdown means the client is gone: nothing more to tell it.
+        if (!this.#closed) L().shutdown(this.fd, SHUT_WR);
+      },
+    });
+    this.#io = { input, output, log };
+    return this.#io;
+  }
+
+  /**
+   * True while the socket can go to a program as it is: nothing read from
+   * it by a stage, no write under way, not closed.
+   */
+  get pristine(): boolean {
+    return !this.#readAny && !this.#closed && !this.#writing;
+  }
+
+  /**
+   * Closes our descriptor once; waiting reads and writes return (EOF,
+   * error). After a program was started on the socket this drops only our
+   * copy: the program keeps its own.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    thePoller().forget(this.fd);
+    L().close(this.fd);
+  }
+}

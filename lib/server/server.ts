@@ -34,7 +34,9 @@ import { Limits } from "./limits.ts";
 import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "../native/native.ts";
 import { inheritedListener } from "../native/activation.ts";
 import { findProgram } from "../process/pathexec.ts";
-import { logLineBytes } from "../core/log.ts";
+import { stderrLine } from "../core/log.ts";
+import { BoundedMap } from "../core/bounded.ts";
+import { writeAll } from "../core/write_all.ts";
 import { RulesFile } from "../rules/rules.ts";
 import { type Ended, endedOf, getRunAs, waitStatus } from "../process/spawn.ts";
 import type { Io } from "../stages/stage.ts";
@@ -142,7 +144,7 @@ export interface Prepared {
  */
 export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
 
-const found = new Map<string, { path: string; at: number }>();
+const found = new BoundedMap<string, { path: string; at: number }>(1024);
 
 /**
  * findProgram (PATH search as DJB's pathexec) remembered for a second per
@@ -212,18 +214,6 @@ const CLIENT_GONE = new Set([
   "EINTR",
 ]);
 
-/** Linux errno numbers errnoName (lib/core/errors.ts) does not name. */
-const MORE_ERRNO: Record<number, string> = {
-  23: "ENFILE",
-  64: "ENONET",
-  71: "EPROTO",
-  92: "ENOPROTOOPT",
-  95: "EOPNOTSUPP",
-  100: "ENETDOWN",
-  105: "ENOBUFS",
-  112: "EHOSTDOWN",
-};
-
 /**
  * True when an accept failure concerns only the connection being accepted
  * (reset or aborted while queued, as Linux's accept(2) lists): the loop
@@ -231,8 +221,7 @@ const MORE_ERRNO: Record<number, string> = {
  * anything unknown are false.
  */
 export function acceptGoesOn(e: unknown): boolean {
-  const m = /os error (\d+)/.exec(String((e as { message?: unknown })?.message ?? ""));
-  const code = (m && MORE_ERRNO[Number(m[1])]) ?? errnoName(e);
+  const code = errnoName(e);
   return code !== undefined && CLIENT_GONE.has(code);
 }
 const WSTAT_DENY = 100 << 8;
@@ -240,33 +229,8 @@ const WSTAT_DROP = 111 << 8;
 
 const enc = new TextEncoder();
 
-/**
- * Writes one log line to stderr, synchronously (as DJB's buffer_2 flush).
- * Chars 0-255 are single bytes (recordio's lines carry raw connection bytes).
- */
-export function stderrLine(line: string): void {
-  const b = !WIDE_CHAR.test(line) ? asciiLine(line) : logLineBytes(line + "\n");
-  let off = 0;
-  while (off < b.length) {
-    try {
-      off += Deno.stderr.writeSync(b.subarray(off));
-    } catch {
-      return;
-    }
-  }
-}
-
-// deno-lint-ignore no-control-regex
-const WIDE_CHAR = /[^\u0000-\u007f]/;
-let lineBuf = new Uint8Array(256);
-
-/** An ASCII line and its newline, encoded into a reused buffer (written at once). */
-function asciiLine(line: string): Uint8Array {
-  if (lineBuf.length < line.length + 1) lineBuf = new Uint8Array(line.length * 2 + 1);
-  const n = enc.encodeInto(line, lineBuf).written;
-  lineBuf[n] = 10;
-  return lineBuf.subarray(0, n + 1);
-}
+/** Writes one log line to stderr at once (lib/core/log.ts; re-exported for sslserver). */
+export { stderrLine };
 
 const READ_SIZE = 64 * 1024;
 
@@ -298,8 +262,7 @@ export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
   }, { highWaterMark: 0 });
   const output = new WritableStream<Uint8Array>({
     async write(chunk) {
-      let off = 0;
-      while (off < chunk.length) off += await conn.write(chunk.subarray(off));
+      await writeAll(conn, chunk);
     },
     async close() {
       try {
@@ -410,7 +373,7 @@ export class TcpServer {
   readonly #rules: RulesFile | null;
   readonly #limits: Limits;
   readonly #dnsCache = new DnsCache(10000);
-  readonly #localNames = new Map<string, { at: number; name: Promise<string | null> }>();
+  readonly #localNames = new BoundedMap<string, { at: number; name: Promise<string | null> }>(1000);
   readonly #inflight = new Map<string, Promise<unknown>>();
   #listener: Deno.TcpListener | null = null;
   #native: NativeListener | null = null;
@@ -617,8 +580,7 @@ export class TcpServer {
     }
     (async () => {
       try {
-        let off = 0;
-        while (off < data.length) off += await conn.write(data.subarray(off));
+        await writeAll(conn, data);
       } catch { /* the client is gone */ }
       try {
         conn.close();
@@ -655,7 +617,6 @@ export class TcpServer {
     const hit = this.#localNames.get(ip);
     if (hit && now - hit.at < 60_000) return hit.name;
     const name = this.#ptr(ip);
-    if (this.#localNames.size > 1000) this.#localNames.clear();
     this.#localNames.set(ip, { at: now, name });
     return name;
   }

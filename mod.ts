@@ -88,7 +88,18 @@ async function run(argv0: string, args: string[]): Promise<number> {
     args = args.slice(1);
   }
   // Long-running servers are what admins look for with pgrep and top.
-  if (name === "tcpserver" || name === "sslserver") setProcessName(name);
+  if (name === "tcpserver" || name === "sslserver") {
+    setProcessName(name);
+    // On the native path the supervised process is a front and the server
+    // its child, so a restart never waits for sessions (lib/server/front.ts).
+    const front = await import("./lib/server/front.ts");
+    if (front.frontWanted()) {
+      const { stderrLine } = await import("./lib/core/log.ts");
+      // sslserver re-reads its certificate at SIGHUP; tcpserver dies of it, as C's.
+      const forward: Deno.Signal[] = name === "sslserver" ? ["SIGHUP"] : [];
+      return await front.runFront(name, stderrLine, forward);
+    }
+  }
   const tool = await TOOLS[name]();
   try {
     return await tool.main(args);

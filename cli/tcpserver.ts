@@ -16,6 +16,7 @@ import { parsePort } from "../lib/net/services.ts";
 import { dropIds, nativeAvailable } from "../lib/native/native.ts";
 import { setRunAs } from "../lib/process/spawn.ts";
 import { type ServerOptions, stderrLine, TcpServer } from "../lib/server/server.ts";
+import { takeFront } from "../lib/server/front.ts";
 import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
 
 const PROG = "tcpserver";
@@ -398,6 +399,9 @@ export async function runServer(
   opts: RunServerOptions = {},
 ): Promise<number> {
   const quiet = a.server.verbosity === 0;
+  // A front's server (lib/server/front.ts): the front stands for us before
+  // the supervisor, and at its SIGTERM we stop accepting and finish.
+  const front = takeFront(baseEnv);
   let server: TcpServer;
   try {
     server = await start(a, baseEnv, PROG);
@@ -414,6 +418,7 @@ export async function runServer(
     if (quiet && e instanceof ToolError) return e.exitCode;
     throw e;
   }
+  await front?.ready();
   const port = (server as TcpServer).listenPort;
   if (a.flag1) {
     try {
@@ -433,6 +438,14 @@ export async function runServer(
     else forceExit?.();
   };
   Deno.addSignalListener("SIGTERM", onTerm);
+  if (front) {
+    // The front was told to stop (svc -t) or is gone: free the port at once,
+    // then every session finishes as it would have, with no time limit (as
+    // C's per-connection processes); a SIGTERM to us still drains.
+    void front.stopRequested.then(() =>
+      server.stop(Infinity, () => front.closed()).then(() => forceExit?.())
+    );
+  }
   try {
     await Promise.race([server.serve().then(() => forced), forced]);
   } finally {

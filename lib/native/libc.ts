@@ -28,6 +28,8 @@ export const LIBC_SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   // On a worker thread: the parent waits in posix_spawn until the child's
   // execve is done, which is most of a spawn's cost (C pays it in the child).
@@ -51,6 +53,8 @@ export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
 /** Socket, option and flag constants (Linux values). */
 export const AF_INET = 2;
+/** Unix-domain sockets (socketpair). */
+export const AF_UNIX = 1;
 /** IPv6 address family. */
 export const AF_INET6 = 10;
 /** A byte-stream socket (TCP). */
@@ -87,6 +91,10 @@ export const F_SETFL = 4;
 export const F_GETFD = 1;
 /** fcntl: set the descriptor flags. */
 export const F_SETFD = 2;
+/** fcntl: duplicate to the lowest free descriptor >= arg (not close-on-exec). */
+export const F_DUPFD = 0;
+/** open flag: close-on-exec. */
+export const O_CLOEXEC = 0o2000000;
 /** Descriptor flag: close-on-exec. */
 export const FD_CLOEXEC = 1;
 /** File status flag: non-blocking. */

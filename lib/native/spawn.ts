@@ -133,15 +133,30 @@ export async function spawnOnSocket(
       `unable to run ${file}: the native path runs programs with the server's ids (dropIds)`,
     );
   }
+  // argv is text (our command line): its UTF-8 bytes; env is byte strings.
+  return await spawnProcess(file, argv.map(utf8ByteString), env, [[fd, 0], [fd, 1]]);
+}
+
+/**
+ * Starts `file` with argv and env (byte strings, written byte for byte),
+ * each [from, to] of `dups` dup2'ed in the child before the exec, every
+ * other descriptor as the parent has it (close-on-exec ones closed), signal
+ * dispositions reset and no signal blocked. Throws (with `code`) when the
+ * program cannot be started.
+ */
+export async function spawnProcess(
+  file: string,
+  argv: string[],
+  env: Map<string, string>,
+  dups: Array<[from: number, to: number]>,
+): Promise<Spawned> {
   const l = L();
   const fa = new Uint8Array(128);
   l.posix_spawn_file_actions_init(fa);
   try {
-    l.posix_spawn_file_actions_adddup2(fa, fd, 0);
-    l.posix_spawn_file_actions_adddup2(fa, fd, 1);
+    for (const [from, to] of dups) l.posix_spawn_file_actions_adddup2(fa, from, to);
     const path = enc.encode(file + "\0");
-    // argv is text (our command line): its UTF-8 bytes; env is byte strings.
-    const args = cStrings(argv.map(utf8ByteString));
+    const args = cStrings(argv);
     const envs: string[] = [];
     for (const [k, v] of execEnvironment(env)) envs.push(k + "=" + v);
     const envp = cStrings(envs);

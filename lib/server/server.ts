@@ -589,15 +589,18 @@ export class TcpServer {
   }
 
   /**
-   * Stops accepting, then waits for running connections to end, at most
-   * drainMs. Resolves true when none is left.
+   * Stops accepting (`listenerClosed` is called once the listening socket
+   * is closed: the port is free for the next generation), then waits for
+   * running connections to end, at most drainMs (Infinity: until the last
+   * one ended). Resolves true when none is left.
    */
-  async stop(drainMs = 0): Promise<boolean> {
+  async stop(drainMs = 0, listenerClosed?: () => void): Promise<boolean> {
     this.#stopping = true;
     try {
       this.#listener?.close();
-    } catch { /* closed */ }
+    } catch { /* closed already: a second stop (TERM after the front's stop) */ }
     await this.#native?.close();
+    listenerClosed?.();
     const w = this.#wake;
     this.#wake = null;
     w?.();
@@ -606,6 +609,7 @@ export class TcpServer {
     if (drainMs <= 0) return false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const idle = new Promise<boolean>((r) => (this.#idle = () => r(true)));
+    if (drainMs === Infinity) return await idle;
     const timeout = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainMs)));
     const ok = await Promise.race([idle, timeout]);
     clearTimeout(timer);

@@ -236,3 +236,54 @@ export function zombiesOf(pid: number): number {
   }
   return n;
 }
+
+/**
+ * The children of a process, of all its threads (/proc/PID/task/TID/children:
+ * a child spawned from an FFI worker thread is that thread's).
+ */
+export function childrenOf(pid: number): number[] {
+  const all: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`);
+        for (const s of text.trim().split(/\s+/)) if (s !== "") all.push(Number(s));
+      } catch { /* the thread ended */ }
+    }
+  } catch { /* the process ended */ }
+  return all;
+}
+
+/**
+ * The server process behind pid: on the native path the process started is
+ * a front (lib/server/front.ts) and the server its child running the same
+ * command line; otherwise pid itself.
+ */
+export function serverOf(pid: number): number {
+  const cmdline = (n: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${n}/cmdline`);
+    } catch {
+      return null;
+    }
+  };
+  const own = cmdline(pid);
+  const server = childrenOf(pid).find((c) => own !== null && cmdline(c) === own);
+  return server ?? pid;
+}
+
+/** Resolves when process pid has ended (gone, or a zombie); rejects after limitMs. */
+export async function waitGone(pid: number, limitMs = 20_000): Promise<void> {
+  const until = Date.now() + limitMs;
+  for (;;) {
+    let state: string | null = null;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    } catch { /* gone */ }
+    if (state === null || state === "Z") return;
+    if (Date.now() > until) throw new Error(`process ${pid} still running after ${limitMs} ms`);
+    // no event tells a non-child's end: look again shortly
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

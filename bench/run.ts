@@ -10,7 +10,7 @@
  * --quick: small counts, one alternation, prints the table, writes nothing.
  * --no-readme: a full run that leaves README.md alone (RESULTS.md written).
  * --only: just those benches (tcpserver, rblsmtpd, tcprules, streamtools,
- * reuseport); prints the table, writes nothing.
+ * reuseport, restart); prints the table, writes nothing.
  */
 import { fileURLToPath } from "node:url";
 import { ALTERNATIONS, DENO, QUICK, ROOT, SERVERS } from "./support.ts";
@@ -27,7 +27,7 @@ import {
 } from "./table.ts";
 
 const dir = fileURLToPath(new URL(".", import.meta.url));
-const BENCHES = ["tcpserver", "rblsmtpd", "tcprules", "streamtools", "reuseport"];
+const BENCHES = ["tcpserver", "rblsmtpd", "tcprules", "streamtools", "reuseport", "restart"];
 const args = Deno.args;
 const onlyAt = args.indexOf("--only");
 const only = onlyAt >= 0 ? (args[onlyAt + 1] ?? "").split(",").filter(Boolean) : null;

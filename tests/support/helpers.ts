@@ -139,9 +139,10 @@ function missing(thing: string): string | null {
     case "root":
       return Deno.uid() === 0 ? null : `uid is ${Deno.uid()}, not 0`;
     case "ffi":
-      return nativeAvailable()
+      // What this host can do, whatever $UCSPI_NATIVE the test run inherited.
+      return nativeAvailable(new Map())
         ? null
-        : "no native path (needs Linux, --allow-ffi and $UCSPI_NATIVE not 0)";
+        : "no native path (needs Linux, libc and --allow-ffi)";
     case "ipv6":
       return canListen("::1");
     case "ipv4-mapped":
@@ -157,7 +158,7 @@ function missing(thing: string): string | null {
  * `const n = needs("haproxy", "root");`
  * `Deno.test({ name: "..." + n.reasonSuffix, ignore: n.ignore, fn })`.
  * THINGS: a program (on $PATH or in Debian's bin/sbin directories), "root",
- * "ffi" (the native path is available), "ipv6" (can listen on ::1),
+ * "ffi" (the native path can work here: Linux, libc, --allow-ffi), "ipv6" (can listen on ::1),
  * "ipv4-mapped" (can listen on ::ffff:127.0.0.1). Any of them named in
  * $UCSPI_TEST_WITHOUT (e.g. `UCSPI_TEST_WITHOUT=tcpserver,root`) counts as
  * missing.

@@ -73,7 +73,7 @@ Deno.test("needs: root, ffi, ipv6 and ipv4-mapped say what this host has", () =>
     const root = needs("root");
     assert.equal(root.ignore, Deno.uid() !== 0);
     assert.equal(root.reason, root.ignore ? `root: uid is ${Deno.uid()}, not 0` : "");
-    assert.equal(needs("ffi").ignore, !nativeAvailable());
+    assert.equal(needs("ffi").ignore, !nativeAvailable(new Map()));
     for (const [thing, host] of [["ipv6", "::1"], ["ipv4-mapped", "::ffff:127.0.0.1"]]) {
       const n = needs(thing);
       if (n.ignore) {

@@ -4,7 +4,7 @@
  * half-close, -i, -T timeouts, ident (-r), DNS names (-h) and IPv6.
  */
 import assert from "node:assert/strict";
-import { haveC, ours, oursArgv, type Result, theirs } from "../support/helpers.ts";
+import { haveC, needs, ours, oursArgv, program, type Result, theirs } from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";
 
 const enc = new TextEncoder();
@@ -343,7 +343,7 @@ Deno.test("tcpclient: names and -h from DNS ($DNSCACHEIP), as C", async () => {
 });
 
 /** A listening socket whose backlog is full: connecting to it hangs (python3 needed). */
-async function fullBacklog(): Promise<{ port: number; stop: () => void } | null> {
+async function fullBacklog(): Promise<{ port: number; stop: () => void }> {
   const script = `
 import socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
@@ -356,17 +356,11 @@ for i in range(4):
 print(s.getsockname()[1], flush=True)
 sys.stdin.read()
 `;
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command("python3", {
-      args: ["-c", script],
-      stdin: "piped",
-      stdout: "piped",
-    }).spawn();
-  } catch {
-    console.log("skip: python3 not installed (needed for a listener with a full backlog)");
-    return null;
-  }
+  const child = new Deno.Command(program("python3")!, {
+    args: ["-c", script],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
   const reader = child.stdout.getReader();
   let text = "";
   while (!text.includes("\n")) {
@@ -384,35 +378,44 @@ sys.stdin.read()
   };
 }
 
-Deno.test("tcpclient: -T gives up with 'timed out'; x+y retries timed-out addresses, as C", async () => {
-  const hang = await fullBacklog();
-  if (!hang) return;
-  try {
-    const p = String(hang.port);
-    const one = ["-T1", "127.0.0.1", p, "true"];
-    // two addresses: each times out after 1s, then each is retried for 1s
-    const two = ["-T1+1", "127.0.0.1.127.0.0.1", p, "true"];
-    const c = haveC("tcpclient");
-    const [a1, a2, b1, b2] = await Promise.all([
-      ours("tcpclient", one),
-      ours("tcpclient", two),
-      c ? theirs("tcpclient", one) : null,
-      c ? theirs("tcpclient", two) : null,
-    ]);
-    assert.equal(a1.code, 111);
-    assert.equal(a1.err, `tcpclient: unable to connect to 127.0.0.1 port ${p}: timed out\n`);
-    assert.equal(
-      a2.err,
-      `tcpclient: unable to connect to 127.0.0.1 port ${p}: timed out\n`.repeat(2),
-    );
-    if (b1 && b2) {
-      same(a1, b1, "-T1");
-      same(a2, b2, "-T1+1");
+/** python3, for a listener with a full backlog. */
+const PYTHON = needs("python3");
+
+Deno.test(
+  "tcpclient: -T gives up with 'timed out'; x+y retries timed-out addresses, as C" +
+    PYTHON.reasonSuffix,
+  {
+    ignore: PYTHON.ignore,
+  },
+  async () => {
+    const hang = await fullBacklog();
+    try {
+      const p = String(hang.port);
+      const one = ["-T1", "127.0.0.1", p, "true"];
+      // two addresses: each times out after 1s, then each is retried for 1s
+      const two = ["-T1+1", "127.0.0.1.127.0.0.1", p, "true"];
+      const c = haveC("tcpclient");
+      const [a1, a2, b1, b2] = await Promise.all([
+        ours("tcpclient", one),
+        ours("tcpclient", two),
+        c ? theirs("tcpclient", one) : null,
+        c ? theirs("tcpclient", two) : null,
+      ]);
+      assert.equal(a1.code, 111);
+      assert.equal(a1.err, `tcpclient: unable to connect to 127.0.0.1 port ${p}: timed out\n`);
+      assert.equal(
+        a2.err,
+        `tcpclient: unable to connect to 127.0.0.1 port ${p}: timed out\n`.repeat(2),
+      );
+      if (b1 && b2) {
+        same(a1, b1, "-T1");
+        same(a2, b2, "-T1+1");
+      }
+    } finally {
+      hang.stop();
     }
-  } finally {
-    hang.stop();
-  }
-});
+  },
+);
 
 Deno.test("tcpclient: a supervisor's TERM reaches the program (DJB's tcpclient execs it)", async () => {
   const srv = serve(async (c) => {

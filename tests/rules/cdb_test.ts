@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Cdb, CdbError, CdbFile, cdbHash, CdbWriter, makeCdb } from "../../lib/rules/cdb.ts";
 import { byteString, stringBytes } from "../../lib/core/bytes.ts";
-import { cTool, prng, tempDir } from "../support/helpers.ts";
+import { cTool, needs, prng, tempDir } from "../support/helpers.ts";
 
 // String keys and data are byte strings (lib/core/bytes.ts); "\u00e9" below is the byte 0xe9.
 const enc = { encode: stringBytes };
@@ -54,12 +54,13 @@ Deno.test("cdb: empty cdb is 2048 bytes of tables at 2048, every lookup a miss",
   assert.deepEqual([...cdb.entries()], []);
 });
 
-Deno.test("cdb: byte-identical to tinycdb's cdb -c, and reads its files", async () => {
-  const cdbTool = cTool("cdb");
-  if (!cdbTool) {
-    console.log("skip: tinycdb's cdb not installed (apt-get install tinycdb)");
-    return;
-  }
+/** tinycdb's cdb, to compare bytes with. */
+const TINYCDB = needs("cdb");
+
+Deno.test("cdb: byte-identical to tinycdb's cdb -c, and reads its files" + TINYCDB.reasonSuffix, {
+  ignore: TINYCDB.ignore,
+}, async () => {
+  const cdbTool = cTool("cdb")!;
   const dir = await tempDir();
   try {
     const recs = records(5000, 2);

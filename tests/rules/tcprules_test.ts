@@ -3,7 +3,7 @@
  * tools (Debian's ucspi-tcp): stdout, stderr, exit code and the cdb bytes.
  */
 import assert from "node:assert/strict";
-import { haveC, ours, prng, type Result, tempDir, theirs } from "../support/helpers.ts";
+import { needs, ours, prng, type Result, tempDir, theirs } from "../support/helpers.ts";
 
 type Tool = typeof ours;
 
@@ -95,14 +95,20 @@ const CASES = [
   "1:allow,A==\n",
 ];
 
-Deno.test("tcprules: same exit code, messages and cdb bytes as C tcprules", async () => {
-  if (!haveC("tcprules")) return;
-  let failures = 0;
-  await pool(CASES, 4, async (input) => {
-    if ((await sameAsC(input)).code !== 0) failures++;
-  });
-  assert.equal(failures, 10); // the error cases really are errors
-});
+/** The differential tests' C tcprules. */
+const C_TCPRULES = needs("tcprules");
+
+Deno.test(
+  "tcprules: same exit code, messages and cdb bytes as C tcprules" + C_TCPRULES.reasonSuffix,
+  { ignore: C_TCPRULES.ignore },
+  async () => {
+    let failures = 0;
+    await pool(CASES, 4, async (input) => {
+      if ((await sameAsC(input)).code !== 0) failures++;
+    });
+    assert.equal(failures, 10); // the error cases really are errors
+  },
+);
 
 /** n random lines in every syntax DJB's tcprules accepts. */
 function randomRules(n: number, seed: number): string {
@@ -169,17 +175,22 @@ function randomRules(n: number, seed: number): string {
   return lines.join("\n") + "\n";
 }
 
-Deno.test("tcprules: 10,000 random rules lines compile to the same bytes as C tcprules", async () => {
-  if (!haveC("tcprules")) return;
-  for (const seed of [1, 2]) {
-    const input = randomRules(10_000, seed);
-    const r = await sameAsC(input, `random rules, seed ${seed}`);
-    assert.equal(r.code, 0, r.err);
-  }
-});
+Deno.test(
+  "tcprules: 10,000 random rules lines compile to the same bytes as C tcprules" +
+    C_TCPRULES.reasonSuffix,
+  { ignore: C_TCPRULES.ignore },
+  async () => {
+    for (const seed of [1, 2]) {
+      const input = randomRules(10_000, seed);
+      const r = await sameAsC(input, `random rules, seed ${seed}`);
+      assert.equal(r.code, 0, r.err);
+    }
+  },
+);
 
-Deno.test("tcprules: usage, create and move failures as C tcprules", async () => {
-  if (!haveC("tcprules")) return;
+Deno.test("tcprules: usage, create and move failures as C tcprules" + C_TCPRULES.reasonSuffix, {
+  ignore: C_TCPRULES.ignore,
+}, async () => {
   await inDirs(async (a, b) => {
     const runs: Array<[string[], string]> = [
       [[], ""],
@@ -250,8 +261,12 @@ const CHECK_ENVS: Array<Record<string, string>> = [
   { TCPREMOTEIP: "10.119.75.38" },
 ];
 
-Deno.test("tcprulescheck: same report as C tcprulescheck", async () => {
-  if (!haveC("tcprulescheck") || !haveC("tcprules")) return;
+/** The differential tcprulescheck tests' C tools. */
+const C_CHECK = needs("tcprulescheck", "tcprules");
+
+Deno.test("tcprulescheck: same report as C tcprulescheck" + C_CHECK.reasonSuffix, {
+  ignore: C_CHECK.ignore,
+}, async () => {
   const dir = await tempDir();
   try {
     const cdb = `${dir.path}/r.cdb`;
@@ -266,8 +281,32 @@ Deno.test("tcprulescheck: same report as C tcprulescheck", async () => {
       assert.equal(o.err, t.err);
       assert.equal(o.code, t.code);
     });
-    // Records no tcprules line makes (written with tinycdb), read as C reads them.
-    if (haveC("cdb")) {
+    // Errors.
+    await Deno.writeTextFile(`${dir.path}/short.cdb`, "abc");
+    for (const args of [[], [`${dir.path}/nofile.cdb`], [`${dir.path}/short.cdb`]]) {
+      const [o, t] = await Promise.all([
+        ours("tcprulescheck", args, { env: { TCPREMOTEIP: "1.2.3.4" }, clearEnv: true }),
+        theirs("tcprulescheck", args, { env: { TCPREMOTEIP: "1.2.3.4" }, clearEnv: true }),
+      ]);
+      assert.equal(o.code, t.code, args.join(" "));
+      assert.equal(o.err, t.err, args.join(" "));
+      assert.equal(o.out, t.out);
+    }
+  } finally {
+    await dir.cleanup();
+  }
+});
+
+/** tcprulescheck on records only tinycdb's cdb can write. */
+const C_ODD = needs("tcprulescheck", "cdb");
+
+Deno.test(
+  "tcprulescheck: odd cdb records read as C tcprulescheck reads them" + C_ODD.reasonSuffix,
+  { ignore: C_ODD.ignore },
+  async () => {
+    const dir = await tempDir();
+    try {
+      // Records no tcprules line makes (written with tinycdb), read as C reads them.
       const odd = `${dir.path}/odd.cdb`;
       const recs = [
         ["1", "+A=b\0D\0+C=d\0"],
@@ -288,22 +327,11 @@ Deno.test("tcprulescheck: same report as C tcprulescheck", async () => {
         ]);
         assert.equal(o.out, t.out, ip);
       }
+    } finally {
+      await dir.cleanup();
     }
-    // Errors.
-    await Deno.writeTextFile(`${dir.path}/short.cdb`, "abc");
-    for (const args of [[], [`${dir.path}/nofile.cdb`], [`${dir.path}/short.cdb`]]) {
-      const [o, t] = await Promise.all([
-        ours("tcprulescheck", args, { env: { TCPREMOTEIP: "1.2.3.4" }, clearEnv: true }),
-        theirs("tcprulescheck", args, { env: { TCPREMOTEIP: "1.2.3.4" }, clearEnv: true }),
-      ]);
-      assert.equal(o.code, t.code, args.join(" "));
-      assert.equal(o.err, t.err, args.join(" "));
-      assert.equal(o.out, t.out);
-    }
-  } finally {
-    await dir.cleanup();
-  }
-});
+  },
+);
 
 Deno.test("tcprules + tcprulescheck: IPv6, CIDR and unset rules end to end", async () => {
   const dir = await tempDir();

@@ -8,19 +8,12 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { ours, tempDir, waitListening } from "../support/helpers.ts";
+import { needs, ours, program, tempDir, waitListening } from "../support/helpers.ts";
 import { makePki, type Running, startTool } from "../support/ssl_fixtures.ts";
 import { quietArgs } from "../support/tcpserver_util.ts";
 
-function haveHaproxy(): boolean {
-  try {
-    Deno.statSync("/usr/sbin/haproxy");
-    return true;
-  } catch {
-    console.log("skip: haproxy not installed (apt-get install haproxy)");
-    return false;
-  }
-}
+/** Debian's haproxy (often in /usr/sbin, off a non-root $PATH). */
+const HAPROXY = needs("haproxy");
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -60,42 +53,48 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-Deno.test("haproxy send-proxy / send-proxy-v2 in front of two tcpserver -W and sslserver -W", async () => {
-  if (!haveHaproxy()) return;
-  const dir = await tempDir();
-  const pki = await makePki();
-  const servers: Running[] = [];
-  let haproxy: Deno.ChildProcess | undefined;
-  try {
-    const cdb = `${dir.path}/rules.cdb`;
-    const made = await ours("tcprules", [cdb, `${dir.path}/rules.tmp`], {
-      stdin: "127.0.0.6:deny\n:allow\n",
-    });
-    assert.equal(made.code, 0, made.err);
-    const prog = (tag: string) => [
-      "sh",
-      "-c",
-      `echo "${tag} $PROTO $TCPREMOTEIP $TCPLOCALIP"`,
-    ];
-    // only haproxy (127.0.0.1) may, and must, send a header
-    const env = { PROXY_TRUSTED: "127.0.0.1", PROXY_TIMEOUT: "5" };
-    const plain = (tag: string) =>
-      startTool("tcpserver", quietArgs(["-v", "-W", "-x", cdb], prog(tag)), env);
-    const s1 = await plain("one");
-    servers.push(s1);
-    const s2 = await plain("two");
-    servers.push(s2);
-    const s3 = await startTool(
-      "sslserver",
-      ["-1", "-v", "-e", "-W", "-RH", "-l0", "-x", cdb, "127.0.0.1", "0", ...prog("tls")],
-      { ...env, CERTFILE: pki.serverCert, KEYFILE: pki.serverKey },
-    );
-    servers.push(s3);
-    const fePlain = freePort(), feTls = freePort();
-    const cfg = `${dir.path}/haproxy.cfg`;
-    await Deno.writeTextFile(
-      cfg,
-      `global
+Deno.test(
+  "haproxy send-proxy / send-proxy-v2 in front of two tcpserver -W and sslserver -W" +
+    HAPROXY.reasonSuffix,
+  {
+    ignore: HAPROXY.ignore,
+  },
+  async () => {
+    const haproxyPath = program("haproxy")!;
+    const dir = await tempDir();
+    const pki = await makePki();
+    const servers: Running[] = [];
+    let haproxy: Deno.ChildProcess | undefined;
+    try {
+      const cdb = `${dir.path}/rules.cdb`;
+      const made = await ours("tcprules", [cdb, `${dir.path}/rules.tmp`], {
+        stdin: "127.0.0.6:deny\n:allow\n",
+      });
+      assert.equal(made.code, 0, made.err);
+      const prog = (tag: string) => [
+        "sh",
+        "-c",
+        `echo "${tag} $PROTO $TCPREMOTEIP $TCPLOCALIP"`,
+      ];
+      // only haproxy (127.0.0.1) may, and must, send a header
+      const env = { PROXY_TRUSTED: "127.0.0.1", PROXY_TIMEOUT: "5" };
+      const plain = (tag: string) =>
+        startTool("tcpserver", quietArgs(["-v", "-W", "-x", cdb], prog(tag)), env);
+      const s1 = await plain("one");
+      servers.push(s1);
+      const s2 = await plain("two");
+      servers.push(s2);
+      const s3 = await startTool(
+        "sslserver",
+        ["-1", "-v", "-e", "-W", "-RH", "-l0", "-x", cdb, "127.0.0.1", "0", ...prog("tls")],
+        { ...env, CERTFILE: pki.serverCert, KEYFILE: pki.serverKey },
+      );
+      servers.push(s3);
+      const fePlain = freePort(), feTls = freePort();
+      const cfg = `${dir.path}/haproxy.cfg`;
+      await Deno.writeTextFile(
+        cfg,
+        `global
   maxconn 64
 defaults
   mode tcp
@@ -115,59 +114,60 @@ backend two
 backend tls
   server tls 127.0.0.1:${s3.port} send-proxy-v2
 `,
-    );
-    const check = await new Deno.Command("haproxy", {
-      args: ["-c", "-f", cfg],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
-    haproxy = new Deno.Command("haproxy", {
-      args: ["-db", "-f", cfg],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    // wait until haproxy listens (it prints nothing when it is ready)
-    await waitListening("127.0.0.1", feTls);
+      );
+      const check = await new Deno.Command(haproxyPath, {
+        args: ["-c", "-f", cfg],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
+      haproxy = new Deno.Command(haproxyPath, {
+        args: ["-db", "-f", cfg],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      // wait until haproxy listens (it prints nothing when it is ready)
+      await waitListening("127.0.0.1", feTls);
 
-    const answers = [];
-    for (let i = 0; i < 4; i++) answers.push(await fetchFrom(fePlain, "127.0.0.5"));
-    const tags = new Set<string>();
-    for (const a of answers) {
-      const m = /^(one|two) TCP 127\.0\.0\.5 127\.0\.0\.1\n$/.exec(a);
-      assert.ok(m, `unexpected answer ${JSON.stringify(a)}`);
-      tags.add(m[1]);
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push(await fetchFrom(fePlain, "127.0.0.5"));
+      const tags = new Set<string>();
+      for (const a of answers) {
+        const m = /^(one|two) TCP 127\.0\.0\.5 127\.0\.0\.1\n$/.exec(a);
+        assert.ok(m, `unexpected answer ${JSON.stringify(a)}`);
+        tags.add(m[1]);
+      }
+      assert.deepEqual([...tags].sort(), ["one", "two"]); // v1 and v2 both decoded
+      // the deny rule on the original client holds, on both servers
+      for (let i = 0; i < 2; i++) assert.equal(await fetchFrom(fePlain, "127.0.0.6"), "");
+      await s1.waitLine(/^tcpserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
+      await s2.waitLine(/^tcpserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
+      await s1.waitLine(/^tcpserver: ok \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.5::\d+$/);
+
+      // TLS passes through haproxy; sslserver reads the v2 header, then TLS
+      const ca = await Deno.readTextFile(pki.caCert);
+      const t = await fetchFrom(feTls, "127.0.0.5", { ca });
+      assert.equal(t, "tls TCP 127.0.0.5 127.0.0.1\n");
+      assert.equal(await fetchFrom(feTls, "127.0.0.6", { ca }), "");
+      await s3.waitLine(/^sslserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
+
+      // a direct client from an untrusted address is taken as itself
+      const direct = await fetchFrom(s1.port, "127.0.0.7");
+      assert.equal(direct, "one TCP 127.0.0.7 127.0.0.1\n");
+    } finally {
+      if (haproxy) {
+        try {
+          haproxy.kill("SIGTERM");
+        } catch { /* gone */ }
+        await haproxy.status;
+      }
+      for (const s of servers) await s.stop();
+      await pki.cleanup();
+      await dir.cleanup();
     }
-    assert.deepEqual([...tags].sort(), ["one", "two"]); // v1 and v2 both decoded
-    // the deny rule on the original client holds, on both servers
-    for (let i = 0; i < 2; i++) assert.equal(await fetchFrom(fePlain, "127.0.0.6"), "");
-    await s1.waitLine(/^tcpserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
-    await s2.waitLine(/^tcpserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
-    await s1.waitLine(/^tcpserver: ok \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.5::\d+$/);
-
-    // TLS passes through haproxy; sslserver reads the v2 header, then TLS
-    const ca = await Deno.readTextFile(pki.caCert);
-    const t = await fetchFrom(feTls, "127.0.0.5", { ca });
-    assert.equal(t, "tls TCP 127.0.0.5 127.0.0.1\n");
-    assert.equal(await fetchFrom(feTls, "127.0.0.6", { ca }), "");
-    await s3.waitLine(/^sslserver: deny \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.6::\d+$/);
-
-    // a direct client from an untrusted address is taken as itself
-    const direct = await fetchFrom(s1.port, "127.0.0.7");
-    assert.equal(direct, "one TCP 127.0.0.7 127.0.0.1\n");
-  } finally {
-    if (haproxy) {
-      try {
-        haproxy.kill("SIGTERM");
-      } catch { /* gone */ }
-      await haproxy.status;
-    }
-    for (const s of servers) await s.stop();
-    await pki.cleanup();
-    await dir.cleanup();
-  }
-});
+  },
+);
 
 Deno.test("tcpserver -W refuses a client without a header, and a slow one after $PROXY_TIMEOUT", async () => {
   const s = await startTool(

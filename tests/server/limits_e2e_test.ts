@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { haveC, ours, oursArgv, tempDir } from "../support/helpers.ts";
+import { needs, ours, oursArgv, program, tempDir } from "../support/helpers.ts";
 import { spawnServer } from "../support/tcpserver_util.ts";
 
 /** Holds each connection open until the client closes; prints $TCPCONNNUM first. */
@@ -308,40 +308,43 @@ Deno.test("limits e2e: -C n:message; tcpserver's MAXCONNIP beats -C, a rule beat
   }
 });
 
-Deno.test("limits e2e: IPv6 client on ::1 (MAXCONNIP, then MAXCONNC on its /64)", async () => {
-  let srv: Server;
-  try {
-    srv = await startServer(["-v"], { MAXCONNIP: "2", DIEMSG: "421 v6" }, "::1");
-  } catch (e) {
-    console.log(`skip: cannot listen on ::1 (${(e as Error).message.split("\n")[0]})`);
-    return;
-  }
-  const open: Client[] = [];
-  try {
-    const a = await attempt(srv.port, "::1", "::1");
-    const b = await attempt(srv.port, "::1", "::1");
-    open.push(a.c, b.c);
-    assert.deepEqual([a.connNum, b.connNum], [1, 2]);
-    const r = await attempt(srv.port, "::1", "::1");
-    assert.equal(await r.c.closed, "421 v6\r\n");
-    // IPv6 addresses in log lines as Debian's IPv6 tcpserver and ucspi-tcp6 print them
-    assert.match(await srv.waitLine(/MAXCONNIP: 2$/), /^tcpserver: deny \d+ \S+ :::1::\d+ /);
-  } finally {
-    for (const c of open) c.end();
-    await srv.stop();
-  }
-  const srv2 = await startServer(["-v"], { MAXCONNC: "1", DIEMSG_MAXCONNC: "421 net6" }, "::1");
-  try {
-    const a = await attempt(srv2.port, "::1", "::1");
-    open.push(a.c);
-    const r = await attempt(srv2.port, "::1", "::1");
-    assert.equal(await r.c.closed, "421 net6\r\n");
-    assert.ok(await srv2.waitLine(/MAXCONNC: 1$/));
-  } finally {
-    for (const c of open) c.end();
-    await srv2.stop();
-  }
-});
+/** An IPv6 loopback this host can listen on. */
+const IPV6 = needs("ipv6");
+
+Deno.test(
+  "limits e2e: IPv6 client on ::1 (MAXCONNIP, then MAXCONNC on its /64)" + IPV6.reasonSuffix,
+  {
+    ignore: IPV6.ignore,
+  },
+  async () => {
+    const srv = await startServer(["-v"], { MAXCONNIP: "2", DIEMSG: "421 v6" }, "::1");
+    const open: Client[] = [];
+    try {
+      const a = await attempt(srv.port, "::1", "::1");
+      const b = await attempt(srv.port, "::1", "::1");
+      open.push(a.c, b.c);
+      assert.deepEqual([a.connNum, b.connNum], [1, 2]);
+      const r = await attempt(srv.port, "::1", "::1");
+      assert.equal(await r.c.closed, "421 v6\r\n");
+      // IPv6 addresses in log lines as Debian's IPv6 tcpserver and ucspi-tcp6 print them
+      assert.match(await srv.waitLine(/MAXCONNIP: 2$/), /^tcpserver: deny \d+ \S+ :::1::\d+ /);
+    } finally {
+      for (const c of open) c.end();
+      await srv.stop();
+    }
+    const srv2 = await startServer(["-v"], { MAXCONNC: "1", DIEMSG_MAXCONNC: "421 net6" }, "::1");
+    try {
+      const a = await attempt(srv2.port, "::1", "::1");
+      open.push(a.c);
+      const r = await attempt(srv2.port, "::1", "::1");
+      assert.equal(await r.c.closed, "421 net6\r\n");
+      assert.ok(await srv2.waitLine(/MAXCONNC: 1$/));
+    } finally {
+      for (const c of open) c.end();
+      await srv2.stop();
+    }
+  },
+);
 
 /**
  * 50 connections at once from one address and then 5 from others, -c 20 -C 5.
@@ -458,70 +461,83 @@ async function listeningPort(pid: number): Promise<number> {
   throw new Error(`pid ${pid} does not listen`);
 }
 
-Deno.test("limits e2e: differential with ipsvd's tcpsvd -C 3:msg (same admissions per address)", async () => {
-  if (!haveC("tcpsvd")) return;
-  const tcpsvd = new Deno.Command("tcpsvd", {
-    args: ["-C", "3:421 flood", "127.0.0.1", "0", ...PROG],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const srv = await startServer(["-C", "3:421 flood"]);
-  const open: Client[] = [];
-  try {
-    const theirPort = await listeningPort(tcpsvd.pid);
-    const run = async (port: number) => {
-      const res = [];
-      for (const ip of ["127.0.30.1", "127.0.30.1", "127.0.30.2", "127.0.30.1", "127.0.30.1"]) {
-        const x = await attempt(port, ip);
-        if (x.admitted) open.push(x.c);
-        res.push(x.admitted ? `${ip} ok` : `${ip} refused ${await x.c.closed}`);
-      }
-      return res;
-    };
-    const theirs = await run(theirPort);
-    const mine = await run(srv.port);
-    // tcpsvd writes the message as given; we add CRLF (DIEMSG semantics)
-    assert.deepEqual(mine, theirs.map((s) => s.endsWith("421 flood") ? `${s}\r\n` : s));
-    assert.deepEqual(theirs.filter((s) => s.includes("refused")).length, 1);
-  } finally {
-    for (const c of open) c.end();
-    tcpsvd.kill("SIGTERM");
-    await tcpsvd.status;
-    await srv.stop();
-  }
-});
+/** ipsvd's tcpsvd, the reference for -C. */
+const TCPSVD = needs("tcpsvd");
 
-Deno.test("limits e2e: IPv4-mapped peers (listening on ::ffff:127.0.0.1) count as IPv4 and their /24", async () => {
-  let srv: Server;
-  try {
-    srv = await startServer(["-v"], { MAXCONNIP: "1", MAXCONNC: "2" }, "::ffff:127.0.0.1");
-  } catch (e) {
-    console.log(`skip: cannot listen on ::ffff:127.0.0.1 (${(e as Error).message.split("\n")[0]})`);
-    return;
-  }
-  const open: Client[] = [];
-  try {
-    const a = await attempt(srv.port, "127.0.40.2");
-    open.push(a.c);
-    assert.equal(a.connNum, 1);
-    const r = await attempt(srv.port, "127.0.40.2");
-    assert.equal(r.admitted, false);
-    assert.match(await srv.waitLine(/MAXCONNIP: 1$/), /:127\.0\.40\.2::\d+ MAXCONNIP: 1$/);
-    const b = await attempt(srv.port, "127.0.40.3");
-    open.push(b.c);
-    assert.equal(b.connNum, 1);
-    const c = await attempt(srv.port, "127.0.40.4");
-    assert.equal(c.admitted, false);
-    assert.match(await srv.waitLine(/MAXCONNC: 2$/), /:127\.0\.40\.4::\d+ MAXCONNC: 2$/);
-    const d = await attempt(srv.port, "127.0.41.4");
-    open.push(d.c);
-    assert.equal(d.admitted, true, "another /24 is not affected");
-  } finally {
-    for (const c of open) c.end();
-    await srv.stop();
-  }
-});
+Deno.test(
+  "limits e2e: differential with ipsvd's tcpsvd -C 3:msg (same admissions per address)" +
+    TCPSVD.reasonSuffix,
+  {
+    ignore: TCPSVD.ignore,
+  },
+  async () => {
+    const tcpsvd = new Deno.Command(program("tcpsvd")!, {
+      args: ["-C", "3:421 flood", "127.0.0.1", "0", ...PROG],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const srv = await startServer(["-C", "3:421 flood"]);
+    const open: Client[] = [];
+    try {
+      const theirPort = await listeningPort(tcpsvd.pid);
+      const run = async (port: number) => {
+        const res = [];
+        for (const ip of ["127.0.30.1", "127.0.30.1", "127.0.30.2", "127.0.30.1", "127.0.30.1"]) {
+          const x = await attempt(port, ip);
+          if (x.admitted) open.push(x.c);
+          res.push(x.admitted ? `${ip} ok` : `${ip} refused ${await x.c.closed}`);
+        }
+        return res;
+      };
+      const theirs = await run(theirPort);
+      const mine = await run(srv.port);
+      // tcpsvd writes the message as given; we add CRLF (DIEMSG semantics)
+      assert.deepEqual(mine, theirs.map((s) => s.endsWith("421 flood") ? `${s}\r\n` : s));
+      assert.deepEqual(theirs.filter((s) => s.includes("refused")).length, 1);
+    } finally {
+      for (const c of open) c.end();
+      tcpsvd.kill("SIGTERM");
+      await tcpsvd.status;
+      await srv.stop();
+    }
+  },
+);
+
+/** IPv4-mapped IPv6 addresses this host can listen on. */
+const MAPPED = needs("ipv4-mapped");
+
+Deno.test(
+  "limits e2e: IPv4-mapped peers (listening on ::ffff:127.0.0.1) count as IPv4 and their /24" +
+    MAPPED.reasonSuffix,
+  {
+    ignore: MAPPED.ignore,
+  },
+  async () => {
+    const srv = await startServer(["-v"], { MAXCONNIP: "1", MAXCONNC: "2" }, "::ffff:127.0.0.1");
+    const open: Client[] = [];
+    try {
+      const a = await attempt(srv.port, "127.0.40.2");
+      open.push(a.c);
+      assert.equal(a.connNum, 1);
+      const r = await attempt(srv.port, "127.0.40.2");
+      assert.equal(r.admitted, false);
+      assert.match(await srv.waitLine(/MAXCONNIP: 1$/), /:127\.0\.40\.2::\d+ MAXCONNIP: 1$/);
+      const b = await attempt(srv.port, "127.0.40.3");
+      open.push(b.c);
+      assert.equal(b.connNum, 1);
+      const c = await attempt(srv.port, "127.0.40.4");
+      assert.equal(c.admitted, false);
+      assert.match(await srv.waitLine(/MAXCONNC: 2$/), /:127\.0\.40\.4::\d+ MAXCONNC: 2$/);
+      const d = await attempt(srv.port, "127.0.41.4");
+      open.push(d.c);
+      assert.equal(d.admitted, true, "another /24 is not affected");
+    } finally {
+      for (const c of open) c.end();
+      await srv.stop();
+    }
+  },
+);
 
 Deno.test("limits e2e: an invalid value is logged once and falls back (-C here)", async () => {
   const srv = await startServer(["-C", "2:421 c"], { MAXCONNIP: "abc" });

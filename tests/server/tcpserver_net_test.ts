@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { haveC, ours, tempDir } from "../support/helpers.ts";
+import { haveC, needs, ours, tempDir } from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";
 import {
   fdCount,
@@ -84,69 +84,80 @@ function identServer(ip: string, reply: (q: string) => string): Promise<net.Serv
   });
 }
 
-Deno.test("tcpserver: -r TCPREMOTEINFO from the client's ident server, -t, -R; as C", async () => {
-  if (Deno.uid() !== 0) return void console.log("skip: binding port 113 needs root");
-  const client = "127.0.113.9";
-  let answer = "USERID : UNIX : al ice";
-  const questions: string[] = [];
-  const ident = await identServer(client, (q) => {
-    questions.push(q);
-    return `${q} : ${answer}\r\n`;
-  });
-  try {
-    const run = async (which: "ours" | "c", flags: string[]) => {
-      const srv = await startSrv(which, [
-        "-v",
-        "-1",
-        "-H",
-        "-l0",
-        ...flags,
-        "127.0.0.1",
-        "0",
-        ...DUMP,
-      ]);
-      try {
-        const t = await talk(srv.port, { localAddress: client });
-        const ok = await srv.waitLine(/^tcpserver: ok /);
-        return {
-          text: t.text,
-          ok: ok.replace(/^tcpserver: ok \d+ 0:127\.0\.0\.1:\d+ /, "").replace(/:\d+$/, ""),
-          question: questions.at(-1)?.replace(/\d+/g, "N"),
-          exact: questions.at(-1) === `${t.localPort} , ${srv.port}`,
-        };
-      } finally {
-        await srv.stop();
-      }
-    };
-    const got = await run("ours", ["-r", "-t", "5"]);
-    assert.deepEqual(got, {
-      text: "TCPLOCALHOST=0\nTCPREMOTEINFO=alice\n",
-      ok: ":127.0.113.9:alice",
-      question: "N , N",
-      exact: true,
-    });
-    answer = "ERROR : NO-USER";
-    const none = await run("ours", ["-t5"]);
-    assert.equal(none.text, "TCPLOCALHOST=0\nTCPREMOTEINFO=\n");
-    const asked = questions.length;
-    const off = await run("ours", ["-R"]);
-    assert.equal(off.text, "TCPLOCALHOST=0\n");
-    assert.equal(questions.length, asked);
-    if (haveC("tcpserver")) {
-      answer = "USERID : UNIX : al ice";
-      assert.deepEqual(got, await run("c", ["-r", "-t", "5"]));
-      answer = "ERROR : NO-USER";
-      assert.deepEqual(none, await run("c", ["-t5"]));
-      assert.deepEqual(off, await run("c", ["-R"]));
-    }
-  } finally {
-    await new Promise((r) => ident.close(r));
-  }
-});
+/** Root, to bind the ident port (113). */
+const ROOT = needs("root");
 
-Deno.test("tcpserver: git daemon --inetd serves git ls-remote", async () => {
-  const git = await new Deno.Command("git", { args: ["--version"] }).output().catch(() => null);
-  if (!git || !git.success) return void console.log("skip: git not installed");
+Deno.test(
+  "tcpserver: -r TCPREMOTEINFO from the client's ident server, -t, -R; as C" + ROOT.reasonSuffix,
+  {
+    ignore: ROOT.ignore,
+  },
+  async () => {
+    const client = "127.0.113.9";
+    let answer = "USERID : UNIX : al ice";
+    const questions: string[] = [];
+    const ident = await identServer(client, (q) => {
+      questions.push(q);
+      return `${q} : ${answer}\r\n`;
+    });
+    try {
+      const run = async (which: "ours" | "c", flags: string[]) => {
+        const srv = await startSrv(which, [
+          "-v",
+          "-1",
+          "-H",
+          "-l0",
+          ...flags,
+          "127.0.0.1",
+          "0",
+          ...DUMP,
+        ]);
+        try {
+          const t = await talk(srv.port, { localAddress: client });
+          const ok = await srv.waitLine(/^tcpserver: ok /);
+          return {
+            text: t.text,
+            ok: ok.replace(/^tcpserver: ok \d+ 0:127\.0\.0\.1:\d+ /, "").replace(/:\d+$/, ""),
+            question: questions.at(-1)?.replace(/\d+/g, "N"),
+            exact: questions.at(-1) === `${t.localPort} , ${srv.port}`,
+          };
+        } finally {
+          await srv.stop();
+        }
+      };
+      const got = await run("ours", ["-r", "-t", "5"]);
+      assert.deepEqual(got, {
+        text: "TCPLOCALHOST=0\nTCPREMOTEINFO=alice\n",
+        ok: ":127.0.113.9:alice",
+        question: "N , N",
+        exact: true,
+      });
+      answer = "ERROR : NO-USER";
+      const none = await run("ours", ["-t5"]);
+      assert.equal(none.text, "TCPLOCALHOST=0\nTCPREMOTEINFO=\n");
+      const asked = questions.length;
+      const off = await run("ours", ["-R"]);
+      assert.equal(off.text, "TCPLOCALHOST=0\n");
+      assert.equal(questions.length, asked);
+      if (haveC("tcpserver")) {
+        answer = "USERID : UNIX : al ice";
+        assert.deepEqual(got, await run("c", ["-r", "-t", "5"]));
+        answer = "ERROR : NO-USER";
+        assert.deepEqual(none, await run("c", ["-t5"]));
+        assert.deepEqual(off, await run("c", ["-R"]));
+      }
+    } finally {
+      await new Promise((r) => ident.close(r));
+    }
+  },
+);
+
+/** git, for its daemon and its client. */
+const GIT = needs("git");
+
+Deno.test("tcpserver: git daemon --inetd serves git ls-remote" + GIT.reasonSuffix, {
+  ignore: GIT.ignore,
+}, async () => {
   const dir = await tempDir();
   try {
     const repo = `${dir.path}/repo`;

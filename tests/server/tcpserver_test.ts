@@ -4,7 +4,7 @@
  * half-close and bulk data, IPv6, uid switching, start-up failures.
  */
 import assert from "node:assert/strict";
-import { haveC, ours, tempDir, theirs } from "../support/helpers.ts";
+import { haveC, needs, ours, tempDir, theirs } from "../support/helpers.ts";
 import {
   normalise,
   quietArgs,
@@ -27,6 +27,15 @@ async function compileRules(dir: string, text: string): Promise<string> {
   assert.equal(r.code, 0, r.err);
   return cdb;
 }
+
+/** DJB's C tcpserver, for the tests that compare with it as a whole. */
+const C_TCPSERVER = needs("tcpserver");
+
+/** The implementations a test runs on: ours always, C's when installed (else ignored). */
+const BOTH = [
+  { which: "ours" as const, n: needs() },
+  { which: "c" as const, n: C_TCPSERVER },
+];
 
 Deno.test("tcpserver: usage and bad options as C (exit 100), our options in the usage line", async () => {
   for (const args of [[], ["-Z"], ["127.0.0.1"], ["127.0.0.1", "0"], ["-c"]]) {
@@ -73,31 +82,34 @@ Deno.test("tcpserver: port from /etc/services name", async () => {
   assert.match(r.err, /unable to bind: address not available/);
 });
 
-Deno.test("tcpserver: environment and -v log lines match C byte for byte", async () => {
-  const args = ["-v", "-1", "-R", "-H", "-l", "0", "127.0.0.1", "0", ...ENV_DUMP];
-  const run = async (which: "ours" | "c") => {
-    const srv = await startSrv(which, args, {
-      env: { TCPREMOTEHOST: "inherited", TCPREMOTEINFO: "inherited", TCPLOCALHOST: "x" },
-    });
-    try {
-      const t = await talk(srv.port, { localAddress: "127.0.0.3" });
-      await srv.waitLine(/^tcpserver: status: 0\/40$/);
-      await srv.waitLine(/^tcpserver: end /);
-      const ports = { [String(srv.port)]: "SPORT", [String(t.localPort)]: "CPORT" };
-      const text = t.text.replaceAll(String(t.localPort), "CPORT").replaceAll(
-        String(srv.port),
-        "SPORT",
-      );
-      // the last status line is printed after the end line
-      while (srv.lines.filter((l) => l === "tcpserver: status: 0/40").length < 2) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      return { text, lines: normalise(srv.lines, ports) };
-    } finally {
-      await srv.stop();
+const ENV_ARGS = ["-v", "-1", "-R", "-H", "-l", "0", "127.0.0.1", "0", ...ENV_DUMP];
+
+/** One connection from 127.0.0.3: its environment and the log lines, ports replaced. */
+async function envAndLog(which: "ours" | "c") {
+  const srv = await startSrv(which, ENV_ARGS, {
+    env: { TCPREMOTEHOST: "inherited", TCPREMOTEINFO: "inherited", TCPLOCALHOST: "x" },
+  });
+  try {
+    const t = await talk(srv.port, { localAddress: "127.0.0.3" });
+    await srv.waitLine(/^tcpserver: status: 0\/40$/);
+    await srv.waitLine(/^tcpserver: end /);
+    const ports = { [String(srv.port)]: "SPORT", [String(t.localPort)]: "CPORT" };
+    const text = t.text.replaceAll(String(t.localPort), "CPORT").replaceAll(
+      String(srv.port),
+      "SPORT",
+    );
+    // the last status line is printed after the end line
+    while (srv.lines.filter((l) => l === "tcpserver: status: 0/40").length < 2) {
+      await new Promise((r) => setTimeout(r, 10));
     }
-  };
-  const o = await run("ours");
+    return { text, lines: normalise(srv.lines, ports) };
+  } finally {
+    await srv.stop();
+  }
+}
+
+Deno.test("tcpserver: environment and -v log lines", async () => {
+  const o = await envAndLog("ours");
   assert.equal(
     o.text,
     [
@@ -118,45 +130,60 @@ Deno.test("tcpserver: environment and -v log lines match C byte for byte", async
     "tcpserver: end PID status 0",
     "tcpserver: status: 0/40",
   ]);
-  if (!haveC("tcpserver")) return;
-  const c = await run("c");
-  assert.equal(o.text, c.text);
-  assert.deepEqual(o.lines, c.lines);
 });
 
-Deno.test("tcpserver: exit status and signals in the end line, as C", async () => {
-  for (const which of ["ours", "c"] as const) {
-    if (which === "c" && !haveC("tcpserver")) continue;
-    const srv = await startSrv(
-      which,
-      quietArgs(["-v"], ["sh", "-c", 'read x; [ "$x" = kill ] && kill -9 $$; exit $x']),
-    );
+Deno.test(
+  "tcpserver: environment and -v log lines match C byte for byte" + C_TCPSERVER.reasonSuffix,
+  {
+    ignore: C_TCPSERVER.ignore,
+  },
+  async () => {
+    const o = await envAndLog("ours");
+    const c = await envAndLog("c");
+    assert.equal(o.text, c.text);
+    assert.deepEqual(o.lines, c.lines);
+  },
+);
+
+for (const { which, n } of BOTH) {
+  Deno.test(
+    `tcpserver (${which}): exit status and signals in the end line, as C${n.reasonSuffix}`,
+    {
+      ignore: n.ignore,
+    },
+    async () => {
+      const srv = await startSrv(
+        which,
+        quietArgs(["-v"], ["sh", "-c", 'read x; [ "$x" = kill ] && kill -9 $$; exit $x']),
+      );
+      try {
+        await talk(srv.port, { send: "7\n" });
+        assert.match(await srv.waitLine(/^tcpserver: end /), / status 1792$/, which);
+        await talk(srv.port, { send: "kill\n" });
+        assert.match(await srv.waitLine(/^tcpserver: end .* status 9$/), / status 9$/, which);
+      } finally {
+        await srv.stop();
+      }
+    },
+  );
+}
+
+for (const { which, n } of BOTH) {
+  Deno.test(`tcpserver (${which}): -B banner, -x rules (deny, env, unset)${n.reasonSuffix}`, {
+    ignore: n.ignore,
+  }, async () => {
+    const dir = await tempDir();
     try {
-      await talk(srv.port, { send: "7\n" });
-      assert.match(await srv.waitLine(/^tcpserver: end /), / status 1792$/, which);
-      await talk(srv.port, { send: "kill\n" });
-      assert.match(await srv.waitLine(/^tcpserver: end .* status 9$/), / status 9$/, which);
-    } finally {
-      await srv.stop();
-    }
-  }
-});
-
-Deno.test("tcpserver: -B banner, -x rules (deny, env, unset), -X, missing rules", async () => {
-  const dir = await tempDir();
-  try {
-    const cdb = await compileRules(
-      dir.path,
-      [
-        "127.0.0.4:deny",
-        '127.0.0.5:allow,GREETING="hello there",TCPLOCALHOST="ruled"',
-        ":allow",
-        "",
-      ].join("\n"),
-    );
-    const prog = ["sh", "-c", 'echo "$GREETING|${TCPLOCALHOST-unset}"'];
-    for (const which of ["ours", "c"] as const) {
-      if (which === "c" && !haveC("tcpserver")) continue;
+      const cdb = await compileRules(
+        dir.path,
+        [
+          "127.0.0.4:deny",
+          '127.0.0.5:allow,GREETING="hello there",TCPLOCALHOST="ruled"',
+          ":allow",
+          "",
+        ].join("\n"),
+      );
+      const prog = ["sh", "-c", 'echo "$GREETING|${TCPLOCALHOST-unset}"'];
       const srv = await startSrv(which, quietArgs(["-v", "-B", "220 hi\r\n", "-x", cdb], prog));
       try {
         const denied = await talk(srv.port, { localAddress: "127.0.0.4" });
@@ -173,8 +200,15 @@ Deno.test("tcpserver: -B banner, -x rules (deny, env, unset), -X, missing rules"
       } finally {
         await srv.stop();
       }
+    } finally {
+      await dir.cleanup();
     }
-    // a missing rules file drops every connection, unless -X
+  });
+}
+
+Deno.test("tcpserver: a missing -x rules file drops every connection, unless -X", async () => {
+  const dir = await tempDir();
+  try {
     const missing = `${dir.path}/nonexistent.cdb`;
     const srv = await startSrv("ours", quietArgs(["-x", missing], ["echo", "ran"]));
     try {
@@ -344,75 +378,84 @@ Deno.test("tcpserver: IPv6 on ::1 and dual-stack 0 (IPv4 clients as plain IPv4)"
   }
 });
 
-Deno.test("tcpserver: -u/-g as root run the program as that user; without root, C's fatal", async () => {
-  if (Deno.uid() !== 0) return void console.log("skip: not root");
-  const srv = await startSrv(
-    "ours",
-    quietArgs(["-u", "65534", "-g", "65534"], ["sh", "-c", "id -u; id -g; id -G"]),
-  );
-  try {
-    assert.equal((await talk(srv.port)).text, "65534\n65534\n65534\n");
-  } finally {
-    await srv.stop();
-  }
-  const env = { UID: "65534", GID: "65534" };
-  const u = await startSrv("ours", quietArgs(["-U"], ["id", "-u"]), {
-    env,
-  });
-  try {
-    assert.equal((await talk(u.port)).text, "65534\n");
-  } finally {
-    await u.stop();
-  }
-  // as nobody: -u to another uid and -g fail as C's do. Deno's binary may live
-  // under /root (mode 700): run a link to it from a directory nobody can reach.
-  const dir = await tempDir();
-  try {
-    await Deno.chmod(dir.path, 0o755);
-    const deno = `${dir.path}/deno`;
+/** Root, to switch ids, and setpriv (util-linux), to run as nobody. */
+const ROOT_SETPRIV = needs("root", "setpriv");
+
+Deno.test(
+  "tcpserver: -u/-g as root run the program as that user; without root, C's fatal" +
+    ROOT_SETPRIV.reasonSuffix,
+  {
+    ignore: ROOT_SETPRIV.ignore,
+  },
+  async () => {
+    const srv = await startSrv(
+      "ours",
+      quietArgs(["-u", "65534", "-g", "65534"], ["sh", "-c", "id -u; id -g; id -G"]),
+    );
     try {
-      await Deno.link(Deno.execPath(), deno);
-    } catch {
-      await Deno.copyFile(Deno.execPath(), deno);
+      assert.equal((await talk(srv.port)).text, "65534\n65534\n65534\n");
+    } finally {
+      await srv.stop();
     }
-    await Deno.chmod(deno, 0o755);
-    const asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
-    const mod = new URL("../../mod.ts", import.meta.url).pathname;
-    for (const [opt, text] of [["-u1", "uid"], ["-g65534", "gid"]]) {
-      const r = await new Deno.Command("setpriv", {
-        args: [
-          ...asNobody,
-          "bash",
-          "-c",
-          `exec -a tcpserver "$0" run -A "$@"`,
-          deno,
-          mod,
-          opt,
-          "127.0.0.1",
-          "0",
-          "true",
-        ],
-        env: { DENO_DIR: `${dir.path}/cache`, HOME: dir.path },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const err = new TextDecoder().decode(r.stderr);
-      assert.equal(r.code, 111, err);
-      assert.equal(err, `tcpserver: fatal: unable to set ${text}: permission denied\n`);
-      if (haveC("tcpserver")) {
-        const c = await new Deno.Command("setpriv", {
-          args: [...asNobody, "/usr/bin/tcpserver", opt, "127.0.0.1", "0", "true"],
+    const env = { UID: "65534", GID: "65534" };
+    const u = await startSrv("ours", quietArgs(["-U"], ["id", "-u"]), {
+      env,
+    });
+    try {
+      assert.equal((await talk(u.port)).text, "65534\n");
+    } finally {
+      await u.stop();
+    }
+    // as nobody: -u to another uid and -g fail as C's do. Deno's binary may live
+    // under /root (mode 700): run a link to it from a directory nobody can reach.
+    const dir = await tempDir();
+    try {
+      await Deno.chmod(dir.path, 0o755);
+      const deno = `${dir.path}/deno`;
+      try {
+        await Deno.link(Deno.execPath(), deno);
+      } catch {
+        await Deno.copyFile(Deno.execPath(), deno);
+      }
+      await Deno.chmod(deno, 0o755);
+      const asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+      const mod = new URL("../../mod.ts", import.meta.url).pathname;
+      for (const [opt, text] of [["-u1", "uid"], ["-g65534", "gid"]]) {
+        const r = await new Deno.Command("setpriv", {
+          args: [
+            ...asNobody,
+            "bash",
+            "-c",
+            `exec -a tcpserver "$0" run -A "$@"`,
+            deno,
+            mod,
+            opt,
+            "127.0.0.1",
+            "0",
+            "true",
+          ],
+          env: { DENO_DIR: `${dir.path}/cache`, HOME: dir.path },
           stdout: "piped",
           stderr: "piped",
         }).output();
-        assert.equal(err, new TextDecoder().decode(c.stderr));
-        assert.equal(r.code, c.code);
+        const err = new TextDecoder().decode(r.stderr);
+        assert.equal(r.code, 111, err);
+        assert.equal(err, `tcpserver: fatal: unable to set ${text}: permission denied\n`);
+        if (haveC("tcpserver")) {
+          const c = await new Deno.Command("setpriv", {
+            args: [...asNobody, "/usr/bin/tcpserver", opt, "127.0.0.1", "0", "true"],
+            stdout: "piped",
+            stderr: "piped",
+          }).output();
+          assert.equal(err, new TextDecoder().decode(c.stderr));
+          assert.equal(r.code, c.code);
+        }
       }
+    } finally {
+      await dir.cleanup();
     }
-  } finally {
-    await dir.cleanup();
-  }
-});
+  },
+);
 
 Deno.test("tcpserver: SIGTERM stops accepting, lets a running connection finish, exits 0", async () => {
   const srv = await startSrv(

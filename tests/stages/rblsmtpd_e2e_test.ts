@@ -6,8 +6,7 @@
  * tcpserver, where rblsmtpd runs in-process (lib/stages/chain.ts).
  */
 import assert from "node:assert/strict";
-import { TOOLS } from "../../cli/tools.ts";
-import { cTool, DENO, MOD, startDaemon, tempDir } from "../support/helpers.ts";
+import { cTool, DENO, MOD, needs, startDaemon, tempDir } from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";
 
 const SINK = `#!/bin/sh
@@ -28,16 +27,6 @@ while IFS= read -r line; do
   esac
 done
 `;
-
-function haveSwaks(): boolean {
-  try {
-    Deno.statSync("/usr/bin/swaks");
-    return true;
-  } catch {
-    console.log("skip: swaks not installed (apt-get install swaks)");
-    return false;
-  }
-}
 
 /** A loopback address of this test's own, so a fixed port cannot collide. */
 function ownAddress(): string {
@@ -112,31 +101,52 @@ async function scenario(cmd: (sink: string) => string[], env: Record<string, str
   }
 }
 
-Deno.test("rblsmtpd e2e: swaks through DJB's tcpserver and our rblsmtpd process", async () => {
-  const c = cTool("tcpserver");
-  if (!c) return void console.log("skip: C tcpserver not installed (apt-get install ucspi-tcp)");
-  if (!haveSwaks()) return;
-  const bin = await tempDir();
-  try {
-    const inst = await new Deno.Command(DENO, {
-      args: ["run", "-A", MOD, "install", bin.path],
-      stdout: "null",
-    }).output();
-    assert.equal(inst.code, 0);
-    await scenario(
-      (
-        sink,
-      ) => [c, "-v", "-R", "-H", "ADDRESS", "PORT", `${bin.path}/rblsmtpd`, "-r", "rbl.test", sink],
-      { PATH: "/usr/bin:/bin" },
-    );
-  } finally {
-    await bin.cleanup();
-  }
-});
+/** DJB's C tcpserver and swaks, for the first scenario. */
+const C_AND_SWAKS = needs("tcpserver", "swaks");
 
-Deno.test("rblsmtpd e2e: swaks through our tcpserver, rblsmtpd in-process", async () => {
-  if (!("tcpserver" in TOOLS)) return void console.log("skip: our tcpserver is not built yet");
-  if (!haveSwaks()) return;
+Deno.test(
+  "rblsmtpd e2e: swaks through DJB's tcpserver and our rblsmtpd process" + C_AND_SWAKS.reasonSuffix,
+  {
+    ignore: C_AND_SWAKS.ignore,
+  },
+  async () => {
+    const c = cTool("tcpserver")!;
+    const bin = await tempDir();
+    try {
+      const inst = await new Deno.Command(DENO, {
+        args: ["run", "-A", MOD, "install", bin.path],
+        stdout: "null",
+      }).output();
+      assert.equal(inst.code, 0);
+      await scenario(
+        (
+          sink,
+        ) => [
+          c,
+          "-v",
+          "-R",
+          "-H",
+          "ADDRESS",
+          "PORT",
+          `${bin.path}/rblsmtpd`,
+          "-r",
+          "rbl.test",
+          sink,
+        ],
+        { PATH: "/usr/bin:/bin" },
+      );
+    } finally {
+      await bin.cleanup();
+    }
+  },
+);
+
+/** swaks, for the scenario under our tcpserver. */
+const SWAKS = needs("swaks");
+
+Deno.test("rblsmtpd e2e: swaks through our tcpserver, rblsmtpd in-process" + SWAKS.reasonSuffix, {
+  ignore: SWAKS.ignore,
+}, async () => {
   const log = await scenario(
     (sink) => [
       "/bin/bash",

@@ -1,5 +1,6 @@
 /** Shared test helpers: run our tools and DJB's C tools as processes. */
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { nativeAvailable } from "../../lib/native/libc.ts";
 
 export const DENO = Deno.execPath();
 export const MOD = fromFileUrl(new URL("../../mod.ts", import.meta.url));
@@ -72,14 +73,107 @@ export function oursArgv(name: string, args: string[] = []): string[] {
   return ["bash", "-c", `exec -a "$0" "${DENO}" run -A "${MOD}" "$@"`, name, ...args];
 }
 
-/** The path of DJB's C tool NAME (Debian's ucspi-tcp), or null when not installed. */
-export function cTool(name: string): string | null {
-  for (const dir of ["/usr/bin", "/usr/local/bin", "/bin"]) {
-    try {
-      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
-    } catch { /* not here */ }
+/**
+ * The names in $UCSPI_TEST_WITHOUT (comma-separated): things the tests treat
+ * as missing even when present, so the ignore path can be exercised.
+ */
+function withheld(): Set<string> {
+  const v = Deno.env.get("UCSPI_TEST_WITHOUT") ?? "";
+  return new Set(v.split(",").map((s) => s.trim()).filter((s) => s !== ""));
+}
+
+function executableAt(path: string): boolean {
+  try {
+    const st = Deno.statSync(path);
+    return st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The path of program NAME, or null when it is missing or withheld by
+ * $UCSPI_TEST_WITHOUT. Debian's directories come first, so DJB's C tools are
+ * found there before anything of the same name elsewhere on $PATH; the sbin
+ * directories last, as a non-root $PATH often lacks them (haproxy, exim4).
+ */
+export function program(name: string): string | null {
+  if (withheld().has(name)) return null;
+  const path = (Deno.env.get("PATH") ?? "").split(":").filter((d) => d !== "");
+  const dirs = ["/usr/bin", "/usr/local/bin", "/bin", ...path, "/usr/sbin", "/sbin"];
+  for (const dir of new Set(dirs)) {
+    if (executableAt(`${dir}/${name}`)) return `${dir}/${name}`;
   }
   return null;
+}
+
+/** The path of DJB's C tool NAME (Debian's ucspi-tcp), or null when not installed. */
+export function cTool(name: string): string | null {
+  return program(name);
+}
+
+/** Whether a test can run here, as `Deno.test({ name, ignore, fn })` wants it (see needs()). */
+export interface Needs {
+  /** True when something needed is missing: the test's `ignore`. */
+  ignore: boolean;
+  /** What is missing and why; "" when nothing is. */
+  reason: string;
+  /** " (needs A, B)" naming every requirement, to end the test's name; "" for none. */
+  reasonSuffix: string;
+}
+
+/** Whether this host can listen on HOST (IPv6 loopback, IPv4-mapped addresses). */
+function canListen(hostname: string): string | null {
+  try {
+    Deno.listen({ hostname, port: 0 }).close();
+    return null;
+  } catch (e) {
+    return `cannot listen on ${hostname}: ${(e as Error).message.split("\n")[0]}`;
+  }
+}
+
+/** Why THING is missing, or null when it is here. */
+function missing(thing: string): string | null {
+  if (withheld().has(thing)) return "withheld by UCSPI_TEST_WITHOUT";
+  switch (thing) {
+    case "root":
+      return Deno.uid() === 0 ? null : `uid is ${Deno.uid()}, not 0`;
+    case "ffi":
+      // What this host can do, whatever $UCSPI_NATIVE the test run inherited.
+      return nativeAvailable(new Map())
+        ? null
+        : "no native path (needs Linux, libc and --allow-ffi)";
+    case "ipv6":
+      return canListen("::1");
+    case "ipv4-mapped":
+      return canListen("::ffff:127.0.0.1");
+    default:
+      return program(thing) ? null : "not installed";
+  }
+}
+
+/**
+ * What a test needs, checked when the test is declared, so a test that
+ * cannot run here shows as ignored instead of passing by an early return:
+ * `const n = needs("haproxy", "root");`
+ * `Deno.test({ name: "..." + n.reasonSuffix, ignore: n.ignore, fn })`.
+ * THINGS: a program (on $PATH or in Debian's bin/sbin directories), "root",
+ * "ffi" (the native path can work here: Linux, libc, --allow-ffi), "ipv6" (can listen on ::1),
+ * "ipv4-mapped" (can listen on ::ffff:127.0.0.1). Any of them named in
+ * $UCSPI_TEST_WITHOUT (e.g. `UCSPI_TEST_WITHOUT=tcpserver,root`) counts as
+ * missing.
+ */
+export function needs(...things: string[]): Needs {
+  const why: string[] = [];
+  for (const t of things) {
+    const m = missing(t);
+    if (m !== null) why.push(`${t}: ${m}`);
+  }
+  return {
+    ignore: why.length > 0,
+    reason: why.join("; "),
+    reasonSuffix: things.length > 0 ? ` (needs ${things.join(", ")})` : "",
+  };
 }
 
 /** Runs DJB's C tool NAME. */

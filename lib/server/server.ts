@@ -24,29 +24,26 @@
  * program's exit code x 256 or its signal; 25600 (exit 100) for a denied
  * connection, 28416 (exit 111) for a dropped one.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
-import { isOurs, runConnectionProgram } from "../stages/chain.ts";
-import { DnsCache, resolveAddrs, resolvePtr } from "../net/dns.ts";
 import { errnoName, errorText } from "../core/errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
-import { type IdentQuery, remoteInfo } from "../net/ident.ts";
 import { Limits } from "./limits.ts";
-import { nativeAvailable, NativeConn, NativeListener, spawnOnSocket } from "../native/native.ts";
+import { nativeAvailable, NativeConn, NativeListener } from "../native/native.ts";
 import { inheritedListener } from "../native/activation.ts";
-import { findProgram } from "../process/pathexec.ts";
 import { stderrLine } from "../core/log.ts";
-import { BoundedMap } from "../core/bounded.ts";
+import { utf8ByteString } from "../core/bytes.ts";
 import { writeAll } from "../core/write_all.ts";
 import { RulesFile } from "../rules/rules.ts";
-import { type Ended, endedOf, getRunAs, waitStatus } from "../process/spawn.ts";
-import type { Io } from "../stages/stage.ts";
-import { decisionLine, endLine, pidLine, statusLine } from "./log.ts";
 
-/** An address and port. */
-export interface Endpoint {
-  ip: string;
-  port: number;
-}
+import type { Io } from "../stages/stage.ts";
+import { PeerInfo } from "./steps/peerinfo.ts";
+import { writeBanner } from "./steps/banner.ts";
+import { applyRules } from "./steps/rules.ts";
+import { turnAway } from "./steps/limits.ts";
+import { type Connection, denoConnection, type Endpoint, nativeConnection } from "./connection.ts";
+
+export type { Endpoint };
+import { decisionLine, endLine, pidLine, statusLine } from "./log.ts";
+import { CONN_SCOPE, ConnScope, installFaultHandlers } from "./scope.ts";
 
 /** Everything tcpserver's options decide. */
 export interface ServerOptions {
@@ -144,52 +141,6 @@ export interface Prepared {
  */
 export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
 
-const found = new BoundedMap<string, { path: string; at: number }>(1024);
-
-/**
- * findProgram (PATH search as DJB's pathexec) remembered for a second per
- * (name, PATH): a stat per PATH entry per connection is most of a spawn's
- * cost in the server. `fresh` searches again.
- */
-function findCached(
-  name: string,
-  env: Map<string, string>,
-  fresh = false,
-): { path: string; cached: boolean } {
-  const key = name + "\0" + (env.get("PATH") ?? "");
-  const now = Date.now();
-  const hit = found.get(key);
-  if (!fresh && hit && now - hit.at < 1000) return { path: hit.path, cached: true };
-  const path = findProgram(name, env);
-  if (found.size >= 1024) found.clear();
-  found.set(key, { path, at: now });
-  return { path, cached: false };
-}
-
-/** A connection as the pipeline sees it, whichever path accepted it. */
-interface Sock {
-  local: Endpoint;
-  remote: Endpoint;
-  /** The socket's own streams (made on first use). */
-  io(): Io;
-  /** The Deno connection, for the prepare hook (the Deno path only). */
-  raw?: Deno.TcpConn;
-  /** Writes to the socket directly (the native path: keeps it pristine). */
-  write?: (data: Uint8Array) => Promise<void>;
-  close(): void;
-  /**
-   * Runs the program; resolves with its wait status once its output is
-   * drained; `onExit` gets the status at its exit (a grandchild may hold
-   * its stdout longer).
-   */
-  run(
-    argv: string[],
-    env: Map<string, string>,
-    wrapped: Io | null,
-    onExit: (wstat: number) => void,
-  ): Promise<number>;
-}
-
 const DROP = "warning: dropping connection, ";
 
 /** How long the accept loop pauses when the process is out of descriptors or buffers. */
@@ -232,138 +183,6 @@ const enc = new TextEncoder();
 /** Writes one log line to stderr at once (lib/core/log.ts; re-exported for sslserver). */
 export { stderrLine };
 
-const READ_SIZE = 64 * 1024;
-
-/**
- * The Io of a socket: input ends at the client's FIN (or a reset), closing
- * output half-closes the socket (the client sees FIN after all output);
- * neither closes the socket itself.
- */
-export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
-  let ended = false;
-  const input = new ReadableStream<Uint8Array>({
-    async pull(c) {
-      if (ended) return;
-      const buf = new Uint8Array(READ_SIZE);
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch {
-        n = null;
-      }
-      if (n === null) {
-        ended = true;
-        c.close();
-      } else c.enqueue(buf.subarray(0, n));
-    },
-    cancel() {
-      ended = true;
-    },
-  }, { highWaterMark: 0 });
-  const output = new WritableStream<Uint8Array>({
-    async write(chunk) {
-      await writeAll(conn, chunk);
-    },
-    async close() {
-      try {
-        await conn.closeWrite();
-      } catch { /* already gone */ }
-    },
-  });
-  return { input, output, log };
-}
-
-/**
- * A connection's fault state: the first error raised inside its handling
- * (see #guarded), and the promise that rejects with it.
- */
-class ConnScope {
-  fault: unknown = null;
-  #reject: ((e: unknown) => void) | null = null;
-  readonly faulted: Promise<never>;
-
-  constructor() {
-    this.faulted = new Promise<never>((_, reject) => (this.#reject = reject));
-    this.faulted.catch(() => {});
-  }
-
-  /** Records the first fault (later ones are the same failure's echoes). */
-  raise(e: unknown): void {
-    if (this.fault !== null) return;
-    this.fault = e ?? new Error("unknown error");
-    this.#reject?.(this.fault);
-  }
-}
-
-/** Which connection the running code works for (follows timers, callbacks, promises). */
-const CONN_SCOPE = new AsyncLocalStorage<ConnScope>();
-let faultHandlers = false;
-
-/**
- * Once per process: an error nothing caught ("error" event) or a rejection
- * nothing handled, raised while a connection's work ran, is that
- * connection's fault, not the server's: it drops that connection only.
- * Anything else keeps Deno's default (the process ends: a bug of the
- * server itself).
- */
-function installFaultHandlers(): void {
-  if (faultHandlers) return;
-  faultHandlers = true;
-  const fault = (ev: Event, err: unknown) => {
-    const scope = CONN_SCOPE.getStore();
-    if (!scope) return;
-    ev.preventDefault();
-    scope.raise(err);
-  };
-  globalThis.addEventListener("error", (ev) => fault(ev, (ev as ErrorEvent).error));
-  globalThis.addEventListener(
-    "unhandledrejection",
-    (ev) => fault(ev, (ev as PromiseRejectionEvent).reason),
-  );
-}
-
-const DENIED = /Requires \S+ access to .*?, run again with the --allow-\S+ flag/;
-
-/**
- * The missing Deno permission behind e (NotCapable itself, or a lookup
- * error that carried its message), as a NotCapable error; null otherwise.
- * A lookup that was not allowed must drop the connection with that reason
- * rather than pass as "no answer".
- */
-export function permissionFault(e: unknown): Error | null {
-  for (let cur = e, depth = 0; cur && depth < 5; depth++) {
-    const err = cur as { name?: unknown; message?: unknown; cause?: unknown };
-    if (err.name === "NotCapable") return cur as Error;
-    const m = DENIED.exec(String(err.message ?? ""));
-    if (m) return new Deno.errors.NotCapable(m[0]);
-    cur = err.cause;
-  }
-  return null;
-}
-
-/**
- * The ident lookup (lib/net/ident.ts), first checking the net permission for
- * the client's port 113: without it the connection attempt would fail
- * quietly as "no answer"; it is a missing permission (NotCapable).
- */
-function identInfo(q: IdentQuery): Promise<string | null> {
-  const host = q.remoteIp.includes(":") ? `[${q.remoteIp}]:113` : `${q.remoteIp}:113`;
-  let state: string;
-  try {
-    state = Deno.permissions.querySync({ name: "net", host }).state;
-  } catch {
-    state = "granted"; // no permission API: let the lookup try
-  }
-  if (state !== "granted") {
-    return Promise.reject(
-      new Deno.errors.NotCapable(
-        `Requires net access to "${host}", run again with the --allow-net flag`,
-      ),
-    );
-  }
-  return remoteInfo(q);
-}
-
 /** A listening tcpserver. */
 export class TcpServer {
   readonly prog: string;
@@ -372,9 +191,7 @@ export class TcpServer {
   readonly #verbosity: number;
   readonly #rules: RulesFile | null;
   readonly #limits: Limits;
-  readonly #dnsCache = new DnsCache(10000);
-  readonly #localNames = new BoundedMap<string, { at: number; name: Promise<string | null> }>(1000);
-  readonly #inflight = new Map<string, Promise<unknown>>();
+  readonly #peers: PeerInfo;
   #listener: Deno.TcpListener | null = null;
   #native: NativeListener | null = null;
   #local: Endpoint | null = null;
@@ -391,9 +208,13 @@ export class TcpServer {
     this.#verbosity = opts.verbosity ?? 1;
     this.#log = opts.log ?? stderrLine;
     this.#rules = opts.rules ? new RulesFile(opts.rules) : null;
+    this.#peers = new PeerInfo(opts.dnsTimeoutMs ?? 10000);
     this.#limits = new Limits({
       maxConnIp: opts.maxConnIp,
-      maxConnIpMessage: opts.maxConnIpMessage,
+      // a byte string as every other message (from the command line: UTF-8)
+      maxConnIpMessage: opts.maxConnIpMessage === undefined
+        ? undefined
+        : utf8ByteString(opts.maxConnIpMessage),
       baseEnv: opts.baseEnv,
       log: (line) => this.#warn(line),
     });
@@ -616,71 +437,6 @@ export class TcpServer {
     return ok;
   }
 
-  #localName(ip: string): Promise<string | null> {
-    const now = Date.now();
-    const hit = this.#localNames.get(ip);
-    if (hit && now - hit.at < 60_000) return hit.name;
-    const name = this.#ptr(ip);
-    this.#localNames.set(ip, { at: now, name });
-    return name;
-  }
-
-  /**
-   * Runs a lookup in its own fault scope, shared by concurrent callers with
-   * the same key: an error thrown where nothing catches it inside the lookup
-   * (node:dgram's bind without net permission) rejects it for every caller,
-   * each of which drops its connection, instead of leaving them to wait for
-   * the DNS timeout.
-   */
-  #lookup<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const hit = this.#inflight.get(key);
-    if (hit) return hit as Promise<T>;
-    const scope = new ConnScope();
-    const p = CONN_SCOPE.run(scope, () => Promise.race([fn(), scope.faulted]));
-    this.#inflight.set(key, p);
-    const forget = () => {
-      if (this.#inflight.get(key) === p) this.#inflight.delete(key);
-    };
-    p.then(forget, forget);
-    return p;
-  }
-
-  async #ptr(ip: string): Promise<string | null> {
-    try {
-      const names = await this.#lookup("ptr " + ip, () =>
-        resolvePtr(ip, {
-          timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
-          cache: this.#dnsCache,
-        }));
-      // Already as C prints it (lib/net/dns.ts toDot): lowercase, escaped, the root as ".".
-      return names.length ? names[0] : null;
-    } catch (e) {
-      const denied = permissionFault(e);
-      if (denied) throw denied;
-      return null;
-    }
-  }
-
-  async #remoteHost(ip: string): Promise<string | null> {
-    const name = await this.#ptr(ip);
-    if (name === null || !this.opts.paranoid) return name;
-    try {
-      const family = ip.includes(":") ? 6 : 4;
-      const addrs = await this.#lookup(`addr${family} ${name}`, () =>
-        resolveAddrs(name, {
-          family,
-          timeoutMs: this.opts.dnsTimeoutMs ?? 10000,
-          cache: this.#dnsCache,
-        }));
-      for (const a of addrs) if (showAddress(a).ip === ip) return name;
-    } catch (e) {
-      const denied = permissionFault(e);
-      if (denied) throw denied;
-      // not confirmed
-    }
-    return null;
-  }
-
   /**
    * One connection, start to end; resolves with the wait status to log.
    * `end` is called at the program's exit (before its output is drained).
@@ -691,115 +447,29 @@ export class TcpServer {
     scope: ConnScope,
     end: (wstat: number) => void,
   ): Promise<number> {
-    return conn instanceof NativeConn
-      ? this.#handleNative(conn, id, scope, end)
-      : this.#handleDeno(conn, id, scope, end);
-  }
-
-  /**
-   * A native connection: the same pipeline; the program gets the socket
-   * itself when nothing runs in-process before it (or what ran did not
-   * touch the stream), else the stages talk over the socket from here.
-   */
-  #handleNative(
-    conn: NativeConn,
-    id: number,
-    scope: ConnScope,
-    end: (wstat: number) => void,
-  ): Promise<number> {
-    const io = (): Io => conn.io(this.#log);
-    const runAs = getRunAs();
-    const start = async (file: string, argv: string[], env: Map<string, string>) => {
-      const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
-      await conn.close(); // as C's parent after fork: the program owns the socket
-      return await child.status;
-    };
-    return this.#pipeline(conn, id, scope, end, {
-      local: { ...conn.local },
-      remote: { ...conn.remote },
-      io,
-      write: (data) => conn.writeAll(data),
-      close: () => void conn.close(),
-      run: async (argv, env, wrapped, onExit) => {
-        const exited = (e: Ended) => onExit(waitStatus(e));
-        if (wrapped) {
-          return waitStatus(
-            await runConnectionProgram(argv, env, wrapped, { pid: id, onExit: exited }),
-          );
-        }
-        if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
-          let file = findCached(argv[0], env);
-          try {
-            return await start(file.path, argv, env);
-          } catch (e) {
-            if (!file.cached) throw e;
-            // what PATH found a moment ago is gone: search again
-            file = findCached(argv[0], env, true);
-            return await start(file.path, argv, env);
-          }
-        }
-        const ended = await runConnectionProgram(argv, env, io(), {
-          pid: id,
-          onExit: exited,
-          spawnDirect: (file, a, via) =>
-            via === io() && conn.pristine ? start(file, a, env).then((w) => endedOf(w)) : null,
-        });
-        return waitStatus(ended);
-      },
-    });
-  }
-
-  #handleDeno(
-    conn: Deno.TcpConn,
-    id: number,
-    scope: ConnScope,
-    end: (wstat: number) => void,
-  ): Promise<number> {
-    const la = conn.localAddr as Deno.NetAddr;
-    const ra = conn.remoteAddr as Deno.NetAddr;
-    let io: Io | null = null;
-    return this.#pipeline(conn, id, scope, end, {
-      local: { ip: la.hostname, port: la.port },
-      remote: { ip: ra.hostname, port: ra.port },
-      io: () => (io ??= socketIo(conn, this.#log)),
-      raw: conn,
-      close: () => conn.close(),
-      run: async (argv, env, wrapped, onExit) => {
-        const via = wrapped ?? (io ??= socketIo(conn, this.#log));
-        return waitStatus(
-          await runConnectionProgram(argv, env, via, {
-            pid: id,
-            onExit: (e) => onExit(waitStatus(e)),
-          }),
-        );
-      },
-    });
+    const c = conn instanceof NativeConn
+      ? nativeConnection(conn, id, this.#log)
+      : denoConnection(conn, id, this.#log);
+    return this.#pipeline(id, scope, end, c);
   }
 
   async #pipeline(
-    sock: Deno.TcpConn | NativeConn,
     id: number,
     scope: ConnScope,
     end: (wstat: number) => void,
-    c: Sock,
+    c: Connection,
   ): Promise<number> {
     const o = this.opts;
     const prog = this.prog;
     let cleanup: (() => void | Promise<void>) | undefined;
-    let conn: Sock | null = c;
+    let conn: Connection | null = c;
     try {
       let local: Endpoint = c.local;
       let remote: Endpoint = c.remote;
       if (this.#verbosity >= 2) {
         this.#log(pidLine(prog, id, showAddress(remote.ip, o.forceV6).ip));
       }
-      // A native socket starts with Nagle on (as the listener has it): only
-      // -D needs the setsockopt.
-      if (o.noDelay || !(sock instanceof NativeConn)) {
-        try {
-          sock.setNoDelay(o.noDelay ?? false);
-        } catch { /* not a TCP socket any more */ }
-      }
+      c.setNoDelay(o.noDelay ?? false);
       let wrapped: Io | null = null;
       const io = () => wrapped ?? c.io();
       let extraEnv: Array<[string, string | null]> = [];
@@ -815,46 +485,24 @@ export class TcpServer {
         editEnv = p.environ;
       }
       if (o.banner) {
-        const bytes = enc.encode(o.banner);
-        if (!wrapped && c.write) {
-          try {
-            await c.write(bytes);
-          } catch (e) {
-            this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
-            return WSTAT_DROP;
-          }
-        } else {
-          const w = io().output.getWriter();
-          try {
-            await w.write(bytes);
-          } catch (e) {
-            this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
-            return WSTAT_DROP;
-          } finally {
-            w.releaseLock();
-          }
+        try {
+          await writeBanner(c, wrapped, o.banner);
+        } catch (e) {
+          this.#warn(`${prog}: ${DROP}unable to print banner: ${errorText(e)}`);
+          return WSTAT_DROP;
         }
       }
 
       const localShown = showAddress(local.ip, o.forceV6);
       const remoteShown = showAddress(remote.ip, o.forceV6);
       const plainRemote = showAddress(remote.ip).ip;
-      const infoTimeout = (o.infoTimeout ?? 26) * 1000;
-      const [localHost, remoteHost, info] = await Promise.all([
-        o.localName !== undefined
-          ? Promise.resolve(o.localName)
-          : this.#localName(showAddress(local.ip).ip),
-        (o.remoteHost ?? true) ? this.#remoteHost(plainRemote) : Promise.resolve(null),
-        (o.remoteInfo ?? true)
-          ? identInfo({
-            remoteIp: plainRemote,
-            remotePort: remote.port,
-            localIp: showAddress(local.ip).ip,
-            localPort: local.port,
-            timeoutMs: infoTimeout,
-          })
-          : Promise.resolve(null),
-      ]);
+      const { localHost, remoteHost, info } = await this.#peers.lookup(local, remote, {
+        localName: o.localName,
+        remoteHost: o.remoteHost ?? true,
+        paranoid: o.paranoid ?? false,
+        remoteInfo: o.remoteInfo ?? true,
+        infoTimeoutMs: (o.infoTimeout ?? 26) * 1000,
+      });
       if (scope.fault) return WSTAT_DROP;
 
       const env = new Map(o.baseEnv);
@@ -876,26 +524,16 @@ export class TcpServer {
 
       let allow = true;
       if (this.#rules) {
-        let d;
-        try {
-          d = await this.#rules.lookup(
-            plainRemote,
-            remoteHost ?? undefined,
-            info ?? undefined,
-          );
-        } catch (e) {
-          this.#warn(`${prog}: ${DROP}unable to read ${this.#rules.path}: ${errorText(e)}`);
+        const verdict = await applyRules(this.#rules, o.allowNoRules ?? false, {
+          ip: plainRemote,
+          host: remoteHost,
+          info,
+        }, env);
+        if ("drop" in verdict) {
+          this.#warn(`${prog}: ${DROP}${verdict.drop}`);
           return WSTAT_DROP;
         }
-        if (d === "missing") {
-          if (!o.allowNoRules) {
-            this.#warn(`${prog}: ${DROP}unable to read ${this.#rules.path}: file does not exist`);
-            return WSTAT_DROP;
-          }
-        } else {
-          allow = d.allow;
-          for (const [k, v] of d.env) v === null ? env.delete(k) : env.set(k, v);
-        }
+        allow = verdict.allow;
       }
 
       const facts = {
@@ -919,25 +557,19 @@ export class TcpServer {
             decisionLine(prog, "deny", id, facts, ` ${admitted.label}: ${admitted.figure}`),
           );
         }
-        if (admitted.message !== null) {
-          const w = io().output.getWriter();
-          try {
-            await w.write(enc.encode(admitted.message + "\r\n"));
-            await w.close();
-          } catch { /* the client is gone */ }
-        } else {
-          // Close after a second, without holding a -c slot meanwhile.
+        if (admitted.message === null) {
+          // closed later, outside this connection's slot and its finally
           const clean = cleanup;
-          const late = conn; // `conn` is nulled below; close this one later
+          const late = conn;
           cleanup = undefined;
-          setTimeout(() => {
+          conn = null;
+          void turnAway(io, null, () => {
             try {
               late?.close();
             } catch { /* closed */ }
             clean?.();
-          }, 1000);
-          conn = null;
-        }
+          });
+        } else await turnAway(io, admitted.message, () => {});
         return WSTAT_DENY;
       }
       env.set("TCPCONNNUM", String(admitted.connNum));

@@ -559,3 +559,46 @@ Deno.test("limits e2e: an invalid value is logged once and falls back (-C here)"
     await srv.stop();
   }
 });
+
+Deno.test("limits e2e: a rule's DIEMSG reaches the client byte for byte (not UTF-8 encoded)", async () => {
+  const dir = await tempDir();
+  try {
+    // the rule's message holds the byte 0xe4 (latin-1 "ä"), as a rules file may
+    const text = new Uint8Array([
+      ...new TextEncoder().encode('127.0.0.9:allow,MAXCONNIP="1",DIEMSG="421 '),
+      0xe4,
+      ...new TextEncoder().encode('"\n:allow\n'),
+    ]);
+    await Deno.writeFile(`${dir.path}/rules`, text);
+    const cdb = `${dir.path}/rules.cdb`;
+    const make = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        'exec "$@" < "$0"',
+        `${dir.path}/rules`,
+        ...oursArgv("tcprules", [
+          cdb,
+          `${dir.path}/rules.tmp`,
+        ]),
+      ],
+    }).output();
+    assert.equal(make.code, 0, new TextDecoder().decode(make.stderr));
+    const srv = await startServer(["-x", cdb], {});
+    try {
+      const a = await attempt(srv.port, "127.0.0.9");
+      const got = await new Promise<number[]>((resolve) => {
+        const bytes: number[] = [];
+        const s = net.connect({ host: "127.0.0.1", port: srv.port, localAddress: "127.0.0.9" });
+        s.on("data", (d) => bytes.push(...d));
+        s.on("close", () => resolve(bytes));
+        s.on("error", () => {});
+      });
+      a.c.end();
+      assert.deepEqual(got, [...new TextEncoder().encode("421 "), 0xe4, 13, 10]);
+    } finally {
+      await srv.stop();
+    }
+  } finally {
+    await dir.cleanup();
+  }
+});

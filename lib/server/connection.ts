@@ -1,0 +1,199 @@
+/**
+ * One connection, whichever path accepted it (the native one: libc sockets,
+ * the program started on the socket itself; the pure one: Deno.listen, the
+ * program's stdio pumped): its endpoints, its streams, and how its program
+ * is run. The pipeline (lib/server/server.ts) and its steps see only this.
+ */
+import { isOurs, runConnectionProgram } from "../stages/chain.ts";
+import { NativeConn, spawnOnSocket } from "../native/native.ts";
+import { findProgram } from "../process/pathexec.ts";
+import { BoundedMap } from "../core/bounded.ts";
+import { writeAll } from "../core/write_all.ts";
+import { type Ended, endedOf, getRunAs, waitStatus } from "../process/spawn.ts";
+import type { Io } from "../stages/stage.ts";
+
+/** An address and port. */
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+/** A connection as the pipeline sees it, whichever path accepted it. */
+export interface Connection {
+  /** Our end (the listening address and port). */
+  local: Endpoint;
+  /** The client's end. */
+  remote: Endpoint;
+  /** The socket's own streams (made on first use). */
+  io(): Io;
+  /** The Deno connection, for the prepare hook (the pure path only). */
+  raw?: Deno.TcpConn;
+  /** Writes to the socket directly (the native path: keeps it pristine). */
+  write?: (data: Uint8Array) => Promise<void>;
+  /** Closes our descriptor of the socket (the program may hold its own). */
+  close(): void;
+  /** -D (true) / -d: TCP_NODELAY; a failure (the client gone) is ignored. */
+  setNoDelay(on: boolean): void;
+  /**
+   * Runs the program; resolves with its wait status once its output is
+   * drained; `onExit` gets the status at its exit (a grandchild may hold
+   * its stdout longer).
+   */
+  run(
+    argv: string[],
+    env: Map<string, string>,
+    wrapped: Io | null,
+    onExit: (wstat: number) => void,
+  ): Promise<number>;
+}
+
+const found = new BoundedMap<string, { path: string; at: number }>(1024);
+
+/**
+ * findProgram (PATH search as DJB's pathexec) remembered for a second per
+ * (name, PATH): a stat per PATH entry per connection is most of a spawn's
+ * cost in the server. `fresh` searches again.
+ */
+function findCached(
+  name: string,
+  env: Map<string, string>,
+  fresh = false,
+): { path: string; cached: boolean } {
+  const key = name + "\0" + (env.get("PATH") ?? "");
+  const now = Date.now();
+  const hit = found.get(key);
+  if (!fresh && hit && now - hit.at < 1000) return { path: hit.path, cached: true };
+  const path = findProgram(name, env);
+  found.set(key, { path, at: now });
+  return { path, cached: false };
+}
+
+const READ_SIZE = 64 * 1024;
+
+/**
+ * The Io of a socket: input ends at the client's FIN (or a reset), closing
+ * output half-closes the socket (the client sees FIN after all output);
+ * neither closes the socket itself.
+ */
+export function socketIo(conn: Deno.Conn, log: (line: string) => void): Io {
+  let ended = false;
+  const input = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (ended) return;
+      const buf = new Uint8Array(READ_SIZE);
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        ended = true;
+        c.close();
+      } else c.enqueue(buf.subarray(0, n));
+    },
+    cancel() {
+      ended = true;
+    },
+  }, { highWaterMark: 0 });
+  const output = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      await writeAll(conn, chunk);
+    },
+    async close() {
+      try {
+        await conn.closeWrite();
+      } catch { /* already gone */ }
+    },
+  });
+  return { input, output, log };
+}
+
+/**
+ * A connection accepted on the native path: the same pipeline; the program
+ * gets the socket itself when nothing runs in-process before it (or what ran
+ * did not touch the stream), else the stages talk over the socket from here.
+ */
+export function nativeConnection(
+  conn: NativeConn,
+  id: number,
+  log: (line: string) => void,
+): Connection {
+  const io = (): Io => conn.io(log);
+  const runAs = getRunAs();
+  const start = async (file: string, argv: string[], env: Map<string, string>) => {
+    const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
+    await conn.close(); // as C's parent after fork: the program owns the socket
+    return await child.status;
+  };
+  return {
+    local: { ...conn.local },
+    remote: { ...conn.remote },
+    io,
+    write: (data) => conn.writeAll(data),
+    close: () => void conn.close(),
+    // A native socket starts with Nagle on (as the listener has it): only
+    // -D needs the setsockopt.
+    setNoDelay: (on) => {
+      if (on) conn.setNoDelay(true);
+    },
+    run: async (argv, env, wrapped, onExit) => {
+      const exited = (e: Ended) => onExit(waitStatus(e));
+      if (wrapped) {
+        return waitStatus(
+          await runConnectionProgram(argv, env, wrapped, { pid: id, onExit: exited }),
+        );
+      }
+      if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
+        let file = findCached(argv[0], env);
+        try {
+          return await start(file.path, argv, env);
+        } catch (e) {
+          if (!file.cached) throw e;
+          // what PATH found a moment ago is gone: search again
+          file = findCached(argv[0], env, true);
+          return await start(file.path, argv, env);
+        }
+      }
+      const ended = await runConnectionProgram(argv, env, io(), {
+        pid: id,
+        onExit: exited,
+        spawnDirect: (file, a, via) =>
+          via === io() && conn.pristine ? start(file, a, env).then((w) => endedOf(w)) : null,
+      });
+      return waitStatus(ended);
+    },
+  };
+}
+
+/** A connection accepted by Deno.listen (the pure path): the program's stdio is pumped. */
+export function denoConnection(
+  conn: Deno.TcpConn,
+  id: number,
+  log: (line: string) => void,
+): Connection {
+  const la = conn.localAddr as Deno.NetAddr;
+  const ra = conn.remoteAddr as Deno.NetAddr;
+  let io: Io | null = null;
+  return {
+    local: { ip: la.hostname, port: la.port },
+    remote: { ip: ra.hostname, port: ra.port },
+    io: () => (io ??= socketIo(conn, log)),
+    raw: conn,
+    close: () => conn.close(),
+    setNoDelay: (on) => {
+      try {
+        conn.setNoDelay(on);
+      } catch { /* not a TCP socket any more (the client is gone) */ }
+    },
+    run: async (argv, env, wrapped, onExit) => {
+      const via = wrapped ?? (io ??= socketIo(conn, log));
+      return waitStatus(
+        await runConnectionProgram(argv, env, via, {
+          pid: id,
+          onExit: (e) => onExit(waitStatus(e)),
+        }),
+      );
+    },
+  };
+}

@@ -2263,9 +2263,9 @@ end of the connection.
 .PP
 If the program cannot be run (it is missing or not executable), the
 connection is dropped and logged, and tcpserver keeps serving.
-Any other failure while handling a connection (an error in a lookup, in the
-rules, in a stage, a Deno permission the connection needed and was not
-granted) is logged once as
+Any other failure while handling a connection (an error thrown anywhere in
+its steps, or a Deno permission it needed and was not granted) is logged
+once as
 .BI "tcpserver: warning: dropping connection, " reason
 and drops that connection only; the other connections and the server go on.
 .PP

@@ -502,6 +502,16 @@ Without any
 DJB's old default list
 .B rbl.maps.vix.com
 is asked, as the C rblsmtpd does.
+.PP
+A name that does not exist (NXDOMAIN) or has no record of the type asked
+for means "not listed".
+SERVFAIL, REFUSED, no answer within
+.B $RBLSMTPD_DNSTIMEOUT
+or a network error is a temporary failure (see
+.B \\-c
+and
+.BR \\-C ).
+An answer truncated over UDP is asked for again over TCP.
 .SS The message
 The text of the TXT record (or the message of
 .BR $RBLSMTPD ,
@@ -585,7 +595,8 @@ djbdns; when unset, the
 .B nameserver
 lines of
 .IR /etc/resolv.conf .
-Inside tcpserver, answers are cached for their time to live.
+Inside tcpserver, lookups do not hold up other connections, and answers
+are cached for their time to live (at most 10,000 of them).
 .TP
 .B PATH
 Searched for
@@ -1167,6 +1178,14 @@ sslprint \\-s \\-v 127.0.0.1 8443 &
 openssl s_client \\-connect 127.0.0.1:8443 \\-cert client.pem \\-key client.key
 .fi
 .RE
+.PP
+Its log lines are those of
+.BR sslserver (1),
+starting with
+.B sslserver:
+(ucspi-ssl's sslprint writes
+.BR sslprint: ):
+it is sslserver with a printing program.
 .SH "EXIT STATUS"
 As
 .BR sslserver (1):
@@ -1268,11 +1287,20 @@ sslserver always copies the bytes between the client and the program (the
 pure path of
 .BR tcpserver (1)).
 .PP
-The certificate and key are read at start; a problem with them is fatal.
+As ucspi-ssl's sslserver does, the port is bound first (a port in use
+fails before any file is read), then the password
+.RB ( \\-3 ),
+the certificate, key and CA list are read, as the user sslserver was started
+as; a problem with them is fatal.
+Only then are the ids switched
+.RB ( \\-u ", " \\-g ", " $SSL_UID ", " $SSL_GID )
+and the port printed
+.RB ( \\-1 ).
+No line about Diffie-Hellman parameters is logged: there is no DH file.
 .B SIGHUP
-reads them (and the CA list) again: new connections get the new
-certificate, running ones keep theirs, and a new pair that does not load is
-refused with a warning, keeping the old one.
+reads the files again, as the user the process now is: new connections get
+the new certificate, running ones keep theirs, and a new pair that does not
+load is refused with a warning, keeping the old one.
 .SH OPTIONS
 The options of
 .BR tcpserver (1)
@@ -1347,7 +1375,9 @@ seconds (default 26).
 .BI \\-w " progtimeout"
 Close a connection on which no data has moved for
 .I progtimeout
-seconds (default 3600).
+seconds (default 3600): the warning
+.BR "dropping SSL connection, unable to speak SSL: timed out" ,
+SIGTERM to the program, then the connection is closed.
 .TP
 .B \\-N
 Start TLS at once (the default).
@@ -1363,8 +1393,12 @@ The defaults here: no ident lookup, TCP_NODELAY set.
 .TP
 .BR \\-u ", " \\-g ", " \\-U
 As
-.BR tcpserver (1):
-the programs run with these ids.
+.BR tcpserver (1).
+With FFI the whole process switches to these ids (or to
+.BR $SSL_UID / $SSL_GID ,
+which must equal them) once its files are read, so TLS, the lookups, the
+rules and the programs run unprivileged; without FFI only the programs
+switch.
 .SH ENVIRONMENT
 .SS Read by sslserver
 .TP
@@ -1375,7 +1409,7 @@ The server's certificate (PEM).
 The certificate with its chain (PEM); takes precedence over
 .BR CERTFILE .
 The certificates may be in either order, root first (as ucspi-ssl documents)
-or leaf first.
+or leaf first: they are put in order by issuer.
 .TP
 .B KEYFILE
 The private key (PEM); default: the certificate file.
@@ -1395,6 +1429,15 @@ and a root in
 .TP
 .B CIPHERS
 Passed to the TLS library, whose TLS 1.3 stack mostly ignores it.
+.TP
+.BR SSL_UID ", " SSL_GID
+The ids the process takes after reading its files, as in ucspi-ssl.
+One process does TLS for every connection and starts every program, so they
+must equal the programs' ids
+.RB ( \\-u ", " \\-g );
+otherwise sslserver stops with
+.BI "unable to set uid: $SSL_UID " n " is not the programs' uid " m
+(or the same for the gid).
 .TP
 .BR PROXY_TRUSTED ", " PROXY_TIMEOUT ", " MAXLOAD ", " MAXCONNIP ", " MAXCONNC ", " DIEMSG *
 .TQ
@@ -1456,11 +1499,60 @@ Its serial number, validity and the certificate itself (PEM).
 .TP
 .BR SSL_SERVER_ *
 The same for the server's own certificate.
+.TP
+.BR SSL_VERSION_INTERFACE ", " SSL_VERSION_LIBRARY
+With
+.BR \\-s :
+.B ucspi-ssl
+and
+.BI "rustls (Deno " x.y.z )\\fR,
+the TLS library in use (ucspi-ssl names its OpenSSL).
+.PP
+The subject and issuer, and each of their components, are built from the
+certificate's DER in OpenSSL's one-line form: control and 8-bit bytes become
+.BI \\ex HH\\fR,
+and
+.B /
+and
+.B +
+inside a value are escaped, so a certificate cannot add, split or overwrite
+a variable.
+(ucspi-ssl puts a component's raw bytes in its variable.)
+.B SSL_SESSION_ID
+and
+.BI SSL_CLIENT_CERT_CHAIN_ n
+are not set: Deno's TLS does not expose them.
+Inherited
+.B SSL_*
+variables that the session does not set are removed, since they would pass
+for certificate contents.
 .PP
 Rules in the
 .B \\-x
 cdb are looked up with the client's address as in tcpserver, and may set
 variables too.
+.SH "CLIENT CERTIFICATES"
+A client certificate (asked for with
+.BR \\-m ,
+.B \\-z
+or
+.BR $CAFILE )
+is verified as OpenSSL verifies one for the purpose "sslclient": a chain to a
+self-signed certificate in
+.B $CAFILE
+within
+.B $VERIFYDEPTH
+(counted as OpenSSL counts); every issuer a CA (basicConstraints CA:TRUE,
+and keyCertSign when it has a keyUsage); clientAuth when the certificate
+has an extended key usage; path length constraints; no unknown critical
+extension; signatures and validity dates.
+That the client holds the key is checked by the TLS library (rustls).
+Not checked: revocation (no CRLs, as ucspi-ssl), policies, key sizes; a CA
+with name constraints is refused, since they are not checked.
+.PP
+A program should decide on
+.BR SSL_CLIENT_VERIFY=SUCCESS ,
+never on a component of a DN alone.
 .SH "LOG LINES"
 Those of
 .BR tcpserver (1),
@@ -1486,6 +1578,26 @@ refused the client's certificate (or its absence).
 .TP
 .BI "sslserver: warning: keeping the old certificate: " reason
 After SIGHUP, the new certificate or key did not load.
+.TP
+.BI "sslserver: cafile " pid " " file
+.TQ
+.BI "sslserver: ccafile " pid " " file
+.TQ
+.BI "sslserver: cadir " pid
+.TQ
+.BI "sslserver: chainfile " pid " " file
+.TQ
+.BI "sslserver: cert " pid " " file
+.TQ
+.BI "sslserver: key " pid " " file
+With
+.BR \\-v ,
+at start, as ucspi-ssl: the files in use.
+.TP
+.BI "sslserver: reloaded certificate " pid
+With
+.BR \\-v ,
+after SIGHUP.
 .SH "EXIT STATUS"
 0 after SIGTERM; 100 for a usage error (and for
 .BR \\-n );
@@ -1500,11 +1612,12 @@ Not supported: delayed TLS
 .RB ( \\-n ),
 .BR $CADIR ,
 .B $DHFILE
-(not needed for TLS 1.3 or ECDHE),
-.B $SSL_CHROOT
-and
-.BR $SSL_UID .
+(not needed for TLS 1.3 or ECDHE) and
+.BR $SSL_CHROOT .
 .PP
+A side that ends its sending (the program closes its output, or the client
+its writing) sends the TLS close_notify, and the other side sees the end,
+also in the middle of bulk traffic both ways.
 When the program is done while the client is still sending, sslserver
 sends its last data and the TLS close_notify, then reads and discards what
 the client still sends until it closes or stays quiet for 2 seconds (10
@@ -1628,8 +1741,10 @@ are tried in turn until one connection succeeds.
 A Deno program cannot hand its socket to another program, so tcpclient
 stays between the two: descriptors 6 and 7 are socket pairs whose bytes it
 copies to and from the connection, with back-pressure.
-Closing descriptor 7 ends the sending direction (a half-close); the server
-closing gives end of file on descriptor 6.
+Closing descriptor 7 ends the sending direction (a half-close; with the C
+tcpclient, 6 and 7 are the same socket, so only
+.BR shutdown (2)
+does); the server closing gives end of file on descriptor 6.
 The signals a supervisor sends (TERM, HUP, INT, ALRM, USR1, USR2, CONT) are
 passed on to the program.
 .SH OPTIONS
@@ -1784,10 +1899,16 @@ It writes
 so a running server sees either the old rules or the new ones, never half of
 them; the servers notice the new file within a second.
 The two names must be on the same file system.
+Only 8 bytes per record are kept in memory while writing.
 .PP
 For every input that DJB's tcprules accepts, the cdb is the same, byte for
-byte.
-The lines it refuses are where the additions below live.
+byte, and the same that tinycdb's
+.B "cdb \\-c"
+writes for those records.
+The lines it refuses are where the additions below live, in the style of
+fehcom's ucspi-tcp6; DJB's tcprules rejects them, or, for a
+.BR / ,
+stores them under a key no lookup ever tries.
 .SH "RULE FORMAT"
 A rule is
 .IR address : instruction ,
@@ -1916,11 +2037,16 @@ lookup.
 .PP
 A CIDR lookup costs one cdb lookup per distinct prefix length present in the
 file, however many rules there are.
-The cdb records the lengths in use under the keys
+A prefix is stored under its canonical key
+.RB ( 10.0.0.0/8 ,
+.BR 2001:db8::/32 ),
+and the lengths in use are recorded, one byte each, longest first, under
+the keys
 .B cidr:v4
 and
-.BR cidr:v6 ;
-the C tcpserver ignores those records.
+.BR cidr:v6 ,
+so a lookup tries at most 33 (IPv4) or 129 (IPv6) keys.
+The C tcpserver ignores those records.
 .SH "EXIT STATUS"
 .TP
 .B 0
@@ -2098,8 +2224,8 @@ PROXY protocol and in-process chaining of the stream tools.
 .PP
 .I port
 is a number, a name from
-.IR /etc/services ,
-or 0, which lets the system pick a free port (see
+.I /etc/services
+(read once, at start), or 0, which lets the system pick a free port (see
 .BR \\-1 ).
 .I host
 is an IP address (IPv4 or IPv6), a name looked up in DNS, or
@@ -2123,7 +2249,9 @@ the names and the remote information
 .BR \\-p ,
 .BR \\-l ,
 .BR \\-r ,
-looked up in parallel, each with a timeout);
+looked up in parallel, each with a timeout: 10 seconds per DNS lookup,
+.B \\-t
+for the ident server);
 the rules
 .RB ( \\-x );
 the limits (see
@@ -2135,7 +2263,23 @@ end of the connection.
 .PP
 If the program cannot be run (it is missing or not executable), the
 connection is dropped and logged, and tcpserver keeps serving.
+Any other failure while handling a connection (an error thrown anywhere in
+its steps, or a Deno permission it needed and was not granted) is logged
+once as
+.BI "tcpserver: warning: dropping connection, " reason
+and drops that connection only; the other connections and the server go on.
+.PP
+A connection that the client resets while it waits in the kernel's queue
+costs nothing.
+Only when descriptors or buffers run out (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+does tcpserver stop accepting, for at most 100 milliseconds or until a
+connection ends, with one warning per pause.
 .SH OPTIONS
+Options are read as POSIX
+.BR getopt (3)
+reads them, as DJB's tools do: flags may be grouped, and an option's value
+may follow its letter
+.RB ( "\\-Rt5 \\-hp" ).
 .SS General options
 .TP
 .B \\-q
@@ -2180,6 +2324,8 @@ At the limit, new connections wait in the kernel's queue until one ends,
 unless
 .B \\-L
 is given.
+A connection's slot is freed when its program exits, even while a process
+the program left behind still holds the connection, as with C.
 .TP
 .B \\-L
 At the
@@ -2205,9 +2351,11 @@ made by
 .BR tcprules (1):
 a matching rule may deny the connection, set or unset environment variables
 (including the limits).
-The file is read into memory and read again, at most once a second, after
+The file is read into memory; tcpserver looks at it at most once a second
+and reads it again when
 .B tcprules
-has replaced it; no file is read per connection.
+has replaced it (its inode, size or modification time changed); no file is
+read per connection.
 Lookup order, CIDR and IPv6 rules are described in
 .BR tcprules (1).
 .TP
@@ -2231,7 +2379,8 @@ After binding, switch to group
 .I gid
 (a number, or a group name looked up in
 .I /etc/group
-at start), keeping no supplementary group but that one.
+at start): the supplementary groups are set to that group alone, then the
+group id.
 .TP
 .BI \\-u " uid"
 After binding (so that ports below 1024 work), switch to user
@@ -2240,8 +2389,17 @@ After binding (so that ports below 1024 work), switch to user
 .I /etc/passwd
 at start).
 0 means: do not switch.
+With
+.B \\-u
+alone, the group and the supplementary groups stay, as with C.
 A value that is neither a number nor a known name is fatal
 (DJB's tcpserver reads a name as 0 and keeps root).
+The programs inherit the new ids, and whatever tcpserver reads later, such
+as the
+.B \\-x
+cdb, must be readable by that user, as with C.
+On the pure path the server itself cannot switch (see
+.BR "THE NATIVE PATH AND THE PURE PATH" ).
 .TP
 .B \\-U
 Take the user and group from
@@ -2355,6 +2513,12 @@ is used.
 .PP
 Without any message the connection is closed after one second; other
 clients are served in the meantime.
+A refused connection holds a
+.B \\-c
+slot only until its message is written (the silent second holds none), so
+under
+.B \\-L
+a burst may also meet the busy line.
 For the per-address limit, a rule comes first, then tcpserver's environment,
 then
 .BR \\-C ;
@@ -2412,12 +2576,40 @@ direct clients.
 When it is unset, every connection must send a header.
 .B $PROXY_TIMEOUT
 is how many seconds a complete header may take (default 10).
-A connection without a valid header is dropped and logged with the reason.
+The header is read within size bounds (a version 1 line is at most 107
+bytes including CR LF; a version 2 header is 16 bytes plus its length field)
+and refused at the first byte that cannot belong to a valid header; its
+addresses are read by the same strict parser as every other address.
+A connection without a valid header is dropped with status 28416 and the
+reason, for instance
+.PP
+.nf
+.RS
+tcpserver: warning: dropping connection, unable to read PROXY header
+  from 10.1.2.3: no PROXY header
+.RE
+.fi
+.PP
+(or
+.BR "timed out reading PROXY header" ,
+.BR "PROXY v1: bad IPv4 address" ,
+and so on).
+.PP
+On the haproxy side this is
+.B server app 10.0.0.2:25 send-proxy
+(version 1) or
+.BR send-proxy-v2 .
+For TLS, let haproxy pass the TLS bytes through
+.RB ( "mode tcp" )
+to
+.BR "sslserver \\-W" ,
+which reads the header before the handshake.
 .SH "IN-PROCESS STAGES"
 When
 .I program
 starts with our own
 .BR rblsmtpd (1),
+.BR smtpd-starttls-proxy (1),
 .BR fixcrio (1),
 .BR recordio (1)
 or
@@ -2429,14 +2621,24 @@ For example,
 costs one process per client, and none for a client that rblsmtpd blocks.
 Client, program and log see the same bytes as with separate processes.
 .PP
-A name counts as ours when its last path component is one of those four and
+A name counts as ours when its last path component is one of those five and
 a search of
 .B $PATH
-either finds nothing or finds this program (a link or wrapper made by
+(as DJB's pathexec searches it) either finds nothing or finds this program
+(a link to the compiled binary, or a wrapper written by
 .BR "ucspi-tcp install" ).
 A name that resolves to another program, such as the C
 .IR /usr/bin/rblsmtpd ,
 is run as a process.
+The answer is remembered for each name and
+.BR $PATH .
+.PP
+On the native path, the first program that is not ours still gets the
+client's socket itself when no stage has read from it (rblsmtpd letting a
+client through,
+.BR argv0 );
+otherwise (fixcrio, recordio, the STARTTLS proxy, rblsmtpd after a
+conversation) its bytes are copied through the server.
 .B $UCSPI_CHAIN
 changes this (see
 .BR ENVIRONMENT ).
@@ -2448,11 +2650,15 @@ permission
 .BR \\-\\-allow\\-ffi ,
 or the compiled binary) on Linux with glibc, tcpserver uses libc directly:
 it listens and accepts with the socket calls and starts each program with
-the client's socket itself as descriptors 0 and 1, as the C tcpserver does.
+the client's socket itself as descriptors 0 and 1 (descriptor 2 inherited,
+signal dispositions reset, no signal blocked), then closes its own copy, as
+the C tcpserver does after
+.BR fork (2).
 No byte passes through the server; end of file, half-close and resets are
 the program's own, and
 .BR \\-u / \\-g
-switch the ids of the whole server process.
+switch the ids of the whole server process (every thread of it) after
+binding, through glibc's setgroups, setgid and setuid.
 With the
 .B ffi
 permission the process is also named
@@ -2476,15 +2682,40 @@ or an
 .BR sslserver (1)
 or
 .B \\-W
-connection, whose stream the server must unwrap) tcpserver uses Deno's own
-sockets and copies the bytes between the client and pipes to the program.
+connection, whose stream the server must unwrap, or when the native socket
+cannot be set up) tcpserver uses Deno's own sockets and copies the bytes
+between the client and pipes to the program.
+The choice is silent; the
+.B ffi
+permission is queried, never prompted for.
 Without
 .B ffi
 a Deno program cannot change its own ids, so with
 .BR \\-u / \\-g
-the server keeps its ids and only the programs run as
+the server keeps its ids (it warns once at start) and only the programs run
+as
 .IR uid / gid ,
 without supplementary groups.
+.PP
+On the pure path Deno starts programs with text only: a variable whose value
+is not UTF-8 (a rule's
+.BR U="\\e344" )
+is passed by starting the program through
+.B /bin/sh \\-c
+(printf octal escapes, then
+.BR "exec env \\-i" ),
+so the program still gets the bytes.
+Without run permission for
+.I /bin/sh
+that connection is dropped with a warning naming the variable;
+.B LD_*
+and
+.B DYLD_*
+variables pass that way only with unrestricted
+.BR \\-\\-allow\\-run ,
+as Deno requires for any program.
+The native path builds the environment from the bytes and needs none of
+this.
 Everything else (options, environment, rules, limits, log lines) is the same
 on both paths.
 .SH SIGNALS
@@ -2541,7 +2772,7 @@ It is passed on to programs like any other variable.
 .B 0
 runs every program as a process, as with the C tools;
 .B force
-runs our four stage tools in-process by name, without searching
+runs our five stage tools in-process by name, without searching
 .BR $PATH .
 It may be set per client by a rule.
 .TP
@@ -2562,8 +2793,11 @@ lines of
 .B PATH
 Searched for
 .I program
-(default
-.IR /bin:/usr/bin ).
+as DJB's pathexec searches it (default
+.IR /bin:/usr/bin );
+the result is remembered for a second for each name and
+.BR $PATH ,
+and searched again at once when the file went away.
 .SS Set for the program
 The variables of
 .BR tcp-environ (5):
@@ -2619,7 +2853,11 @@ Warnings (also without
 start with
 .BR "tcpserver: warning:" ,
 for instance
-.BR "dropping connection, unable to read rules.cdb: file does not exist" .
+.BR "dropping connection, unable to read rules.cdb: file does not exist" ,
+.BR "dropping connection, unable to run qmail-smtpd: file does not exist" ,
+.BR "dropping connection, missing Deno permission (Requires net access to \\(dq127.0.0.2:113\\(dq, ...)" ,
+.BR "unable to accept: ...; pausing" ,
+.BR "ignoring invalid MAXCONNIP=x" .
 Bytes from the network (names, ident answers) are made printable before
 they are logged.
 .SH "EXIT STATUS"
@@ -2639,7 +2877,51 @@ for instance
 .BR "unable to figure out port number for" ,
 .BR "no IP address for" ,
 .BR "unable to bind: address already used" ,
-.BR "unable to set uid: permission denied" .
+.BR "unable to set gid: permission denied" ,
+.BR "unable to set uid: permission denied" ,
+or a Deno permission the start needs
+.RB ( "missing Deno permission (Requires net access to ...)" ).
+.SH NOTES
+The limit variables, their meaning, 0 as "always refuse", the one-second
+delay and the suffix of the
+.B deny
+line come from the "tcpserver limits" patch by Matija Nalis (2006, updated
+2007), which logs the load as
+.BR LOAD: ;
+here it is
+.BR MAXLOAD: ,
+as the variable.
+The /64 for IPv6 clients and
+.B TCPCONNNUM
+go beyond that patch.
+Peers: ipsvd's
+.B "tcpsvd \\-C"
+.IR n : msg
+(which
+.B \\-C
+follows), s6-tcpserver's
+.BR "\\-C" ,
+xinetd's
+.B per_source
+and
+.BR max_load ,
+ZMailer's smtpserver
+.B \\-L
+and
+.BR MaxSameIpSource ;
+older per-address patches add an option instead (Julian Severn's
+.BR "\\-s" ).
+.PP
+.B \\-L
+and
+.B \\-W
+are letters that neither ucspi-tcp, its IPv6 patch (ucspi-tcp6) nor
+fehcom's sslserver uses.
+The PROXY support follows what postfix's
+.B smtpd_upstream_proxy_protocol
+and dovecot's
+.B haproxy_trusted_networks
+do; tcpsvd has none.
 .SH EXAMPLES
 An SMTP service under daemontools, with rules, a connection limit, an RBL and
 an unprivileged user:
@@ -2651,6 +2933,18 @@ exec tcpserver \\-v \\-x /etc/tcp.smtp.cdb \\-c 20 \\-C 5 \\e
   \\-u 7791 \\-g 2108 0 25 rblsmtpd \\-r zen.example.org qmail-smtpd
 .RE
 .fi
+.PP
+Two supervised services on one port, to use two cores (each counts only its
+own connections, so each gets half the limits):
+.PP
+.nf
+.RS
+# /service/smtpd-a/run and /service/smtpd-b/run
+#!/bin/sh
+exec 2>&1
+REUSEPORT=1 exec tcpserver \\-v \\-c 25 \\-x /etc/tcp.smtp.cdb 0 25 qmail-smtpd
+.RE
+.fi
 .SH "SEE ALSO"
 .BR tcp-environ (5),
 .BR tcprules (1),
@@ -2658,6 +2952,7 @@ exec tcpserver \\-v \\-x /etc/tcp.smtp.cdb \\-c 20 \\-C 5 \\e
 .BR tcpclient (1),
 .BR sslserver (1),
 .BR rblsmtpd (1),
+.BR smtpd-starttls-proxy (1),
 .BR fixcrio (1),
 .BR recordio (1),
 .BR argv0 (1),
@@ -2718,9 +3013,11 @@ The tools are:
 .BR tcpclient (1),
 .BR sslserver (1),
 .BR sslclient (1),
+.BR sslprint (1),
 .BR tcprules (1),
 .BR tcprulescheck (1),
 .BR rblsmtpd (1),
+.BR smtpd-starttls-proxy (1),
 .BR addcr (1),
 .BR delcr (1),
 .BR fixcrio (1),
@@ -2732,7 +3029,8 @@ The tools are:
 .BR who@ (1),
 .BR date@ (1),
 .BR finger@ (1),
-.BR http@ (1).
+.BR http@ (1),
+.BR https@ (1).
 The environment of a connection is described in
 .BR tcp-environ (5).
 .PP
@@ -2769,7 +3067,10 @@ the Deno executable and the tools' sources are copied (or hard-linked) into
 with world-readable modes, and each entry is a small wrapper script that runs
 that copy; this way the tools do not depend on the installing user's files
 (such as an npm cache).
-An existing file is replaced only when an earlier install made it.
+An existing file is replaced only when an earlier install made it;
+any other stops the install, for instance
+.BR "ucspi-tcp: fatal: unable to create /usr/bin/tcpserver: file already exists and is not ours (use -f to replace it)" ,
+so that Debian's C tools are not overwritten.
 .TP
 .BI "install \\-\\-man" " dir"
 Write the manual pages into
@@ -2777,7 +3078,9 @@ Write the manual pages into
 and
 .IB dir /man5
 (created when missing), world-readable, for instance
-.BR "ucspi-tcp install \\-\\-man /usr/local/share/man" .
+.BR "ucspi-tcp install \\-\\-man /usr/local/share/man" ;
+each page is written to a fresh temporary file and renamed, never through
+a link planted in its place.
 The pages are part of the program, so this works from a compiled binary
 too.
 An existing page is replaced only when it is one of ours.
@@ -2794,12 +3097,36 @@ cannot overwrite other tools).
 .SH PERMISSIONS
 A compiled binary (built with
 .BR "deno task compile" )
-has the permissions it was compiled with: network, files, running
-programs, environment, system information and FFI.
+has the permissions it was compiled with:
+.B \\-\\-allow\\-net \\-\\-allow\\-read \\-\\-allow\\-write \\-\\-allow\\-run \\-\\-allow\\-env \\-\\-allow\\-sys \\-\\-allow\\-ffi
+(and
+.BR \\-\\-unstable\\-net );
+to narrow it, compile it with narrower flags.
 Under
 .B deno run
-each tool needs only what it uses, and a missing permission is reported as a
-fatal error naming it.
+each tool needs only what it uses.
+A permission missing at start is a fatal error naming it, exit 111, for
+instance
+.BR "tcprules: fatal: unable to create /tmp/n2.tmp: missing Deno permission (Requires write access to \\(dq/tmp/n2.tmp\\(dq, run again with the \\-\\-allow\\-write flag)" .
+Later, a permission that one connection needs (a DNS or ident lookup, the
+rules cdb, the program) drops only that connection, with one
+.B "warning: dropping connection, missing Deno permission (...)"
+line; the server goes on.
+.PP
+A server's DNS lookups
+.RB ( \\-h ,
+the default, and
+.B TCPLOCALHOST
+without
+.BR \\-l )
+need net access to the resolver, and its ident queries
+.RB ( \\-r ,
+the default) net access to port 113 of every client, that is
+.B \\-\\-allow\\-net
+without a list: grant them, or switch the lookups off with
+.B \\-H
+.B \\-R
+.BI \\-l " name" .
 .PP
 FFI
 .RB ( \\-\\-allow\\-ffi )
@@ -2823,6 +3150,22 @@ Without it everything works on the pure path, with every byte copied through
 the server and
 .BR \\-u / \\-g
 applied only to the programs.
+.SH DNS
+Every tool asks the resolvers of
+.B $DNSCACHEIP
+(else
+.IR /etc/resolv.conf )
+over UDP, and over TCP when an answer is truncated.
+A reply counts only when it comes from the resolver's address and port, to
+a fresh random source port on a connected socket, carries the query's id
+(from the system's random source) and holds exactly the question asked
+(name compared case-insensitively, type, class IN); any other datagram is
+ignored, nothing from it is used or cached, and the wait for the real reply
+goes on.
+Of an accepted reply only class IN records owned by the name asked (or its
+CNAME chain) are used; records for other names are ignored as forgeries.
+How names reach the environment is described in
+.BR tcp-environ (5).
 .SH ENVIRONMENT
 .TP
 .B UCSPI_NATIVE
@@ -3006,10 +3349,47 @@ instance
 or the limits of
 .BR tcpserver (1)
 .RB ( MAXCONNIP ", " MAXCONNC ", " MAXLOAD ", " DIEMSG ).
-.SS Values from the network
-A DNS name or an ident answer is cut at its first NUL byte, since an
-environment value cannot hold one.
-Log lines show such values in a printable form.
+.SS "Bytes and names"
+Values reach the program byte for byte, never decoded as UTF-8: a rule's
+value
+.B U="\\e344\\e366\\e374"
+arrives as those three bytes, as with the C tools.
+A variable whose name is empty or holds
+.B =
+or a NUL byte is left out, and a value is cut at its first NUL byte, since a
+C string ends there: a NUL can never split one variable into two or add
+one.
+.PP
+A DNS name is written as djbdns writes it: in lower case, with
+.BR a\\-z ,
+.BR 0\\-9 ,
+.B \\-
+and
+.B _
+kept and every other byte (a dot inside a label, NUL,
+.BR = ,
+a newline, an 8-bit byte) as
+.BI \\e ooo
+in octal
+.RB ( x\\e000injected\\e075yes.example ).
+A name over 255 bytes, a compression loop or a malformed answer gives no
+name, as in C.
+An ident answer is kept up to 257 bytes, cut at a NUL byte.
+Log lines show these values in a printable form (DJB's safecats).
+.PP
+Without
+.BR "tcpserver \\-p" ,
+the client's own DNS server chooses
+.BR TCPREMOTEHOST :
+trust it for nothing.
+With
+.BR \\-p
+it is kept only when the name's addresses lead back to the client.
+.PP
+Deno hides the variables of a tool's own environment that are not UTF-8;
+with FFI
+.RB ( \\-\\-allow\\-ffi )
+the tools read libc's environment instead and see them.
 .SH "SEE ALSO"
 .BR tcpserver (1),
 .BR tcpclient (1),

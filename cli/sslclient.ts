@@ -18,14 +18,9 @@ import {
   stderrLine,
   tcpclient,
 } from "../lib/client/tcpclient.ts";
-import {
-  applySslEnvironment,
-  type ConnectOptions,
-  connectTlsSocket,
-  HandshakeError,
-  lingeringClose,
-  sslVariables,
-} from "../lib/tls/tls.ts";
+import { applySslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
+import { lingeringClose } from "../lib/tls/streams.ts";
+import { type ConnectOptions, connectTlsSocket, HandshakeError } from "../lib/tls/tls.ts";
 
 const PROG = "sslclient";
 const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +

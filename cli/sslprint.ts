@@ -9,7 +9,7 @@
  */
 import { usage } from "../lib/core/errors.ts";
 import { getopt } from "../lib/core/getopt.ts";
-import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls/tls.ts";
+import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls/ssl_env.ts";
 import { main as sslserver } from "./sslserver.ts";
 
 const PROG = "sslprint";

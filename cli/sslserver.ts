@@ -18,19 +18,15 @@ import { type ProxyPolicy, proxyPolicyFromEnv, proxyStep } from "../lib/net/prox
 import type { Io } from "../lib/stages/stage.ts";
 import { type Prepared, type PrepareHook, stderrLine } from "../lib/server/server.ts";
 import {
-  acceptTls,
-  applySslEnvironment,
-  type ClientCertMode,
   CREDENTIAL_MESSAGES,
   CredentialError,
-  HandshakeError,
   loadServerCredentials,
   type ServerCredentials,
   type ServerFiles,
   serverFilesFromEnv,
-  sslVariables,
-  type TlsSession,
-} from "../lib/tls/tls.ts";
+} from "../lib/tls/credentials.ts";
+import { applySslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
+import { acceptTls, type ClientCertMode, HandshakeError, type TlsSession } from "../lib/tls/tls.ts";
 import { parseServerArgs, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
 const PROG = "sslserver";

@@ -6,8 +6,9 @@
  * name, -X the whole check), and runs the program with the plaintext on
  * descriptors 6 (read) and 7 (write).
  */
-import { errorText, fatal, ToolError, usage } from "../lib/core/errors.ts";
+import { fatal, ToolError, usage } from "../lib/core/errors.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";
+import { readFd3Password } from "../lib/core/password.ts";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import {
@@ -136,16 +137,7 @@ async function parse(
   if (host === "" || host === "0") host = opts.family === 4 ? "127.0.0.1" : "::1";
   const portNumber = remotePort(PROG, port);
   if (needProgram && argv.length === 0) throw usage(PROG, USAGE);
-  let passphrase: string | undefined;
-  if (password) {
-    try {
-      const d = await Deno.readFile("/dev/fd/3");
-      const nul = d.indexOf(0);
-      passphrase = new TextDecoder().decode(nul >= 0 ? d.subarray(0, nul) : d);
-    } catch (e) {
-      throw fatal(PROG, `unable to read password: ${errorText(e)}`);
-    }
-  }
+  const passphrase = password ? await readFd3Password(PROG) : undefined;
   let ca: string | undefined;
   if (cafile) ca = await readFile(cafile, "unable to load CA list");
   if (cadir) ca = (ca ?? "") + await caDir(cadir);

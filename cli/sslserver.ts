@@ -15,6 +15,7 @@
  */
 import { errorText, fatal, ToolError } from "../lib/core/errors.ts";
 import { scanUlong } from "../lib/core/getopt.ts";
+import { readFd3Password } from "../lib/core/password.ts";
 import { stderrLine } from "../lib/core/log.ts";
 import { type ProxyPolicy, proxyPolicyFromEnv } from "../lib/net/proxy.ts";
 import {
@@ -129,18 +130,6 @@ export function parseArgs(
   return { tcp, ssl };
 }
 
-/** The key's password: descriptor 3 up to a NUL or its end (-3). */
-async function readPassword(): Promise<string> {
-  let data: Uint8Array;
-  try {
-    data = await Deno.readFile("/dev/fd/3");
-  } catch (e) {
-    throw fatal(PROG, `unable to read password: ${errorText(e)}`);
-  }
-  const nul = data.indexOf(0);
-  return new TextDecoder().decode(nul >= 0 ? data.subarray(0, nul) : data);
-}
-
 async function credentials(files: ServerFiles): Promise<ServerCredentials> {
   try {
     return await loadServerCredentials(files);
@@ -171,7 +160,7 @@ export async function main(args: string[]): Promise<number> {
     // is read or logged), then the password (-3) and the credentials, read
     // with the ids we started with; then the ids are dropped.
     const afterListen = async () => {
-      if (ssl.passwordFd3) files.passphrase = await readPassword();
+      if (ssl.passwordFd3) files.passphrase = await readFd3Password(PROG);
       creds = await credentials(files);
       if (ssl.verbosity >= 2) {
         const pid = Deno.pid;

@@ -7,7 +7,7 @@
  */
 import { fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { CdbFile } from "../lib/rules/cdb.ts";
-import { RuleCompiler, RuleSyntaxError } from "../lib/rules/rules.ts";
+import { RuleCompiler, RuleSyntaxError } from "../lib/rules/compile.ts";
 
 const PROG = "tcprules";
 const FATAL = `${PROG}: fatal: `;

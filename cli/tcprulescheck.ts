@@ -9,7 +9,7 @@ import { fatalSys, usage } from "../lib/core/errors.ts";
 import { stringBytes } from "../lib/core/bytes.ts";
 import { Cdb, CdbError } from "../lib/rules/cdb.ts";
 import { ownEnviron } from "../lib/core/environ.ts";
-import { findRule, ruleItems } from "../lib/rules/rules.ts";
+import { findRule, ruleItems } from "../lib/rules/lookup.ts";
 import { writeAll } from "../lib/core/write_all.ts";
 
 const PROG = "tcprulescheck";

@@ -85,9 +85,10 @@ export function main(args: string[]): Promise<number> {
       Deno.removeSync(fntemp);
     } catch { /* already gone */ }
     // C says "unable to parse this line: LINE" and exits 100; we name the line
-    // number too and exit 111, as the project's rule for bad input asks.
+    // number too and exit 111, as the project's rule for bad input asks. The
+    // line is shown as its bytes, as C's (a byte string: not text).
     if (e instanceof RuleSyntaxError) {
-      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111);
+      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111, true);
     }
     if (e instanceof ToolError) throw e;
     throw writeError(e);

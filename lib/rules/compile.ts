@@ -46,7 +46,6 @@ const COLON = 58, COMMA = 44, EQ = 61, AT = 64, DASH = 45, DOT = 46, SLASH = 47;
 const HASH = 35, NL = 10, SP = 32, TAB = 9;
 const ALLOW = [97, 108, 108, 111, 119];
 const DENY = [100, 101, 110, 121];
-const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 
 function startsWithAt(b: Uint8Array, at: number, end: number, word: number[]): boolean {
@@ -294,7 +293,7 @@ export class RuleCompiler {
 /** The error for line b[start, end): DJB shows the line up to a NUL, its bytes as they are. */
 function syntaxError(b: Uint8Array, start: number, end: number): RuleSyntaxError {
   const nul = indexOf(b, 0, start, end);
-  return new RuleSyntaxError(utf8.decode(b.subarray(start, nul < 0 ? end : nul)));
+  return new RuleSyntaxError(byteString(b.subarray(start, nul < 0 ? end : nul)));
 }
 
 function bitsOf(s: string, max: number): number {

@@ -173,6 +173,10 @@ async function secureSocket(p: Parsed, sock: Duplex) {
   return r;
 }
 
+/**
+ * Runs sslclient with args (without argv[0]); resolves to the program's exit status, or ucspi-ssl's
+ * 100/111 on a failure.
+ */
 export async function main(args: string[]): Promise<number> {
   const opts = defaultClientOptions();
   const parsed = getopt(PROG, args, SPEC, USAGE);

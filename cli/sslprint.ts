@@ -55,6 +55,10 @@ export function printerArgv(): string[] {
   return ["/bin/sh", "-c", lines.join("\n") + "\nprintf '\\n'\n"];
 }
 
+/**
+ * Runs sslprint with args (sslserver's options, host, port); resolves 0 after SIGTERM, as
+ * sslserver.
+ */
 export function main(args: string[]): Promise<number> {
   const { rest } = getopt(PROG, args, SPEC, USAGE);
   if (rest.length < 2) throw usage(PROG, USAGE);

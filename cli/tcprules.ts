@@ -47,6 +47,10 @@ function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): v
   if (fill > 0) fn(buf, 0, fill);
 }
 
+/**
+ * Runs tcprules with args (rules.cdb, rules.tmp) on stdin; resolves 0 once rules.cdb is replaced,
+ * else throws (100 usage, 111).
+ */
 export function main(args: string[]): Promise<number> {
   const fn = args[0];
   const fntemp = args[1];

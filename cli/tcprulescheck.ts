@@ -14,6 +14,10 @@ import { writeAll } from "../lib/core/write_all.ts";
 
 const PROG = "tcprulescheck";
 
+/**
+ * Runs tcprulescheck with args (rules.cdb); resolves 0 after printing the decision, else throws
+ * (100 usage, 111).
+ */
 export async function main(args: string[]): Promise<number> {
   const fn = args[0];
   if (fn === undefined) throw usage(PROG, "tcprulescheck rules.cdb");

@@ -91,6 +91,7 @@ export class RuleCompiler {
   #v4 = new Set<number>();
   #v6 = new Set<number>();
 
+  /** A compiler handing each record to `emit` (which must copy what it keeps). */
   constructor(emit: (key: Uint8Array, data: Uint8Array) => void) {
     this.#emit = emit;
   }

@@ -19,6 +19,7 @@ function indexOf(b: Uint8Array, c: number, from: number, end: number): number {
 export interface RuleDecision {
   /** The key that matched, null = none (default allow). */
   rule: string | null;
+  /** False when the rule says deny. */
   allow: boolean;
   /** Variables to set (value) or unset (null), in rule order; byte strings (lib/core/bytes.ts). */
   env: Array<[name: string, value: string | null]>;
@@ -28,6 +29,7 @@ export interface RuleDecision {
 export interface RuleMatch {
   /** The key that matched, a byte string. */
   key: string;
+  /** The record's data (a view into the cdb): the instructions, see ruleItems. */
   data: Uint8Array;
 }
 

@@ -20,6 +20,7 @@ export interface RulesFileOptions {
  * file. A corrupt cdb makes lookup throw a CdbError (code EPROTO).
  */
 export class RulesFile {
+  /** The rules cdb's path (tcpserver -x). */
   readonly path: string;
   #interval: number;
   #checked = -Infinity;
@@ -30,6 +31,7 @@ export class RulesFile {
   #memo = new BoundedMap<string, RuleDecision>(4096);
   #memoOf: Cdb | null = null;
 
+  /** A RulesFile for `path`; nothing is read until the first lookup. */
   constructor(path: string, options: RulesFileOptions = {}) {
     this.path = path;
     this.#interval = options.checkIntervalMs ?? 1000;

@@ -21,6 +21,7 @@ export type CredentialFailure =
 
 /** Credentials that failed to load. */
 export class CredentialError extends Error {
+  /** `failure` picks ucspi-ssl's message; `message` says what exactly went wrong. */
   constructor(readonly failure: CredentialFailure, message: string) {
     super(message);
     this.name = "CredentialError";
@@ -39,10 +40,15 @@ export const CREDENTIAL_MESSAGES: Record<CredentialFailure, string> = {
 
 /** The files and settings a server reads, as ucspi-ssl names them in the environment. */
 export interface ServerFiles {
+  /** $CERTFILE: the server's certificate (PEM); ignored when certChainFile is set. */
   certFile?: string;
+  /** $CERTCHAINFILE: the certificate and its chain (PEM, either order). */
   certChainFile?: string;
+  /** $KEYFILE: the private key (PEM); default: the certificate file. */
   keyFile?: string;
+  /** $CAFILE: the CAs trusted for client certificates (PEM). */
   caFile?: string;
+  /** $CIPHERS: an OpenSSL cipher list. */
   ciphers?: string;
   /** How many CA certificates above the client's may be used (ucspi-ssl $VERIFYDEPTH). */
   verifyDepth: number;
@@ -69,6 +75,7 @@ export function serverFilesFromEnv(env: (name: string) => string | undefined): S
 
 /** Loaded, checked server credentials. */
 export interface ServerCredentials {
+  /** The certificate chain, key, CAs and ciphers, ready for node:tls. */
   context: tls.SecureContext;
   /** The server's own certificate. */
   cert: X509Certificate;
@@ -76,6 +83,9 @@ export interface ServerCredentials {
   cas: X509Certificate[];
   /** The same CAs, parsed for verification. */
   trusted: VerifiableCert[];
+  /**
+   * ServerFiles.verifyDepth: how many CAs may stand between a client certificate and a trusted one.
+   */
   verifyDepth: number;
 }
 

@@ -10,7 +10,9 @@ import type tls from "node:tls";
 
 /** A connection as two Web streams. */
 export interface StreamPair {
+  /** What the peer sends. */
   readable: ReadableStream<Uint8Array>;
+  /** What goes to the peer. */
   writable: WritableStream<Uint8Array>;
   /** Closes the whole connection at once (Deno.Conn's close), when available. */
   close?: () => void;
@@ -34,12 +36,15 @@ export interface StreamPair {
 export class InputGate {
   #open = true;
   #waiters: Array<() => void> = [];
+  /** Whether the connection may be read now. */
   get open(): boolean {
     return this.#open;
   }
+  /** Stops reading: the plaintext reader is full. */
   close(): void {
     this.#open = false;
   }
+  /** Reads on, running what waited for it. */
   release(): void {
     this.#open = true;
     for (const w of this.#waiters.splice(0)) w();

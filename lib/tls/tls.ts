@@ -41,6 +41,7 @@ export interface TlsInfo {
 
 /** A secured connection: plaintext streams and the handshake's outcome. */
 export interface TlsSession extends StreamPair {
+  /** What the handshake settled. */
   info: TlsInfo;
   /**
    * Ends the session and then the connection underneath (pair.close, after
@@ -55,6 +56,7 @@ export interface TlsSession extends StreamPair {
  * refused (ucspi-ssl logs those without "unable to accept SSL").
  */
 export class HandshakeError extends Error {
+  /** `message`: the reason to log; `verification`: a refused peer certificate. */
   constructor(message: string, readonly verification = false) {
     super(message);
     this.name = "HandshakeError";
@@ -68,6 +70,7 @@ export type ClientCertMode = "none" | "require" | "require-host";
 export interface AcceptOptions {
   /** Give up on the handshake after this many milliseconds. */
   timeoutMs: number;
+  /** Whether a client certificate is asked for and required (sslserver -Z, -m, -z). */
   clientCert: ClientCertMode;
   /** With require-host: the client's host name to match against the certificate. */
   clientHost?: string;
@@ -236,11 +239,15 @@ export interface ConnectOptions {
   checkName: boolean;
   /** PEM text of trusted CAs; undefined means the system store. */
   ca?: string;
-  /** Client certificate and key (PEM text), and the key's password. */
+  /** Client certificate (PEM text), sslclient -c. */
   cert?: string;
+  /** Its private key (PEM text), -k (default: the certificate file). */
   key?: string;
+  /** The key's password (-3). */
   passphrase?: string;
+  /** An OpenSSL cipher list (-z). */
   ciphers?: string;
+  /** Give up on the handshake after this many milliseconds. */
   timeoutMs: number;
 }
 

@@ -9,7 +9,7 @@
  */
 import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
-import { errorText, ToolError } from "./lib/core/errors.ts";
+import { errorText, ToolError, toolErrorBytes } from "./lib/core/errors.ts";
 import { installLinks, installManPages } from "./lib/install/install.ts";
 import { setProcessName } from "./lib/native/procname.ts";
 
@@ -115,7 +115,7 @@ if (import.meta.main) {
     code = await run(process.argv0, Deno.args);
   } catch (e) {
     if (e instanceof ToolError) {
-      await Deno.stderr.write(new TextEncoder().encode(e.message + "\n"));
+      await Deno.stderr.write(toolErrorBytes(e));
       code = e.exitCode;
     } else {
       await Deno.stderr.write(new TextEncoder().encode(`${SELF}: fatal: ${errorText(e)}\n`));

@@ -13,6 +13,7 @@ import { ToolError } from "../lib/core/errors.ts";
 import { stringBytes, utf8ByteString } from "../lib/core/bytes.ts";
 import { sslConversation } from "./sslclient.ts";
 
+/** Runs https@ with args (see above); resolves 0 whatever happens, sslclient's errors on stderr. */
 export async function main(args: string[]): Promise<number> {
   const rest = [...args];
   const family = rest[0] === "-4" || rest[0] === "-6" ? [rest.shift()!] : [];

@@ -14,6 +14,10 @@ function openFd(fd: number, readable: boolean): net.Socket {
   }
 }
 
+/**
+ * Runs mconnect-io (no arguments); resolves 0 when the network side ends; fatal (111) without
+ * descriptors 6 and 7.
+ */
 export async function main(_args: string[]): Promise<number> {
   const fromNet = openFd(6, true);
   const toNet = openFd(7, false);

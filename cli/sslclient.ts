@@ -6,8 +6,9 @@
  * name, -X the whole check), and runs the program with the plaintext on
  * descriptors 6 (read) and 7 (write).
  */
-import { errorText, fatal, ToolError, usage } from "../lib/core/errors.ts";
+import { fatal, ToolError, usage } from "../lib/core/errors.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";
+import { readFd3Password } from "../lib/core/password.ts";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import {
@@ -18,14 +19,9 @@ import {
   stderrLine,
   tcpclient,
 } from "../lib/client/tcpclient.ts";
-import {
-  applySslEnvironment,
-  type ConnectOptions,
-  connectTlsSocket,
-  HandshakeError,
-  lingeringClose,
-  sslVariables,
-} from "../lib/tls/tls.ts";
+import { applySslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
+import { lingeringClose } from "../lib/tls/streams.ts";
+import { type ConnectOptions, connectTlsSocket, HandshakeError } from "../lib/tls/tls.ts";
 
 const PROG = "sslclient";
 const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +
@@ -141,16 +137,7 @@ async function parse(
   if (host === "" || host === "0") host = opts.family === 4 ? "127.0.0.1" : "::1";
   const portNumber = remotePort(PROG, port);
   if (needProgram && argv.length === 0) throw usage(PROG, USAGE);
-  let passphrase: string | undefined;
-  if (password) {
-    try {
-      const d = await Deno.readFile("/dev/fd/3");
-      const nul = d.indexOf(0);
-      passphrase = new TextDecoder().decode(nul >= 0 ? d.subarray(0, nul) : d);
-    } catch (e) {
-      throw fatal(PROG, `unable to read password: ${errorText(e)}`);
-    }
-  }
+  const passphrase = password ? await readFd3Password(PROG) : undefined;
   let ca: string | undefined;
   if (cafile) ca = await readFile(cafile, "unable to load CA list");
   if (cadir) ca = (ca ?? "") + await caDir(cadir);
@@ -186,6 +173,10 @@ async function secureSocket(p: Parsed, sock: Duplex) {
   return r;
 }
 
+/**
+ * Runs sslclient with args (without argv[0]); resolves to the program's exit status, or ucspi-ssl's
+ * 100/111 on a failure.
+ */
 export async function main(args: string[]): Promise<number> {
   const opts = defaultClientOptions();
   const parsed = getopt(PROG, args, SPEC, USAGE);

@@ -9,7 +9,7 @@
  */
 import { usage } from "../lib/core/errors.ts";
 import { getopt } from "../lib/core/getopt.ts";
-import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls/tls.ts";
+import { SSL_SESSION_VARIABLES, sslSideVariables } from "../lib/tls/ssl_env.ts";
 import { main as sslserver } from "./sslserver.ts";
 
 const PROG = "sslprint";
@@ -55,6 +55,10 @@ export function printerArgv(): string[] {
   return ["/bin/sh", "-c", lines.join("\n") + "\nprintf '\\n'\n"];
 }
 
+/**
+ * Runs sslprint with args (sslserver's options, host, port); resolves 0 after SIGTERM, as
+ * sslserver.
+ */
 export function main(args: string[]): Promise<number> {
   const { rest } = getopt(PROG, args, SPEC, USAGE);
   if (rest.length < 2) throw usage(PROG, USAGE);

@@ -18,6 +18,10 @@ import {
 
 const PROG = "tcpclient";
 
+/**
+ * Runs tcpclient with args (without argv[0]); resolves to the program's exit status, or DJB's
+ * 100/111 on a failure.
+ */
 export async function main(args: string[]): Promise<number> {
   const opts = defaultClientOptions();
   const parsed = getopt(PROG, args, CLIENT_OPTSPEC, CLIENT_USAGE);

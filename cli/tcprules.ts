@@ -7,7 +7,7 @@
  */
 import { fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { CdbFile } from "../lib/rules/cdb.ts";
-import { RuleCompiler, RuleSyntaxError } from "../lib/rules/rules.ts";
+import { RuleCompiler, RuleSyntaxError } from "../lib/rules/compile.ts";
 
 const PROG = "tcprules";
 const FATAL = `${PROG}: fatal: `;
@@ -47,6 +47,10 @@ function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): v
   if (fill > 0) fn(buf, 0, fill);
 }
 
+/**
+ * Runs tcprules with args (rules.cdb, rules.tmp) on stdin; resolves 0 once rules.cdb is replaced,
+ * else throws (100 usage, 111).
+ */
 export function main(args: string[]): Promise<number> {
   const fn = args[0];
   const fntemp = args[1];
@@ -85,9 +89,10 @@ export function main(args: string[]): Promise<number> {
       Deno.removeSync(fntemp);
     } catch { /* already gone */ }
     // C says "unable to parse this line: LINE" and exits 100; we name the line
-    // number too and exit 111, as the project's rule for bad input asks.
+    // number too and exit 111, as the project's rule for bad input asks. The
+    // line is shown as its bytes, as C's (a byte string: not text).
     if (e instanceof RuleSyntaxError) {
-      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111);
+      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111, true);
     }
     if (e instanceof ToolError) throw e;
     throw writeError(e);

@@ -9,11 +9,15 @@ import { fatalSys, usage } from "../lib/core/errors.ts";
 import { stringBytes } from "../lib/core/bytes.ts";
 import { Cdb, CdbError } from "../lib/rules/cdb.ts";
 import { ownEnviron } from "../lib/core/environ.ts";
-import { findRule, ruleItems } from "../lib/rules/rules.ts";
+import { findRule, ruleItems } from "../lib/rules/lookup.ts";
 import { writeAll } from "../lib/core/write_all.ts";
 
 const PROG = "tcprulescheck";
 
+/**
+ * Runs tcprulescheck with args (rules.cdb); resolves 0 after printing the decision, else throws
+ * (100 usage, 111).
+ */
 export async function main(args: string[]): Promise<number> {
   const fn = args[0];
   if (fn === undefined) throw usage(PROG, "tcprulescheck rules.cdb");

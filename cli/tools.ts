@@ -3,8 +3,11 @@
  * exports `main(args: string[]): Promise<number>` (args without argv[0]).
  * Imports are literal so `deno compile` bundles every tool.
  */
+
+/** A tool's entry point: its arguments (without argv[0]) to its exit status. */
 export type ToolMain = (args: string[]) => Promise<number>;
 
+/** Each tool's module, loaded on first use, by the name it is called as. */
 export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   addcr: () => import("./addcr.ts"),
   argv0: () => import("./argv0.ts"),

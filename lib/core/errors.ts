@@ -3,14 +3,26 @@
  * Only `mod.ts` turns a ToolError into text on stderr and a process exit.
  */
 import { errnoCode } from "../native/errno.ts";
+import { stringBytes } from "./bytes.ts";
 
 /** A failure carrying the complete stderr line (without newline) and DJB's exit code. */
 export class ToolError extends Error {
-  /** A failure printing `message` (one or more lines) and exiting with `exitCode`. */
-  constructor(message: string, readonly exitCode: number) {
+  /**
+   * A failure printing `message` (one or more lines) and exiting with
+   * `exitCode`. `byteMessage`: the message is a byte string (it shows bytes
+   * read from input, lib/core/bytes.ts) and is written as those bytes;
+   * otherwise it is text, written as UTF-8.
+   */
+  constructor(message: string, readonly exitCode: number, readonly byteMessage = false) {
     super(message);
     this.name = "ToolError";
   }
+}
+
+/** What `mod.ts` writes on stderr for a ToolError: its message and a newline, as bytes. */
+export function toolErrorBytes(e: ToolError): Uint8Array {
+  const line = e.message + "\n";
+  return e.byteMessage ? stringBytes(line) : new TextEncoder().encode(line);
 }
 
 /** `prog: usage: text`, exit 100. */

@@ -16,6 +16,7 @@ import { writeAllSync } from "../core/write_all.ts";
 export class CdbError extends Error {
   /** errno name for errorText(): EPROTO ("protocol error") for a corrupt file, as DJB's cdb. */
   readonly code?: string;
+  /** `message` says what is wrong; `code` is the errno name it stands for, if any. */
   constructor(message: string, code?: string) {
     super(message);
     this.name = "CdbError";
@@ -45,9 +46,11 @@ const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
  * corrupt file gives a CdbError (code EPROTO) or a miss, never a hang.
  */
 export class Cdb {
+  /** The whole cdb file. */
   readonly bytes: Uint8Array;
   #view: DataView;
 
+  /** A reader over `bytes` (kept, not copied); nothing is checked until a lookup. */
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -100,7 +103,9 @@ export class Cdb {
     return null;
   }
 
-  /** The data of every record with this key (a string: a byte string), in the order they were added. */
+  /**
+   * The data of every record with this key (a string: a byte string), in the order they were added.
+   */
   getAll(key: Uint8Array | string): Uint8Array[] {
     const k = typeof key === "string" ? stringBytes(key) : key;
     const out: Uint8Array[] = [];
@@ -279,7 +284,9 @@ export class CdbWriter {
   }
 }
 
-/** Builds a whole cdb in memory from records (for tests and small tables); strings are byte strings. */
+/**
+ * Builds a whole cdb in memory from records (for tests and small tables); strings are byte strings.
+ */
 export function makeCdb(records: Iterable<[Uint8Array | string, Uint8Array | string]>): Uint8Array {
   const chunks: Uint8Array[] = [];
   const w = new CdbWriter((c) => chunks.push(c.slice()));

@@ -32,19 +32,25 @@ export const DEFAULT_RBL = "rbl.maps.vix.com";
 
 /** One -r or -a source, with the -b/-c flags in force where it appeared. */
 export interface RblSource {
+  /** -r: a listing blocks the client; -a: a listing lets it through (anti-RBL). */
   kind: "rbl" | "anti";
+  /** The DNS zone looked up (the client's reversed address under it). */
   base: string;
   /** -r base:message: an A-record RBL blocking with this message. */
   aMessage?: string;
+  /** -b: a block is a permanent 553 (-B, the default: a temporary 451). */
   bounce: boolean;
+  /** -c: a temporary DNS failure blocks (451) instead of letting the client through (-C). */
   failClosed: boolean;
 }
 
 /** rblsmtpd's parsed command line. */
 export interface RblsmtpdArgs {
+  /** The -r and -a sources in command-line order (the default RBL when none). */
   sources: RblSource[];
   /** Seconds before the limited conversation is dropped; 0: answer at once. */
   timeout: number;
+  /** The program (smtpd) and its arguments, run when the client is not blocked. */
   prog: string[];
 }
 

@@ -7,7 +7,9 @@
 
 /** The byte streams a stage talks over, and where its log lines go. */
 export interface Io {
+  /** What the client sends (fd 0 as a process). */
   input: ReadableStream<Uint8Array>;
+  /** What goes to the client (fd 1 as a process). */
   output: WritableStream<Uint8Array>;
   /**
    * Writes one line (newline added) to the log (stderr). Lines that carry

@@ -27,16 +27,15 @@ import { byteStringText } from "../core/bytes.ts";
 import { fatal, usage } from "../core/errors.ts";
 import { getopt, scanUlong } from "../core/getopt.ts";
 import {
-  acceptTls,
   CREDENTIAL_MESSAGES,
   CredentialError,
   loadServerCredentials,
   type ServerCredentials,
   type ServerFiles,
   serverFilesFromEnv,
-  SSL_SESSION_VARIABLES,
-  sslSideVariables,
-} from "../tls/tls.ts";
+} from "../tls/credentials.ts";
+import { SSL_SESSION_VARIABLES, sslSideVariables } from "../tls/ssl_env.ts";
+import { acceptTls } from "../tls/tls.ts";
 import { LineSplitter, parseCommand, ReplyTracker } from "./starttls/smtp.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
 

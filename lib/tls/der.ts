@@ -7,6 +7,7 @@
 
 /** A certificate (or part of one) that is not well-formed DER. */
 export class DerError extends Error {
+  /** `message` says what is malformed. */
   constructor(message: string) {
     super(message);
     this.name = "DerError";
@@ -23,6 +24,7 @@ export interface Tlv {
   contentStart: number;
   /** Offset just past the element. */
   end: number;
+  /** The buffer the offsets are in (the whole certificate). */
   buf: Uint8Array;
 }
 

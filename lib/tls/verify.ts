@@ -22,6 +22,7 @@ import { type Certificate, type NameEntry, parseCertificate } from "./x509.ts";
 /** A certificate ready for verification: parsed fields and (lazily) node's view for signatures. */
 export class VerifiableCert {
   #node?: X509Certificate | null;
+  /** `cert`: the parsed certificate. */
   constructor(readonly cert: Certificate) {}
   /** Parses DER; throws DerError. */
   static fromDer(der: Uint8Array): VerifiableCert {
@@ -151,7 +152,9 @@ function timeValid(c: Certificate, now: Date): boolean {
   return c.notBefore.getTime() <= now.getTime() && now.getTime() < c.notAfter.getTime();
 }
 
-/** The issuer of cur in pool, not yet in the chain: the first valid now, else the one valid longest. */
+/**
+ * The issuer of cur in pool, not yet in the chain: the first valid now, else the one valid longest.
+ */
 function findIssuer(
   cur: VerifiableCert,
   pool: VerifiableCert[],

@@ -30,6 +30,7 @@ export { DerError } from "./der.ts";
 
 /** One attribute of a name: OID, the value's ASN.1 tag and bytes, and its RDN's index. */
 export interface NameEntry {
+  /** The attribute type's OID, dotted ("2.5.4.3" for CN). */
   oid: string;
   /** The value's identifier octet (0x0c UTF8String, 0x13 PrintableString, ...). */
   tag: number;
@@ -49,12 +50,17 @@ export interface Certificate {
   serial: Uint8Array;
   /** OID of the signature algorithm named in the signed part. */
   signatureOid: string;
+  /** The issuer's name, attribute by attribute in DER order. */
   issuer: NameEntry[];
+  /** The subject's name, attribute by attribute in DER order. */
   subject: NameEntry[];
+  /** Start of the validity period. */
   notBefore: Date;
+  /** End of the validity period. */
   notAfter: Date;
   /** The validity dates as OpenSSL prints them ("Jan  2 03:04:05 2026 GMT"). */
   notBeforeText: string;
+  /** notAfter as OpenSSL prints it. */
   notAfterText: string;
   /** OID of the subject public key's algorithm. */
   keyOid: string;
@@ -68,8 +74,9 @@ export interface Certificate {
   extKeyUsage?: string[];
   /** Netscape certificate type bits when present (0x80 SSL client ... 0x04 SSL CA). */
   nsCertType?: number;
-  /** subjectKeyIdentifier, authorityKeyIdentifier keyIdentifier (hex), when present. */
+  /** subjectKeyIdentifier (hex), when present. */
   subjectKeyId?: string;
+  /** authorityKeyIdentifier's keyIdentifier (hex), when present. */
   authorityKeyId?: string;
 }
 
@@ -334,12 +341,18 @@ export function algorithmName(oid: string): string {
   return LONG_NAMES[oid] ?? "UNKNOWN";
 }
 
-/** An attribute's name in the one-line form: the short name, else the dotted OID (79 chars at most, as OpenSSL's buffer). */
+/**
+ * An attribute's name in the one-line form: the short name, else the dotted OID (79 chars at most,
+ * as OpenSSL's buffer).
+ */
 export function attributeName(oid: string): string {
   return SHORT_NAMES[oid] ?? oid.slice(0, 79);
 }
 
-/** The bytes of a value that OpenSSL prints (a GeneralString of 4-byte units with only the last byte set shows those). */
+/**
+ * The bytes of a value that OpenSSL prints (a GeneralString of 4-byte units with only the last byte
+ * set shows those).
+ */
 function printedBytes(e: NameEntry): Uint8Array {
   const q = e.value;
   if (e.tag !== 0x1b || q.length % 4 !== 0) return q;

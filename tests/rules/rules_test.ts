@@ -12,15 +12,9 @@ import {
   unmapV4,
 } from "../../lib/net/ip.ts";
 import { Cdb, makeCdb } from "../../lib/rules/cdb.ts";
-import {
-  compileRules,
-  findRule,
-  lookupRules,
-  type RuleDecision,
-  ruleItems,
-  RulesFile,
-  RuleSyntaxError,
-} from "../../lib/rules/rules.ts";
+import { compileRules, RuleSyntaxError } from "../../lib/rules/compile.ts";
+import { findRule, lookupRules, type RuleDecision, ruleItems } from "../../lib/rules/lookup.ts";
+import { RulesFile } from "../../lib/rules/rules_file.ts";
 import { tempDir } from "../support/helpers.ts";
 
 const dec = new TextDecoder();

@@ -1,21 +1,19 @@
 /**
- * lib/tls/tls.ts over real loopback sockets: handshakes both ways, against
- * openssl s_client / s_server too, client certificates, chains, failures,
- * timeouts, half-close and a large transfer.
+ * lib/tls (tls.ts, credentials.ts, streams.ts, ssl_env.ts) over real
+ * loopback sockets: handshakes both ways, against openssl s_client /
+ * s_server too, client certificates, chains, failures, timeouts,
+ * half-close and a large transfer.
  */
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import {
-  acceptTls,
-  connectTls,
   CredentialError,
-  HandshakeError,
   loadServerCredentials,
   type ServerCredentials,
   serverFilesFromEnv,
-  sslEnvironment,
-  verifyCertificate,
-} from "../../lib/tls/tls.ts";
+} from "../../lib/tls/credentials.ts";
+import { sslEnvironment } from "../../lib/tls/ssl_env.ts";
+import { acceptTls, connectTls, HandshakeError, verifyCertificate } from "../../lib/tls/tls.ts";
 import { makePki, type Pki } from "../support/ssl_fixtures.ts";
 
 const enc = new TextEncoder();
@@ -486,7 +484,7 @@ Deno.test("16 MB each way through one session, half-closed in the middle, arrive
 Deno.test("a half-close that arrives while the reader is stalled still ends the stream", async () => {
   // The situation where Deno 2.9's node:tls could forget a close_notify
   // (one that arrived while reading was stopped; see keepEofDeliverable in
-  // lib/tls/tls.ts): the server reads one chunk, then stalls while the client
+  // lib/tls/streams.ts): the server reads one chunk, then stalls while the client
   // sends 1 MB and half-closes, then reads on and must see the end.
   const { s, k, raw } = await sessions();
   const size = 1 << 20;

@@ -2,7 +2,8 @@
  * ucspi-ssl's sslprint and https@, run from the multi-call binary.
  */
 import assert from "node:assert/strict";
-import { connectTls, sslLibraryVersion } from "../../lib/tls/tls.ts";
+import { sslLibraryVersion } from "../../lib/tls/ssl_env.ts";
+import { connectTls } from "../../lib/tls/tls.ts";
 import { byteString } from "../../lib/core/bytes.ts";
 import { ours, tempDir } from "../support/helpers.ts";
 import { CertMaker } from "../support/ssl_certmaker.ts";

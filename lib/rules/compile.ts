@@ -1,0 +1,333 @@
+/**
+ * tcprules' compiler: rules lines to cdb records, byte for byte as DJB's
+ * tcprules writes them (the cdb itself: lib/rules/cdb.ts; reading the
+ * records back: lib/rules/lookup.ts).
+ *
+ * Record format (DJB's): key = the address; data = "D\0" for deny (nothing
+ * for allow), then "+NAME=value\0" per variable. Our additions, all in lines
+ * DJB's tcprules rejects (or, for CIDR, would store as a key no lookup tries):
+ * "-NAME\0" unsets NAME; IPv6 addresses are stored canonical; a CIDR rule
+ * 10.0.0.0/8 is stored under its canonical "network/bits" key, and the keys
+ * "cidr:v4" / "cidr:v6" list the prefix lengths present (one byte each,
+ * longest first) so a lookup tries only those lengths.
+ *
+ * Rules are bytes: keys, values and the line a RuleSyntaxError shows are
+ * the input's own bytes (byte strings, lib/core/bytes.ts), never decoded.
+ */
+import { byteString, stringBytes } from "../core/bytes.ts";
+import {
+  canonicalIp,
+  hasHostBits,
+  type Ip,
+  parseIp4,
+  parseIp6,
+  prefixKey,
+  unmapped,
+} from "../net/ip.ts";
+
+/** Key listing the IPv4 CIDR prefix lengths present. */
+export const CIDR_V4_KEY = "cidr:v4";
+/** Key listing the IPv6 CIDR prefix lengths present. */
+export const CIDR_V6_KEY = "cidr:v6";
+
+/**
+ * A rules line tcprules cannot parse. `line` is what DJB's message shows
+ * (the line up to a NUL), a byte string; so is the message.
+ */
+export class RuleSyntaxError extends Error {
+  /** `line`: the bad line's bytes, as a byte string. */
+  constructor(readonly line: string) {
+    super(`unable to parse this line: ${line}`);
+    this.name = "RuleSyntaxError";
+  }
+}
+
+const COLON = 58, COMMA = 44, EQ = 61, AT = 64, DASH = 45, DOT = 46, SLASH = 47;
+const HASH = 35, NL = 10, SP = 32, TAB = 9;
+const ALLOW = [97, 108, 108, 111, 119];
+const DENY = [100, 101, 110, 121];
+const encoder = new TextEncoder();
+
+function startsWithAt(b: Uint8Array, at: number, end: number, word: number[]): boolean {
+  if (end - at < word.length) return false;
+  for (let i = 0; i < word.length; i++) if (b[at + i] !== word[i]) return false;
+  return true;
+}
+
+function indexOf(b: Uint8Array, c: number, from: number, end: number): number {
+  for (let i = from; i < end; i++) if (b[i] === c) return i;
+  return -1;
+}
+
+/** scan_ulong over all of b[from, to): the number, or -1 when a byte is not a digit. */
+function wholeNumber(b: Uint8Array, from: number, to: number): number {
+  let n = 0;
+  if (to - from > 15) {
+    // DJB's unsigned long wraps; keep that for absurd lengths.
+    let big = 0n;
+    for (let i = from; i < to; i++) {
+      if (b[i] < 48 || b[i] > 57) return -1;
+      big = BigInt.asUintN(64, big * 10n + BigInt(b[i] - 48));
+    }
+    return big > 1000n ? 1000 : Number(big);
+  }
+  for (let i = from; i < to; i++) {
+    if (b[i] < 48 || b[i] > 57) return -1;
+    n = n * 10 + b[i] - 48;
+  }
+  return n;
+}
+
+/**
+ * Compiles tcprules lines to cdb records, emitting each through `emit` in the
+ * order DJB's tcprules does. `emit` must copy what it keeps: key and data are
+ * views into reused buffers.
+ */
+export class RuleCompiler {
+  #emit: (key: Uint8Array, data: Uint8Array) => void;
+  #data = new Uint8Array(256);
+  #dlen = 0;
+  #key = new Uint8Array(256);
+  #v4 = new Set<number>();
+  #v6 = new Set<number>();
+
+  /** A compiler handing each record to `emit` (which must copy what it keeps). */
+  constructor(emit: (key: Uint8Array, data: Uint8Array) => void) {
+    this.#emit = emit;
+  }
+
+  #dataPut(b: Uint8Array, from: number, to: number): void {
+    const n = to - from;
+    if (this.#dlen + n > this.#data.length) {
+      const d = new Uint8Array(Math.max(this.#data.length * 2, this.#dlen + n));
+      d.set(this.#data.subarray(0, this.#dlen));
+      this.#data = d;
+    }
+    const d = this.#data;
+    let at = this.#dlen;
+    for (let i = from; i < to; i++) d[at++] = b[i];
+    this.#dlen = at;
+  }
+
+  #dataByte(c: number): void {
+    if (this.#dlen + 1 > this.#data.length) {
+      const d = new Uint8Array(this.#data.length * 2);
+      d.set(this.#data.subarray(0, this.#dlen));
+      this.#data = d;
+    }
+    this.#data[this.#dlen++] = c;
+  }
+
+  /**
+   * Compiles one line (without its newline), b[start, end). Throws
+   * RuleSyntaxError for a line DJB's tcprules rejects (and we do not extend).
+   */
+  line(b: Uint8Array, start = 0, end = b.length): void {
+    if (end === start) return;
+    if (b[start] === HASH) return;
+    while (end > start) {
+      const c = b[end - 1];
+      if (c !== NL && c !== SP && c !== TAB) break;
+      end--;
+    }
+    const colon = indexOf(b, COLON, start, end);
+    if (colon < 0) return;
+    if (this.#instructions(b, colon + 1, end)) {
+      this.#address(b, start, colon, end);
+      return;
+    }
+    // Our IPv6 syntax: the address ends at the first colon followed by allow or deny.
+    for (let p = colon + 1; p < end; p++) {
+      if (b[p] !== COLON) continue;
+      if (!startsWithAt(b, p + 1, end, ALLOW) && !startsWithAt(b, p + 1, end, DENY)) continue;
+      if (!this.#instructions(b, p + 1, end)) continue;
+      let addr = byteString(b.subarray(start, p));
+      const at = addr.lastIndexOf("@");
+      const info = at >= 0 ? addr.slice(0, at + 1) : "";
+      addr = addr.slice(at + 1);
+      // "2001:db8::deny": the rule's colon is the second of "::".
+      let key = this.#ip6Key(addr, info.length > 0);
+      if (key === null && b[p - 1] === COLON) key = this.#ip6Key(addr + ":", info.length > 0);
+      if (key === null) throw syntaxError(b, start, end);
+      this.#emitKey(stringBytes(info + key));
+      return;
+    }
+    throw syntaxError(b, start, end);
+  }
+
+  /** Canonical key for an IPv6 address or CIDR prefix, or null. */
+  #ip6Key(addr: string, withInfo: boolean): string | null {
+    const slash = addr.indexOf("/");
+    if (slash < 0) {
+      const c = parseIp6(addr) ? canonicalIp(addr) : null;
+      return c;
+    }
+    if (withInfo) return null;
+    const b = parseIp6(addr.slice(0, slash));
+    const bits = bitsOf(addr.slice(slash + 1), 128);
+    if (!b || bits < 0 || hasHostBits(b, bits)) return null;
+    return this.#cidrKey(unmappedPrefix({ family: 6, bytes: b }, bits));
+  }
+
+  #cidrKey([ip, bits]: [Ip, number]): string {
+    (ip.family === 4 ? this.#v4 : this.#v6).add(bits);
+    return prefixKey(ip, bits);
+  }
+
+  /** Parses instructions b[from, end) into #data; false when DJB's tcprules rejects them. */
+  #instructions(b: Uint8Array, from: number, end: number): boolean {
+    this.#dlen = 0;
+    let x = from;
+    if (startsWithAt(b, x, end, ALLOW)) x += 5;
+    else if (startsWithAt(b, x, end, DENY)) {
+      x += 4;
+      this.#dataByte(68); // D
+      this.#dataByte(0);
+    } else return false;
+    while (x < end) {
+      if (b[x] !== COMMA) return false;
+      const eq = indexOf(b, EQ, x, end);
+      if (eq < 0) return this.#unsets(b, x, end);
+      this.#dataByte(43); // +
+      this.#dataPut(b, x + 1, eq + 1);
+      x = eq + 1;
+      if (x >= end) return false;
+      const quote = b[x++];
+      const close = indexOf(b, quote, x, end);
+      if (close < 0) return false;
+      this.#dataPut(b, x, close);
+      this.#dataByte(0);
+      x = close + 1;
+    }
+    return true;
+  }
+
+  /** Our unset form ",NAME,NAME2" (no "=" left on the line): "-NAME\0" each. */
+  #unsets(b: Uint8Array, x: number, end: number): boolean {
+    while (x < end) {
+      // b[x] is a comma
+      let e = indexOf(b, COMMA, x + 1, end);
+      if (e < 0) e = end;
+      if (e === x + 1) return false;
+      this.#dataByte(45); // -
+      this.#dataPut(b, x + 1, e);
+      this.#dataByte(0);
+      x = e;
+    }
+    return true;
+  }
+
+  #emitKey(key: Uint8Array): void {
+    this.#emit(key, this.#data.subarray(0, this.#dlen));
+  }
+
+  /** DJB's address handling: ranges expanded, else the address as the key; plus our CIDR. */
+  #address(b: Uint8Array, start: number, end: number, lineEnd: number): void {
+    const eq = indexOf(b, EQ, start, end);
+    const at = indexOf(b, AT, start, end);
+    if (eq < 0 && at < 0) {
+      if (indexOf(b, SLASH, start, end) >= 0) {
+        const key = this.#cidr4(byteString(b.subarray(start, end)));
+        if (key === null) throw syntaxError(b, start, lineEnd);
+        this.#emitKey(encoder.encode(key));
+        return;
+      }
+      const dash = indexOf(b, DASH, start, end);
+      if (dash >= 0) {
+        let left = start;
+        for (let i = dash - 1; i >= start; i--) {
+          if (b[i] === DOT) {
+            left = i + 1;
+            break;
+          }
+        }
+        let right = indexOf(b, DOT, dash + 1, end);
+        if (right < 0) right = end;
+        let bot = wholeNumber(b, left, dash);
+        let top = wholeNumber(b, dash + 1, right);
+        if (bot < 0 || top < 0) throw syntaxError(b, start, lineEnd);
+        if (top > 255) top = 255;
+        for (; bot <= top; bot++) {
+          const digits = String(bot);
+          const len = (left - start) + digits.length + (end - right);
+          if (len > this.#key.length) this.#key = new Uint8Array(len * 2);
+          const key = this.#key;
+          key.set(b.subarray(start, left), 0);
+          let k = left - start;
+          for (let i = 0; i < digits.length; i++) key[k++] = digits.charCodeAt(i);
+          key.set(b.subarray(right, end), k);
+          this.#emitKey(key.subarray(0, len));
+        }
+        return;
+      }
+    }
+    this.#emitKey(b.subarray(start, end));
+  }
+
+  /**
+   * "10.0.0.0/8", "127.0/8" (missing parts are 0), "127./8" (a trailing dot,
+   * as ucspi-tcp6's tcprules man page writes it, adds nothing): the
+   * canonical key, or null.
+   */
+  #cidr4(addr: string): string | null {
+    const slash = addr.indexOf("/");
+    const parts = addr.slice(0, slash).split(".");
+    if (parts.length > 1 && parts[parts.length - 1] === "") parts.pop();
+    if (parts.length > 4) return null;
+    while (parts.length < 4) parts.push("0");
+    const b = parseIp4(parts.join("."));
+    const bits = bitsOf(addr.slice(slash + 1), 32);
+    if (!b || bits < 0 || hasHostBits(b, bits)) return null;
+    return this.#cidrKey([{ family: 4, bytes: b }, bits]);
+  }
+
+  /** Emits the CIDR length lists (after all rules). */
+  finish(): void {
+    for (const [key, set] of [[CIDR_V4_KEY, this.#v4], [CIDR_V6_KEY, this.#v6]] as const) {
+      if (set.size === 0) continue;
+      const lens = Uint8Array.from([...set].sort((x, y) => y - x));
+      this.#emit(encoder.encode(key), lens);
+    }
+  }
+}
+
+/** The error for line b[start, end): DJB shows the line up to a NUL, its bytes as they are. */
+function syntaxError(b: Uint8Array, start: number, end: number): RuleSyntaxError {
+  const nul = indexOf(b, 0, start, end);
+  return new RuleSyntaxError(byteString(b.subarray(start, nul < 0 ? end : nul)));
+}
+
+function bitsOf(s: string, max: number): number {
+  if (!/^[0-9]{1,3}$/.test(s)) return -1;
+  const n = Number(s);
+  return n > max ? -1 : n;
+}
+
+/** An IPv6 prefix inside ::ffff:0:0/96 as the IPv4 prefix it covers. */
+function unmappedPrefix(ip: Ip, bits: number): [Ip, number] {
+  if (ip.family === 6 && bits >= 96) {
+    const u = unmapped(ip);
+    if (u.family === 4) return [u, bits - 96];
+  }
+  return [ip, bits];
+}
+
+/**
+ * Compiles a whole rules text (lines separated by \n) to records, for tests
+ * and tools. A string is text: compiled as its UTF-8 bytes, as a file
+ * holding it would be.
+ */
+export function compileRules(text: Uint8Array | string): Array<[Uint8Array, Uint8Array]> {
+  const b = typeof text === "string" ? encoder.encode(text) : text;
+  const out: Array<[Uint8Array, Uint8Array]> = [];
+  const c = new RuleCompiler((k, d) => out.push([k.slice(), d.slice()]));
+  let s = 0;
+  while (s < b.length) {
+    let e = indexOf(b, NL, s, b.length);
+    if (e < 0) e = b.length;
+    c.line(b, s, e);
+    s = e + 1;
+  }
+  c.finish();
+  return out;
+}

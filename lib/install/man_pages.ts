@@ -2718,10 +2718,95 @@ The native path builds the environment from the bytes and needs none of
 this.
 Everything else (options, environment, rules, limits, log lines) is the same
 on both paths.
+.SH SOCKET ACTIVATION
+When
+.B $LISTEN_PID
+is tcpserver's own pid and
+.B $LISTEN_FDS
+is 1 or more (systemd's
+.BR ListenStream= ,
+.BR systemd\\-socket\\-activate (1),
+s6's fd holder), tcpserver accepts on descriptor 3, the listening TCP socket
+its supervisor made, instead of binding
+.I host
+and
+.IR port
+(which must still be given).
+Descriptor 3 must be a listening IPv4 or IPv6 TCP socket; every passed
+descriptor is made close-on-exec and
+.BR LISTEN_PID ,
+.B LISTEN_FDS
+and
+.B LISTEN_FDNAMES
+are removed, so programs inherit none of them.
+The supervisor keeps its copy of the socket while tcpserver restarts: a
+connection arriving meanwhile waits in the queue instead of being refused.
+Only on the native path; without it tcpserver exits 111 naming what it needs.
+See
+.I examples/systemd/smtpd.socket
+in the source.
+.SH RESTARTS
+On the native path (see above) the process a supervisor starts
+.RB ( supervise ,
+runit, systemd) is a small
+.I front
+and the server is its child, running the same command line; both are named
+.B tcpserver
+in
+.BR ps (1).
+At SIGTERM
+.RB ( "svc \\-t" ,
+.BR "sv restart" )
+the front asks the server to close its listening socket, waits for that (a
+few milliseconds, at most a second) and exits 0, so the supervisor starts the
+next generation at once and it can bind the port.
+The old server, no longer listening, carries every session it holds on to its
+end, exactly as it would have run \\(em the programs it started, and the
+sessions running through in-process stages (fixcrio, recordio, a blocked
+rblsmtpd conversation) \\(em logs their
+.B end
+lines, and exits when the last one ended.
+This is what the C tcpserver gives by running every session in a process of
+its own.
+Nothing is handed over at the restart, so nothing can be lost in a hand-over;
+the price is the front, an idle Deno process, while the server runs.
+.PP
+The front ending for any other reason (SIGKILL,
+.BR "svc \\-k" ,
+a signal that ends it) has the same effect: the server never keeps a port the
+next generation needs.
+The server ending ends the front with the server's exit status (111 and a
+line when a signal ended it).
+The front takes the server's ids
+.RB ( \\-u ,
+.BR \\-g )
+as soon as the server has switched, before
+.B \\-1
+prints the port.
+For sslserver, SIGHUP is passed on to the server.
+.PP
+The pure path (no FFI) cannot hand a socket to a process it starts, and runs
+without a front: at SIGTERM it stops accepting, lets the running connections
+finish for up to
+.B $TCPSERVER_DRAIN
+seconds (default 10), then exits, so a supervisor restarts it only then, and
+sessions whose bytes it copies end when it exits.
+A socket-activated server (see
+.BR "SOCKET ACTIVATION" )
+runs without a front too: its supervisor keeps the listening socket across
+the restart, so no connection is refused meanwhile, and the old server drains
+as on the pure path.
 .SH SIGNALS
 .TP
 .B SIGTERM
-Stop accepting, let the running connections finish for up to
+To the front (the process a supervisor started, see
+.BR RESTARTS ):
+the server stops accepting at once, the front exits 0, the server finishes
+its sessions and exits.
+To the server itself (the pure path, socket activation, or
+.BR kill (1)
+of the server's pid): stop accepting, let the running connections finish for
+up to
 .B $TCPSERVER_DRAIN
 seconds (default 10), then exit 0.
 A second SIGTERM exits at once.
@@ -2777,7 +2862,13 @@ runs our five stage tools in-process by name, without searching
 It may be set per client by a rule.
 .TP
 .B TCPSERVER_DRAIN
-Seconds the running connections get after SIGTERM (default 10).
+Seconds the running connections get after a SIGTERM to the server itself
+(default 10; see
+.BR RESTARTS ).
+.TP
+.B TCPSERVER_FRONT
+Set by the front for its server (a descriptor number); taken out of the
+environment at once, so programs never see it.
 .TP
 .BR UID ", " GID
 For

@@ -1,7 +1,7 @@
 /**
  * sslserver (ucspi-ssl): tcpserver with TLS terminated on each connection
  * before the program runs (implicit TLS: SMTPS, POP3S, IMAPS). It is
- * tcpserver's core (lib/server/server.ts) with a prepare hook
+ * tcpserver's core (lib/server/server.ts) with its steps (PROXY, TLS)
  * (lib/tls/server_hook.ts): [PROXY header, -W] -> TLS handshake -> the usual
  * peer info, rules, limits, logs and program, which talks plaintext on
  * stdin/stdout.
@@ -17,7 +17,7 @@ import { errorText, fatal, ToolError } from "../lib/core/errors.ts";
 import { scanUlong } from "../lib/core/getopt.ts";
 import { readFd3Password } from "../lib/core/password.ts";
 import { stderrLine } from "../lib/core/log.ts";
-import { type ProxyPolicy, proxyPolicyFromEnv } from "../lib/net/proxy.ts";
+import { type ProxyPolicy, proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
 import {
   CREDENTIAL_MESSAGES,
   CredentialError,
@@ -155,7 +155,10 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     let creds: ServerCredentials | null = null;
-    tcp.server.prepare = sslPrepareHook(PROG, ssl, () => creds!, proxy);
+    tcp.server.steps = [
+      ...(proxy ? [proxyPrepareHook(proxy)] : []),
+      sslPrepareHook(PROG, ssl, () => creds!),
+    ];
     // As ucspi-ssl: bind first (a port in use fails before any credential
     // is read or logged), then the password (-3) and the credentials, read
     // with the ids we started with; then the ids are dropped.

@@ -212,9 +212,9 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
   if (proxy) {
     const quiet = a.server.verbosity === 0;
     try {
-      a.server.prepare = proxyPrepareHook(
-        proxyPolicyFromEnv(PROG, env, (line) => quiet || stderrLine(line)),
-      );
+      a.server.steps = [
+        proxyPrepareHook(proxyPolicyFromEnv(PROG, env, (line) => quiet || stderrLine(line))),
+      ];
     } catch (e) {
       throw fatal(PROG, `unable to parse $PROXY_TRUSTED: ${(e as Error).message}`);
     }

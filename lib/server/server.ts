@@ -2,14 +2,16 @@
  * tcpserver's core: listen, the accept gate (-c, and the -L over-limit
  * mode), and each connection's pipeline:
  *
- *   accept -> prepare hook (PROXY header, TLS: sslserver) -> banner (-B)
+ *   accept -> steps (PROXY header -W, TLS: sslserver; steps/step.ts) -> banner (-B)
  *     -> peer info (TCPLOCAL*, TCPREMOTE*: -l/-h/-p DNS and -r ident, with
  *        timeouts) -> rules (-x) -> limits (MAXLOAD, MAXCONNIP, MAXCONNC)
  *     -> log "ok" -> runConnectionProgram (lib/stages/chain.ts) -> log "end"
  *
  * The server takes parsed options (cli/tcpserver.ts parses the command
- * line); a tool built on it (sslserver) adds its per-connection steps with
- * the `prepare` hook instead of copying this file.
+ * line); a tool built on it (sslserver) adds its per-connection steps to
+ * the list instead of copying this file. The steps' own modules are in
+ * lib/server/steps/ (peer info, banner, rules, limits) and where their
+ * mechanism lives (PROXY: lib/net/proxy.ts, TLS: lib/tls/server_hook.ts).
  *
  * Two paths share this pipeline: the native one (lib/native/native.ts: libc
  * sockets through FFI; a foreign program gets the socket itself as fd 0/1,
@@ -42,6 +44,8 @@ import { turnAway } from "./steps/limits.ts";
 import { type Connection, denoConnection, type Endpoint, nativeConnection } from "./connection.ts";
 
 export type { Endpoint };
+export type { PrepareContext, Prepared, PrepareHook } from "./steps/step.ts";
+import type { PrepareHook } from "./steps/step.ts";
 import { decisionLine, endLine, pidLine, statusLine } from "./log.ts";
 import { CONN_SCOPE, ConnScope, installFaultHandlers } from "./scope.ts";
 
@@ -96,50 +100,15 @@ export interface ServerOptions {
   baseEnv: Map<string, string>;
   /** Where log lines go (default: stderr, one write each). */
   log?: (line: string) => void;
-  /** A per-connection step before peer info and rules (see PrepareHook). */
-  prepare?: PrepareHook;
+  /** The steps before the banner, in order (lib/server/steps/step.ts): PROXY, TLS. */
+  steps?: PrepareHook[];
   /**
    * The native path (lib/native/native.ts: libc sockets, the program gets the
-   * socket itself). Default: used when available and there is no prepare
-   * hook; false: never.
+   * socket itself). Default: used when available and there are no steps;
+   * false: never.
    */
   native?: boolean;
 }
-
-/** What the prepare hook learns about a fresh connection. */
-export interface PrepareContext {
-  /** The connection number (the "pid" of the log lines). */
-  id: number;
-  /** The connection's streams so far (the raw socket). */
-  io: Io;
-  local: Endpoint;
-  remote: Endpoint;
-}
-
-/** What the prepare hook hands back. */
-export interface Prepared {
-  /** New streams to talk over (a TLS session), replacing the raw socket's. */
-  io?: Io;
-  /** The real endpoints (a PROXY header): used for env, rules, limits, logs. */
-  local?: Endpoint;
-  remote?: Endpoint;
-  /** Variables to set (or remove: null) after the TCP ones, before the rules. */
-  extraEnv?: Array<[string, string | null]>;
-  /** Called once when the connection is finished (after the socket is closed). */
-  cleanup?: () => void | Promise<void>;
-  /**
-   * Edits the environment after the TCP variables and extraEnv, before the
-   * rules (sslserver renames TCP* to SSL*, as ucspi-ssl does).
-   */
-  environ?: (env: Map<string, string>) => void;
-}
-
-/**
- * A step run on each accepted connection before anything else (before the
- * banner): read a PROXY header, do a TLS handshake. Resolving null drops the
- * connection (the hook logs why); throwing drops it and logs the error.
- */
-export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
 
 const DROP = "warning: dropping connection, ";
 
@@ -239,11 +208,11 @@ export class TcpServer {
    */
   listen(): Endpoint {
     // Socket activation (systemd, s6): accept on the passed descriptor 3.
-    const usable = this.opts.native !== false && !this.opts.prepare;
+    const usable = this.opts.native !== false && !this.opts.steps?.length;
     const passed = inheritedListener(this.opts.baseEnv, usable);
     if (passed) return this.#local = { ...(this.#native = passed).local };
     if (
-      this.opts.native !== false && !this.opts.prepare && !this.opts.hostname.includes("%") &&
+      this.opts.native !== false && !this.opts.steps?.length && !this.opts.hostname.includes("%") &&
       nativeAvailable(this.opts.baseEnv)
     ) {
       // Any failure here: Deno.listen below tries again and reports it.
@@ -473,16 +442,20 @@ export class TcpServer {
       let wrapped: Io | null = null;
       const io = () => wrapped ?? c.io();
       let extraEnv: Array<[string, string | null]> = [];
-      let editEnv: ((env: Map<string, string>) => void) | undefined;
-      if (o.prepare && c.raw) {
-        const p = await o.prepare(c.raw, { id, io: io(), local, remote });
+      const edits: Array<(env: Map<string, string>) => void> = [];
+      const cleanups: Array<() => void | Promise<void>> = [];
+      cleanup = async () => {
+        for (const f of cleanups.reverse()) await f();
+      };
+      for (const step of c.raw ? o.steps ?? [] : []) {
+        const p = await step(c.raw!, { id, io: io(), local, remote });
         if (p === null || scope.fault) return WSTAT_DROP;
-        cleanup = p.cleanup;
+        if (p.cleanup) cleanups.push(p.cleanup);
         if (p.io) wrapped = p.io;
         if (p.local) local = p.local;
         if (p.remote) remote = p.remote;
-        if (p.extraEnv) extraEnv = p.extraEnv;
-        editEnv = p.environ;
+        if (p.extraEnv) extraEnv = [...extraEnv, ...p.extraEnv];
+        if (p.environ) edits.push(p.environ);
       }
       if (o.banner) {
         try {
@@ -520,7 +493,7 @@ export class TcpServer {
         }),
       );
       for (const [k, v] of extraEnv) v === null ? env.delete(k) : env.set(k, v);
-      editEnv?.(env);
+      for (const edit of edits) edit(env);
 
       let allow = true;
       if (this.#rules) {

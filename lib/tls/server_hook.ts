@@ -8,7 +8,6 @@
  * reads through `current`.
  */
 import { stderrLine } from "../core/log.ts";
-import { type ProxyPolicy, proxyStep } from "../net/proxy.ts";
 import type { Prepared, PrepareHook } from "../server/server.ts";
 import type { Io } from "../stages/stage.ts";
 import type { ServerCredentials } from "./credentials.ts";
@@ -126,15 +125,14 @@ export function idleBounded(io: Io, seconds: number, onIdle: () => void): Io {
 }
 
 /**
- * The per-connection hook: [PROXY header] then the TLS handshake with the
- * credentials `current()` gives at that moment (SIGHUP may replace them).
+ * The TLS step: the handshake with the credentials `current()` gives at
+ * that moment (SIGHUP may replace them), after the PROXY step when -W.
  * `prog` names the tool in its log lines.
  */
 export function sslPrepareHook(
   prog: string,
   ssl: SslSessionOptions,
   current: () => ServerCredentials,
-  proxy: ProxyPolicy | null,
 ): PrepareHook {
   const dropSsl = `${prog}: warning: dropping SSL connection, `;
   const warn = (line: string) => {
@@ -142,12 +140,7 @@ export function sslPrepareHook(
   };
   return async (conn, ctx) => {
     const connClose = conn.close.bind(conn);
-    let { io, local, remote } = ctx;
-    if (proxy) {
-      const r = await proxyStep({ io, local, remote }, proxy);
-      if (!r) return null;
-      ({ io, local, remote } = r);
-    }
+    const { io, local, remote } = ctx;
     // tcpserver closes the connection when the program is done; do it
     // through the TLS session instead, so a client still sending gets our
     // last data and the end (lingering close) instead of a reset.

@@ -13,7 +13,8 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
 import { Duplex } from "node:stream";
-import { DnsTemporaryError, isIPv6, resolveAddrs, resolvePtr } from "../net/dns.ts";
+import { DnsTemporaryError, resolveAddrs, resolvePtr } from "../net/dns.ts";
+import { formatIp4, ip4Literals, parseIp6, parseIp6Loose, scanIp4 } from "../net/ip.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "../core/errors.ts";
 import type { Option } from "../core/getopt.ts";
@@ -145,10 +146,10 @@ export function applyClientOption(
  * allowed). Null when it is neither.
  */
 export function scanLocalIp(s: string): string | null {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)/.exec(s);
-  if (m) return m.slice(1, 5).map((x) => Number(BigInt(x) % 256n)).join(".");
+  const v4 = scanIp4(s);
+  if (v4) return formatIp4(v4.bytes);
   const bare = s.replace(/^\[(.*)\]$/s, "$1");
-  if (isIPv6(bare)) return bare;
+  if (parseIp6Loose(bare)) return bare;
   return null;
 }
 
@@ -159,21 +160,7 @@ export function scanLocalIp(s: string): string | null {
  * any other character (a name for DNS).
  */
 export function numericIp4(host: string): string[] | null {
-  if (!/^[0-9.[\]]*$/.test(host)) return null;
-  const bytes: number[] = [];
-  let code = 0;
-  for (const ch of host + ".") {
-    if (ch === "[" || ch === "]") continue;
-    if (ch === ".") {
-      bytes.push(code);
-      code = 0;
-      continue;
-    }
-    code = (code * 10 + ch.charCodeAt(0) - 48) & 0xff;
-  }
-  const out: string[] = [];
-  for (let i = 0; i + 4 <= bytes.length; i += 4) out.push(bytes.slice(i, i + 4).join("."));
-  return out;
+  return ip4Literals(host)?.map(formatIp4) ?? null;
 }
 
 /** The search domains dns_ip4_qualify appends to a dotless name. */
@@ -212,7 +199,7 @@ export async function hostAddresses(
   const numeric = numericIp4(host);
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
-  if (isIPv6(bare)) return family === 4 ? [] : [bare];
+  if (parseIp6(bare)) return family === 4 ? [] : [bare];
   // Empty labels vanish; lib/net/dns.ts fromDot reads escapes and throws DnsProtocolError
   // ("protocol error", as DJB's dns_domain_fromdot) for a label over 63 or a name over 255 bytes.
   const labels = host.split(".").filter((l) => l !== "");
@@ -291,7 +278,7 @@ function attempt(
       clearTimeout(timer);
       resolve(sock);
     });
-    const family = isIPv6(ip) ? 6 : 4;
+    const family = parseIp6Loose(ip) ? 6 : 4;
     const local: { localAddress?: string; localPort?: number } = {};
     if (opts.localIp !== undefined) local.localAddress = opts.localIp;
     else if (opts.localPort) local.localAddress = family === 6 ? "::" : "0.0.0.0";

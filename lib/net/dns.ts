@@ -26,6 +26,7 @@
 import dgram from "node:dgram";
 import process from "node:process";
 import { byteString, utf8ByteString } from "../core/bytes.ts";
+import { formatIp4, formatIp6, isV4Mapped, parseIp4, parseIp6Loose, unmapV4 } from "./ip.ts";
 
 /** A lookup failed for now (SERVFAIL, REFUSED, timeout, network error): try again later. */
 export class DnsTemporaryError extends Error {
@@ -118,69 +119,19 @@ export function defaultServers(env?: Map<string, string>): DnsServer[] {
 
 // ---------------------------------------------------------------- addresses
 
-/** True for dotted-quad IPv4 text. */
+/** True for dotted-quad IPv4 text (lib/net/ip.ts parseIp4). */
 export function isIPv4(s: string): boolean {
-  const parts = s.split(".");
-  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
+  return parseIp4(s) !== null;
 }
 
-/** True for IPv6 text (with an optional embedded IPv4 tail). */
+/** True for IPv6 text (an embedded IPv4 tail, brackets and a zone allowed: parseIp6Loose). */
 export function isIPv6(s: string): boolean {
-  return s.includes(":") && expandIPv6(s) !== null;
+  return parseIp6Loose(s) !== null;
 }
 
-/** The 16 bytes of an IPv6 address, or null when s is not one. */
+/** The 16 bytes of an IPv6 address (brackets and a zone allowed), or null when s is not one. */
 export function expandIPv6(s: string): Uint8Array | null {
-  let text = s.replace(/%.*$/, "");
-  if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
-  const tail: number[] = [];
-  const lastColon = text.lastIndexOf(":");
-  if (lastColon >= 0 && text.slice(lastColon + 1).includes(".")) {
-    const v4 = text.slice(lastColon + 1);
-    if (!isIPv4(v4)) return null;
-    const b = v4.split(".").map(Number);
-    tail.push((b[0] << 8) | b[1], (b[2] << 8) | b[3]);
-    text = text.slice(0, lastColon + 1) + "0";
-    text = text.slice(0, -1);
-    if (text.endsWith(":") && !text.endsWith("::")) text = text.slice(0, -1);
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) return null;
-  const parse = (h: string): number[] | null => {
-    if (h === "") return [];
-    const groups = h.split(":");
-    const out: number[] = [];
-    for (const g of groups) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const head = parse(halves[0]);
-  if (head === null) return null;
-  let words: number[];
-  if (halves.length === 2) {
-    const back = parse(halves[1]);
-    if (back === null) return null;
-    const fill = 8 - head.length - back.length - tail.length;
-    if (fill < 1) return null;
-    words = [...head, ...new Array(fill).fill(0), ...back, ...tail];
-  } else {
-    words = [...head, ...tail];
-  }
-  if (words.length !== 8) return null;
-  const bytes = new Uint8Array(16);
-  words.forEach((w, i) => {
-    bytes[2 * i] = w >> 8;
-    bytes[2 * i + 1] = w & 0xff;
-  });
-  return bytes;
-}
-
-function mappedIPv4(bytes: Uint8Array): string | null {
-  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return null;
-  if (bytes[10] !== 0xff || bytes[11] !== 0xff) return null;
-  return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  return parseIp6Loose(s);
 }
 
 /**
@@ -190,11 +141,11 @@ function mappedIPv4(bytes: Uint8Array): string | null {
  * Throws TypeError when ip is not an address.
  */
 export function reverseName(ip: string): string {
+  // IPv4 text is reversed at its dots as written, as DJB's rblsmtpd reverses $TCPREMOTEIP.
   if (isIPv4(ip)) return ip.split(".").reverse().join(".");
   const bytes = expandIPv6(ip);
   if (!bytes) throw new TypeError(`not an IP address: ${ip}`);
-  const v4 = mappedIPv4(bytes);
-  if (v4) return reverseName(v4);
+  if (isV4Mapped(bytes)) return reverseName(formatIp4(unmapV4(bytes)));
   const nibbles: string[] = [];
   for (let i = 15; i >= 0; i--) {
     nibbles.push((bytes[i] & 0xf).toString(16), (bytes[i] >> 4).toString(16));
@@ -207,8 +158,7 @@ export function ptrName(ip: string): string {
   if (isIPv4(ip)) return `${reverseName(ip)}.in-addr.arpa`;
   const bytes = expandIPv6(ip);
   if (!bytes) throw new TypeError(`not an IP address: ${ip}`);
-  const v4 = mappedIPv4(bytes);
-  if (v4) return `${reverseName(v4)}.in-addr.arpa`;
+  if (isV4Mapped(bytes)) return `${reverseName(formatIp4(unmapV4(bytes)))}.in-addr.arpa`;
   return `${reverseName(ip)}.ip6.arpa`;
 }
 
@@ -556,29 +506,6 @@ export function relevantRecords(resp: Response, qname: Uint8Array, type: number)
   return resp.answers.filter((r) => r.type === type && owned(r));
 }
 
-function ipv6Text(b: Uint8Array): string {
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push((b[i] << 8) | b[i + 1]);
-  // compress the longest run of zero words (RFC 5952)
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestAt < 0) return hex.join(":");
-  return hex.slice(0, bestAt).join(":") + "::" + hex.slice(bestAt + bestLen).join(":");
-}
-
 /**
  * The value of one record: A/AAAA address text (null for a record of the
  * wrong size, which C skips too), a PTR/CNAME target as toDot text (throws
@@ -589,9 +516,9 @@ export function recordValue(msg: Uint8Array, r: ResourceRecord): string | null {
   const d = r.data;
   switch (r.type) {
     case TYPE.A:
-      return d.length === 4 ? `${d[0]}.${d[1]}.${d[2]}.${d[3]}` : null;
+      return d.length === 4 ? formatIp4(d) : null;
     case TYPE.AAAA:
-      return d.length === 16 ? ipv6Text(d) : null;
+      return d.length === 16 ? formatIp6(d) : null;
     case TYPE.PTR:
     case TYPE.CNAME:
       return toDot(readName(msg, r.offset)[0]);

@@ -13,7 +13,8 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
 import { Duplex } from "node:stream";
-import { DnsTemporaryError, resolveAddrs, resolvePtr } from "../net/dns.ts";
+import { DnsTemporaryError } from "../net/dns/errors.ts";
+import { resolveAddrs, resolvePtr } from "../net/dns/resolver.ts";
 import { formatIp4, ip4Literals, parseIp6, parseIp6Loose, scanIp4 } from "../net/ip.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "../core/errors.ts";
@@ -200,7 +201,7 @@ export async function hostAddresses(
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
   if (parseIp6(bare)) return family === 4 ? [] : [bare];
-  // Empty labels vanish; lib/net/dns.ts fromDot reads escapes and throws DnsProtocolError
+  // Empty labels vanish; lib/net/dns/wire.ts fromDot reads escapes and throws DnsProtocolError
   // ("protocol error", as DJB's dns_domain_fromdot) for a label over 63 or a name over 255 bytes.
   const labels = host.split(".").filter((l) => l !== "");
   const name = labels.join(".");

@@ -230,6 +230,16 @@ export function parseIp6Loose(s: string): IpBytes | null {
   return parseIp6(pct < 0 ? s : s.slice(0, pct));
 }
 
+/** True for dotted-quad IPv4 text (parseIp4). */
+export function isIPv4(s: string): boolean {
+  return parseIp4(s) !== null;
+}
+
+/** True for IPv6 text, brackets and a zone allowed (parseIp6Loose). */
+export function isIPv6(s: string): boolean {
+  return parseIp6Loose(s) !== null;
+}
+
 /** True for ::ffff:a.b.c.d. */
 export function isV4Mapped(b: IpBytes): boolean {
   if (b.length !== 16) return false;

@@ -4,7 +4,6 @@ import {
   DnsCache,
   DnsProtocolError,
   DnsTemporaryError,
-  expandIPv6,
   fromDot,
   lookup,
   nameEqual,
@@ -16,6 +15,7 @@ import {
   reverseName,
   toDot,
 } from "../../lib/net/dns.ts";
+import { parseIp6Loose as expandIPv6 } from "../../lib/net/ip.ts";
 import { RTYPE, startDnsServer, wireName, type Zones } from "../support/dns_server.ts";
 
 const ZONES = {
@@ -373,4 +373,25 @@ Deno.test("dns: resolveAddrs uses the family that answered; fails only when all 
   } finally {
     await dns.close();
   }
+});
+
+Deno.test("dns: the cache forgets the oldest stored answer first; storing again renews", () => {
+  let now = 0;
+  const cache = new DnsCache(2, () => now);
+  const answer = (v: string) => ({ values: [v], ttl: 60 });
+  cache.set("a", answer("1"));
+  cache.set("b", answer("2"));
+  cache.set("a", answer("3")); // a is now the newest
+  cache.set("c", answer("4")); // evicts b
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get("b"), undefined);
+  assert.deepEqual(cache.get("a")?.values, ["3"]);
+  assert.deepEqual(cache.get("c")?.values, ["4"]);
+  cache.set("zero", { values: ["x"], ttl: 0 }); // TTL 0: not stored, nothing evicted
+  assert.equal(cache.size, 2);
+  now = 60_000;
+  assert.equal(cache.get("a"), undefined); // expired
+  const none = new DnsCache(0);
+  none.set("a", answer("1"));
+  assert.equal(none.size, 0);
 });

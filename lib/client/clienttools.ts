@@ -7,7 +7,10 @@
 import type net from "node:net";
 import { addcrConverter, type Converter, delcrConverter } from "../stages/crlf.ts";
 import { ToolError } from "../core/errors.ts";
-import { connectClient, defaultClientOptions, remotePort, stderrLine } from "./tcpclient.ts";
+import { utf8ByteString } from "../core/bytes.ts";
+import { stderrLine } from "../core/log.ts";
+import { writeAll } from "../core/write_all.ts";
+import { connectClient, defaultClientOptions, remotePort } from "./tcpclient.ts";
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 
@@ -90,9 +93,8 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 /** Writes all of data to stdout. */
-async function toStdout(data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await Deno.stdout.write(data.subarray(off));
+function toStdout(data: Uint8Array): Promise<void> {
+  return writeAll(Deno.stdout, data);
 }
 
 /**
@@ -119,7 +121,8 @@ export async function connectLikeTcpclient(
     return { sock };
   } catch (e) {
     if (!(e instanceof ToolError)) throw e;
-    if (e.message !== "") stderrLine(e.message);
+    // A ToolError's message is text (it may name the host as typed): its UTF-8 bytes, as mod.ts writes it.
+    if (e.message !== "") stderrLine(utf8ByteString(e.message));
     return { failed: e.exitCode };
   }
 }

@@ -18,6 +18,7 @@ import { resolveAddrs, resolvePtr } from "../net/dns/resolver.ts";
 import { formatIp4, ip4Literals, parseIp6, parseIp6Loose, scanIp4 } from "../net/ip.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "../core/errors.ts";
+import { stderrLine } from "../core/log.ts";
 import type { Option } from "../core/getopt.ts";
 import { scanUlong } from "../core/getopt.ts";
 import { remoteInfo } from "../net/ident.ts";
@@ -547,12 +548,12 @@ export async function connectClient(
   return { sock, ends: endpointsOf(sock) };
 }
 
-/** Writes one line to stderr (synchronously, so it precedes the program's output). */
-export function stderrLine(line: string): void {
-  const data = new TextEncoder().encode(line + "\n");
-  let off = 0;
-  while (off < data.length) off += Deno.stderr.writeSync(data.subarray(off));
-}
+/**
+ * Writes one line to stderr at once, so it precedes the program's output; never
+ * throws (lib/core/log.ts: a byte string, as every log line). Re-exported for
+ * sslclient and the client tools.
+ */
+export { stderrLine };
 
 /**
  * tcpclient from parsed operands: connect, set the environment, run argv

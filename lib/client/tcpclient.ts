@@ -169,17 +169,30 @@ export function numericIp4(host: string): string[] | null {
 function searchDomains(): string[] {
   const local = process.env.LOCALDOMAIN;
   if (local !== undefined) return local.split(" ").filter((d) => d !== "");
+  let text = "";
   try {
-    for (const line of Deno.readTextFileSync("/etc/resolv.conf").split("\n")) {
-      const m = /^(?:search|domain)[ \t](.*)$/.exec(line);
-      if (m) return m[1].split(/[ \t]+/).filter((d) => d !== "");
+    text = Deno.readTextFileSync("/etc/resolv.conf");
+  } catch (e) {
+    // djbdns's dns_resolvconfrewrite: a missing file is an empty one; any other failure
+    // to read it makes the name temporarily unresolvable, with the reason as DJB words it.
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new DnsTemporaryError(errorText(e), errorText(e));
     }
-  } catch { /* no resolv.conf */ }
+  }
+  for (const line of text.split("\n")) {
+    const m = /^(?:search|domain)[ \t](.*)$/.exec(line);
+    if (m) return m[1].split(/[ \t]+/).filter((d) => d !== "");
+  }
+  let host: string;
   try {
-    const host = Deno.hostname();
-    const dot = host.indexOf(".");
-    if (dot >= 0 && dot + 1 < host.length) return [host.slice(dot + 1)];
-  } catch { /* no hostname */ }
+    host = Deno.hostname();
+  } catch (e) {
+    // C's gethostname does not fail; ours does without --allow-sys: say so, as DJB's
+    // rewrite fails the lookup when gethostname does.
+    throw new DnsTemporaryError(errorText(e), errorText(e));
+  }
+  const dot = host.indexOf(".");
+  if (dot >= 0 && dot + 1 < host.length) return [host.slice(dot + 1)];
   return [];
 }
 
@@ -450,6 +463,7 @@ export function runWithNetwork(
     child.once("spawn", () => {
       if (child.pid !== undefined) forwarding.attach(child.pid);
       fd6.on("error", () => network.unpipe(fd6));
+      // Descriptor 7 failing is the program's side going away: its close ends the pump.
       fd7.on("error", () => {});
       network.on("error", () => {
         // The peer reset: the program sees EOF on 6 and a broken pipe on 7.

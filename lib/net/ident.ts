@@ -97,6 +97,8 @@ export function remoteInfo(q: IdentQuery): Promise<string | null> {
         family: v6 ? 6 : 4,
       });
     } catch {
+      // An address the socket refuses at once is an ident lookup that failed: no
+      // $TCPREMOTEINFO, as when the ident server does not answer.
       finish(null);
     }
   });

@@ -479,6 +479,7 @@ export async function proxyStep(
         plainIp(c.remote.ip)
       }: ${(e as Error).message}`,
     );
+    // The connection is dropped: a cancel that fails has nothing left to clean up.
     reader.cancel().catch(() => {});
     return null;
   }

@@ -10,6 +10,7 @@
  */
 import dgram from "node:dgram";
 import process from "node:process";
+import { errorText } from "../../core/errors.ts";
 import { writeAll } from "../../core/write_all.ts";
 import { parseIp4, parseIp6Loose } from "../ip.ts";
 import { DnsProtocolError, DnsTemporaryError } from "./errors.ts";
@@ -61,7 +62,13 @@ function readResolvConf(): DnsServer[] {
         if (parseIp4(ip) || parseIp6Loose(ip)) out.push({ address: ip, port: 53 });
       }
     }
-  } catch { /* no resolv.conf: fall back to 127.0.0.1 */ }
+  } catch (e) {
+    // djbdns's openreadclose: a missing file is an empty one (127.0.0.1 is asked); any
+    // other failure to read it fails the lookup for now, with the reason as DJB words it.
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new DnsTemporaryError(`unable to read /etc/resolv.conf: ${errorText(e)}`, errorText(e));
+    }
+  }
   resolvConfServers = out;
   return out;
 }
@@ -128,7 +135,9 @@ function udpExchange(
       signal?.removeEventListener("abort", onAbort);
       try {
         sock.close();
-      } catch { /* already closed */ }
+      } catch {
+        // dgram's close() throws only for a socket an error already closed: nothing to release.
+      }
       if (err) reject(err);
       else resolve(value);
     };
@@ -208,7 +217,9 @@ async function tcpExchange(
     signal?.removeEventListener("abort", onAbort);
     try {
       conn?.close();
-    } catch { /* closed */ }
+    } catch {
+      // Already closed (the abort handler closes it): nothing left to release.
+    }
   }
 }
 

@@ -346,7 +346,9 @@ export function answersQuery(raw: Uint8Array, query: Uint8Array): boolean {
   let name: Uint8Array, next: number;
   try {
     [name, next] = readName(raw, 12);
-  } catch {
+  } catch (e) {
+    if (!(e instanceof DnsProtocolError)) throw e;
+    // A question we cannot read is no answer to ours: ignored, as a stray datagram is.
     return false;
   }
   const qname = query.subarray(12, query.length - 4);

@@ -353,9 +353,13 @@ async function nameOf(ip: string): Promise<string | undefined> {
 
 /** The two ends of a connected socket, as the environment names them. */
 export interface Endpoints {
+  /** Our address ($TCPLOCALIP). */
   localIp: string;
+  /** Our port ($TCPLOCALPORT). */
   localPort: number;
+  /** The server's address ($TCPREMOTEIP). */
   remoteIp: string;
+  /** The server's port ($TCPREMOTEPORT). */
   remotePort: number;
 }
 
@@ -525,7 +529,9 @@ export interface ClientHooks {
 
 /** A connection made: the socket and its two ends. */
 export interface Connected {
+  /** The connected socket. */
   sock: net.Socket;
+  /** Its two ends, as the environment shows them. */
   ends: Endpoints;
 }
 

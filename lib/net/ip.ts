@@ -19,7 +19,9 @@ export type IpBytes = Uint8Array;
 
 /** A parsed address: its family and bytes. */
 export interface Ip {
+  /** 4 or 6 (an IPv4-mapped address is family 6 until unmapped). */
   family: 4 | 6;
+  /** 4 bytes for family 4, 16 for family 6. */
   bytes: IpBytes;
 }
 

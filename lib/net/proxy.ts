@@ -47,14 +47,19 @@ const V1_PREFIX = new TextEncoder().encode("PROXY ");
 export interface ProxyEndpoints {
   /** "TCP4" or "TCP6" (v2 DGRAM is reported with its family too). */
   family: "TCP4" | "TCP6";
+  /** The client's address (IPv4-mapped shown as IPv4). */
   sourceIp: string;
+  /** The address the client connected to. */
   destIp: string;
+  /** The client's port. */
   sourcePort: number;
+  /** The port the client connected to. */
   destPort: number;
 }
 
 /** A decoded header. */
 export interface ProxyHeader {
+  /** 1 (text line) or 2 (binary). */
   version: 1 | 2;
   /**
    * The announced endpoints, or null when the real socket addresses must be
@@ -238,6 +243,7 @@ export interface ReadOptions extends ProxyLimits {
 
 /** A header read from a stream, and the bytes that came after it. */
 export interface ProxyRead {
+  /** The header as decoded. */
   header: ProxyHeader;
   /** Bytes already read past the header: the start of the real conversation. */
   rest: Uint8Array;
@@ -384,7 +390,9 @@ export function buildV2(e: ProxyEndpoints | null, tlvs = new Uint8Array(0)): Uin
 
 /** One entry of a trusted-sender list: an address and a prefix length. */
 export interface Cidr {
+  /** The network, 16 bytes (IPv4 as IPv4-mapped). */
   bytes: Uint8Array;
+  /** The prefix length over those 16 bytes (an IPv4 /8 is 104). */
   bits: number;
 }
 
@@ -454,8 +462,11 @@ export interface ProxyPolicy {
 
 /** A connection's streams and endpoints, before and after the header. */
 export interface ProxyStepInput {
+  /** The connection's streams. */
   io: Io;
+  /** Our end of the socket (or, after the header, the announced destination). */
   local: Endpoint;
+  /** The peer's end (or, after the header, the announced source). */
   remote: Endpoint;
 }
 

@@ -7,7 +7,10 @@
 import type net from "node:net";
 import { addcrConverter, type Converter, delcrConverter } from "../stages/crlf.ts";
 import { ToolError } from "../core/errors.ts";
-import { connectClient, defaultClientOptions, remotePort, stderrLine } from "./tcpclient.ts";
+import { utf8ByteString } from "../core/bytes.ts";
+import { stderrLine } from "../core/log.ts";
+import { writeAll } from "../core/write_all.ts";
+import { connectClient, defaultClientOptions, remotePort } from "./tcpclient.ts";
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 
@@ -90,9 +93,8 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 /** Writes all of data to stdout. */
-async function toStdout(data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await Deno.stdout.write(data.subarray(off));
+function toStdout(data: Uint8Array): Promise<void> {
+  return writeAll(Deno.stdout, data);
 }
 
 /**
@@ -119,7 +121,8 @@ export async function connectLikeTcpclient(
     return { sock };
   } catch (e) {
     if (!(e instanceof ToolError)) throw e;
-    if (e.message !== "") stderrLine(e.message);
+    // A ToolError's message is text (it may name the host as typed): its UTF-8 bytes, as mod.ts writes it.
+    if (e.message !== "") stderrLine(utf8ByteString(e.message));
     return { failed: e.exitCode };
   }
 }
@@ -131,7 +134,10 @@ export async function socketToStdout(sock: net.Socket, conv?: Converter): Promis
       const data = conv ? conv.push(chunk as Uint8Array) : chunk as Uint8Array;
       if (data.length) await toStdout(data);
     }
-  } catch { /* a reset ends the conversation as EOF would */ }
+  } catch {
+    // A reset ends the conversation as EOF would; so does stdout going away (nobody to
+    // print to), as for the scripts' cat, whose status theirs is not.
+  }
   if (conv) {
     const tail = conv.end();
     if (tail.length) await toStdout(tail);
@@ -156,7 +162,7 @@ export async function printService(host: string, port: string, send?: Uint8Array
   const c = await connectLikeTcpclient(host, port);
   if ("failed" in c) return 0;
   const { sock } = c;
-  sock.on("error", () => {});
+  sock.on("error", () => {}); // a reset ends the reads below; nothing else to do with it
   try {
     if (send) await sockWrite(sock, addcrConverter().push(send));
     await socketToStdout(sock, chain(delcrConverter(), catvConverter()));
@@ -174,7 +180,7 @@ export async function httpAt(host: string, page: string, port: string): Promise<
   const c = await connectLikeTcpclient(host, port);
   if ("failed" in c) return 0;
   const { sock } = c;
-  sock.on("error", () => {});
+  sock.on("error", () => {}); // a reset ends the reads below; nothing else to do with it
   const request = new TextEncoder().encode(
     `GET /${page} HTTP/1.0\nHost: ${host}:${port}\n\n`,
   );
@@ -191,7 +197,7 @@ export async function httpAt(host: string, page: string, port: string): Promise<
 export async function tcpcat(host: string, port: string): Promise<number> {
   const c = await connectLikeTcpclient(host, port);
   if ("failed" in c) return c.failed;
-  c.sock.on("error", () => {});
+  c.sock.on("error", () => {}); // a reset ends the reads below; nothing else to do with it
   try {
     await socketToStdout(c.sock);
   } finally {
@@ -219,14 +225,18 @@ export async function mconnectIo(
         if (done) break;
         if (!(await toNet(conv.push(value)))) return;
       }
-    } catch { /* stdin failed: stop sending */ }
+    } catch {
+      // stdin failed: stop sending, as mconnect-io's copy loop ends; the network still prints.
+    }
   })();
   try {
     for await (const chunk of fromNet) {
       const data = chunk as Uint8Array;
       if (data.length) await toStdout(data);
     }
-  } catch { /* reset: done */ }
+  } catch {
+    // A reset (or stdout gone) ends the conversation: mconnect exits 0 as when the server closes.
+  }
   return 0;
 }
 
@@ -235,7 +245,7 @@ export async function mconnect(host: string, port: string): Promise<number> {
   const c = await connectLikeTcpclient(host, port);
   if ("failed" in c) return c.failed;
   const { sock } = c;
-  sock.on("error", () => {});
+  sock.on("error", () => {}); // a reset ends the reads below; nothing else to do with it
   try {
     return await mconnectIo(sock, (d) => sockWrite(sock, d));
   } finally {

@@ -13,9 +13,12 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
 import { Duplex } from "node:stream";
-import { DnsTemporaryError, isIPv6, resolveAddrs, resolvePtr } from "../net/dns.ts";
+import { DnsTemporaryError } from "../net/dns/errors.ts";
+import { resolveAddrs, resolvePtr } from "../net/dns/resolver.ts";
+import { formatIp4, ip4Literals, parseIp6, parseIp6Loose, scanIp4 } from "../net/ip.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import { errnoName, errorText, fatal, fatalSys, ToolError, usage } from "../core/errors.ts";
+import { stderrLine } from "../core/log.ts";
 import type { Option } from "../core/getopt.ts";
 import { scanUlong } from "../core/getopt.ts";
 import { remoteInfo } from "../net/ident.ts";
@@ -145,10 +148,10 @@ export function applyClientOption(
  * allowed). Null when it is neither.
  */
 export function scanLocalIp(s: string): string | null {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)/.exec(s);
-  if (m) return m.slice(1, 5).map((x) => Number(BigInt(x) % 256n)).join(".");
+  const v4 = scanIp4(s);
+  if (v4) return formatIp4(v4.bytes);
   const bare = s.replace(/^\[(.*)\]$/s, "$1");
-  if (isIPv6(bare)) return bare;
+  if (parseIp6Loose(bare)) return bare;
   return null;
 }
 
@@ -159,38 +162,37 @@ export function scanLocalIp(s: string): string | null {
  * any other character (a name for DNS).
  */
 export function numericIp4(host: string): string[] | null {
-  if (!/^[0-9.[\]]*$/.test(host)) return null;
-  const bytes: number[] = [];
-  let code = 0;
-  for (const ch of host + ".") {
-    if (ch === "[" || ch === "]") continue;
-    if (ch === ".") {
-      bytes.push(code);
-      code = 0;
-      continue;
-    }
-    code = (code * 10 + ch.charCodeAt(0) - 48) & 0xff;
-  }
-  const out: string[] = [];
-  for (let i = 0; i + 4 <= bytes.length; i += 4) out.push(bytes.slice(i, i + 4).join("."));
-  return out;
+  return ip4Literals(host)?.map(formatIp4) ?? null;
 }
 
 /** The search domains dns_ip4_qualify appends to a dotless name. */
 function searchDomains(): string[] {
   const local = process.env.LOCALDOMAIN;
   if (local !== undefined) return local.split(" ").filter((d) => d !== "");
+  let text = "";
   try {
-    for (const line of Deno.readTextFileSync("/etc/resolv.conf").split("\n")) {
-      const m = /^(?:search|domain)[ \t](.*)$/.exec(line);
-      if (m) return m[1].split(/[ \t]+/).filter((d) => d !== "");
+    text = Deno.readTextFileSync("/etc/resolv.conf");
+  } catch (e) {
+    // djbdns's dns_resolvconfrewrite: a missing file is an empty one; any other failure
+    // to read it makes the name temporarily unresolvable, with the reason as DJB words it.
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new DnsTemporaryError(errorText(e), errorText(e));
     }
-  } catch { /* no resolv.conf */ }
+  }
+  for (const line of text.split("\n")) {
+    const m = /^(?:search|domain)[ \t](.*)$/.exec(line);
+    if (m) return m[1].split(/[ \t]+/).filter((d) => d !== "");
+  }
+  let host: string;
   try {
-    const host = Deno.hostname();
-    const dot = host.indexOf(".");
-    if (dot >= 0 && dot + 1 < host.length) return [host.slice(dot + 1)];
-  } catch { /* no hostname */ }
+    host = Deno.hostname();
+  } catch (e) {
+    // C's gethostname does not fail; ours does without --allow-sys: say so, as DJB's
+    // rewrite fails the lookup when gethostname does.
+    throw new DnsTemporaryError(errorText(e), errorText(e));
+  }
+  const dot = host.indexOf(".");
+  if (dot >= 0 && dot + 1 < host.length) return [host.slice(dot + 1)];
   return [];
 }
 
@@ -212,8 +214,8 @@ export async function hostAddresses(
   const numeric = numericIp4(host);
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
-  if (isIPv6(bare)) return family === 4 ? [] : [bare];
-  // Empty labels vanish; lib/net/dns.ts fromDot reads escapes and throws DnsProtocolError
+  if (parseIp6(bare)) return family === 4 ? [] : [bare];
+  // Empty labels vanish; lib/net/dns/wire.ts fromDot reads escapes and throws DnsProtocolError
   // ("protocol error", as DJB's dns_domain_fromdot) for a label over 63 or a name over 255 bytes.
   const labels = host.split(".").filter((l) => l !== "");
   const name = labels.join(".");
@@ -291,7 +293,7 @@ function attempt(
       clearTimeout(timer);
       resolve(sock);
     });
-    const family = isIPv6(ip) ? 6 : 4;
+    const family = parseIp6Loose(ip) ? 6 : 4;
     const local: { localAddress?: string; localPort?: number } = {};
     if (opts.localIp !== undefined) local.localAddress = opts.localIp;
     else if (opts.localPort) local.localAddress = family === 6 ? "::" : "0.0.0.0";
@@ -351,9 +353,13 @@ async function nameOf(ip: string): Promise<string | undefined> {
 
 /** The two ends of a connected socket, as the environment names them. */
 export interface Endpoints {
+  /** Our address ($TCPLOCALIP). */
   localIp: string;
+  /** Our port ($TCPLOCALPORT). */
   localPort: number;
+  /** The server's address ($TCPREMOTEIP). */
   remoteIp: string;
+  /** The server's port ($TCPREMOTEPORT). */
   remotePort: number;
 }
 
@@ -461,6 +467,7 @@ export function runWithNetwork(
     child.once("spawn", () => {
       if (child.pid !== undefined) forwarding.attach(child.pid);
       fd6.on("error", () => network.unpipe(fd6));
+      // Descriptor 7 failing is the program's side going away: its close ends the pump.
       fd7.on("error", () => {});
       network.on("error", () => {
         // The peer reset: the program sees EOF on 6 and a broken pipe on 7.
@@ -522,7 +529,9 @@ export interface ClientHooks {
 
 /** A connection made: the socket and its two ends. */
 export interface Connected {
+  /** The connected socket. */
   sock: net.Socket;
+  /** Its two ends, as the environment shows them. */
   ends: Endpoints;
 }
 
@@ -559,12 +568,12 @@ export async function connectClient(
   return { sock, ends: endpointsOf(sock) };
 }
 
-/** Writes one line to stderr (synchronously, so it precedes the program's output). */
-export function stderrLine(line: string): void {
-  const data = new TextEncoder().encode(line + "\n");
-  let off = 0;
-  while (off < data.length) off += Deno.stderr.writeSync(data.subarray(off));
-}
+/**
+ * Writes one line to stderr at once, so it precedes the program's output; never
+ * throws (lib/core/log.ts: a byte string, as every log line). Re-exported for
+ * sslclient and the client tools.
+ */
+export { stderrLine };
 
 /**
  * tcpclient from parsed operands: connect, set the environment, run argv

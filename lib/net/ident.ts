@@ -56,9 +56,13 @@ export class IdentReplyParser {
 
 /** The question: the connection as seen from the server. */
 export interface IdentQuery {
+  /** The client's address: its ident server is asked. */
   remoteIp: string;
+  /** The client's port (first in the question). */
   remotePort: number;
+  /** Our address, bound for the ident connection (so it comes from where the client knows). */
   localIp: string;
+  /** Our port (second in the question). */
   localPort: number;
   /** Give up after this many milliseconds (tcpserver -t, in seconds x 1000). */
   timeoutMs: number;
@@ -97,6 +101,8 @@ export function remoteInfo(q: IdentQuery): Promise<string | null> {
         family: v6 ? 6 : 4,
       });
     } catch {
+      // An address the socket refuses at once is an ident lookup that failed: no
+      // $TCPREMOTEINFO, as when the ident server does not answer.
       finish(null);
     }
   });

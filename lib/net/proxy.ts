@@ -9,7 +9,13 @@
  * module only decodes.
  */
 
-import { mapV4, parseIp6 } from "./ip.ts";
+import {
+  formatIp4,
+  formatUnmapped,
+  parseIp16,
+  parseIp4 as scanIp4,
+  parseIp6 as scanIp6,
+} from "./ip.ts";
 import type { Io } from "../stages/stage.ts";
 import type { Endpoint, PrepareHook } from "../server/server.ts";
 
@@ -41,14 +47,19 @@ const V1_PREFIX = new TextEncoder().encode("PROXY ");
 export interface ProxyEndpoints {
   /** "TCP4" or "TCP6" (v2 DGRAM is reported with its family too). */
   family: "TCP4" | "TCP6";
+  /** The client's address (IPv4-mapped shown as IPv4). */
   sourceIp: string;
+  /** The address the client connected to. */
   destIp: string;
+  /** The client's port. */
   sourcePort: number;
+  /** The port the client connected to. */
   destPort: number;
 }
 
 /** A decoded header. */
 export interface ProxyHeader {
+  /** 1 (text line) or 2 (binary). */
   version: 1 | 2;
   /**
    * The announced endpoints, or null when the real socket addresses must be
@@ -130,8 +141,8 @@ function parseV1(buf: Uint8Array): ProxyHeader | typeof INCOMPLETE {
   } else if (proto === "TCP6") {
     const s = parseIp6(src), d = parseIp6(dst);
     if (!s || !d) throw new ProxyError("PROXY v1: bad IPv6 address");
-    sourceIp = formatIp6(s);
-    destIp = formatIp6(d);
+    sourceIp = formatUnmapped(s);
+    destIp = formatUnmapped(d);
   } else {
     throw new ProxyError("PROXY v1: unknown protocol");
   }
@@ -189,8 +200,8 @@ function parseV2(buf: Uint8Array, maxLength: number): ProxyHeader | typeof INCOM
     version: 2,
     endpoints: {
       family: "TCP6",
-      sourceIp: formatIp6(block.subarray(0, 16)),
-      destIp: formatIp6(block.subarray(16, 32)),
+      sourceIp: formatUnmapped(block.subarray(0, 16)),
+      destIp: formatUnmapped(block.subarray(16, 32)),
       sourcePort: (block[32] << 8) | block[33],
       destPort: (block[34] << 8) | block[35],
     },
@@ -205,54 +216,13 @@ function parsePort(s: string): number {
   return n <= 65535 ? n : -1;
 }
 
-/** Dotted quad, each part 0..255 without leading zeros (the spec forbids them). */
-function parseIp4(s: string): Uint8Array | null {
-  const parts = s.split(".");
-  if (parts.length !== 4) return null;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i])) return null;
-    const n = Number(parts[i]);
-    if (n > 255) return null;
-    out[i] = n;
-  }
-  return out;
-}
-
-/** Dotted-quad text of 4 bytes. */
-export function formatIp4(b: Uint8Array): string {
-  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-}
-
 /**
- * Compact IPv6 text of 16 bytes (lower case, the longest run of two or more
- * zero groups as "::"). An IPv4-mapped address is given as plain IPv4, as
- * tcpserver shows IPv4 clients of a dual-stack socket.
+ * The PROXY protocol's addresses are written by inet_ntop and read (haproxy)
+ * with inet_pton: no leading zeros in a dotted quad, alone or ending an IPv6
+ * address (lib/net/ip.ts's "inet_pton" syntax).
  */
-export function formatIp6(b: Uint8Array): string {
-  let mapped = true;
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) mapped = false;
-  if (mapped && b[10] === 0xff && b[11] === 0xff) return formatIp4(b.subarray(12, 16));
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((b[2 * i] << 8) | b[2 * i + 1]);
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
-  if (bestLen < 2) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
-}
+const parseIp4 = (s: string) => scanIp4(s, "inet_pton");
+const parseIp6 = (s: string) => scanIp6(s, "inet_pton");
 
 /** Why a header read failed: a protocol error, a timeout, or the peer hung up early. */
 export type ProxyReadFailure = "invalid" | "timeout" | "eof";
@@ -273,6 +243,7 @@ export interface ReadOptions extends ProxyLimits {
 
 /** A header read from a stream, and the bytes that came after it. */
 export interface ProxyRead {
+  /** The header as decoded. */
   header: ProxyHeader;
   /** Bytes already read past the header: the start of the real conversation. */
   rest: Uint8Array;
@@ -391,8 +362,7 @@ export function buildV2(e: ProxyEndpoints | null, tlvs = new Uint8Array(0)): Uin
     const alen = v6 ? 16 : 4;
     const parse = (s: string) => {
       // TCP6 endpoints may hold IPv4 text: a v4-mapped address as parsed.
-      const v4 = parseIp4(s);
-      const b = v6 ? (parseIp6(s) ?? (v4 && mapV4(v4))) : v4;
+      const b = v6 ? ipBytes16(s) : parseIp4(s);
       if (!b) throw new Error(`bad address ${s}`);
       return b;
     };
@@ -420,21 +390,15 @@ export function buildV2(e: ProxyEndpoints | null, tlvs = new Uint8Array(0)): Uin
 
 /** One entry of a trusted-sender list: an address and a prefix length. */
 export interface Cidr {
+  /** The network, 16 bytes (IPv4 as IPv4-mapped). */
   bytes: Uint8Array;
+  /** The prefix length over those 16 bytes (an IPv4 /8 is 104). */
   bits: number;
 }
 
 /** 16-byte form of an IPv4 or IPv6 text address (IPv4 as IPv4-mapped), or null. */
 export function ipBytes16(ip: string): Uint8Array | null {
-  const v4 = parseIp4(ip);
-  if (v4) {
-    const out = new Uint8Array(16);
-    out[10] = 0xff;
-    out[11] = 0xff;
-    out.set(v4, 12);
-    return out;
-  }
-  return parseIp6(ip);
+  return parseIp16(ip, "inet_pton");
 }
 
 /**
@@ -498,8 +462,11 @@ export interface ProxyPolicy {
 
 /** A connection's streams and endpoints, before and after the header. */
 export interface ProxyStepInput {
+  /** The connection's streams. */
   io: Io;
+  /** Our end of the socket (or, after the header, the announced destination). */
   local: Endpoint;
+  /** The peer's end (or, after the header, the announced source). */
   remote: Endpoint;
 }
 
@@ -523,6 +490,7 @@ export async function proxyStep(
         plainIp(c.remote.ip)
       }: ${(e as Error).message}`,
     );
+    // The connection is dropped: a cancel that fails has nothing left to clean up.
     reader.cancel().catch(() => {});
     return null;
   }
@@ -539,7 +507,7 @@ export async function proxyStep(
 function plainIp(ip: string): string {
   const b = ipBytes16(ip);
   if (!b) return ip;
-  return formatIp6(b);
+  return formatUnmapped(b);
 }
 
 /** tcpserver's prepare hook for -W: the PROXY step alone. */

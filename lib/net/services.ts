@@ -33,6 +33,8 @@ export function servicePort(name: string, file?: string): number | null {
     try {
       return parseServices(Deno.readTextFileSync(file)).get(name) ?? null;
     } catch {
+      // A file we cannot read names no service, as getservbyname finds none (the caller
+      // reports "unable to figure out port number").
       return null;
     }
   }
@@ -40,6 +42,7 @@ export function servicePort(name: string, file?: string): number | null {
     try {
       table = parseServices(Deno.readTextFileSync("/etc/services"));
     } catch {
+      // As above: no readable /etc/services, no service names (numeric ports still work).
       table = new Map();
     }
   }

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { catvConverter, chain, httpBodyConverter } from "../../lib/client/clienttools.ts";
 import { delcrConverter } from "../../lib/stages/crlf.ts";
-import { cTool, haveC, ours, type Result, theirs } from "../support/helpers.ts";
+import { cTool, haveC, MOD, ours, type Result, theirs } from "../support/helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -243,9 +243,7 @@ Deno.test("mconnect-io under tcpclient (ours and C's)", async () => {
     const io = [
       "bash",
       "-c",
-      `exec -a mconnect-io "${Deno.execPath()}" run -A "${
-        new URL("../../mod.ts", import.meta.url).pathname
-      }"`,
+      `exec -a mconnect-io "${Deno.execPath()}" run -A "${MOD}"`,
     ];
     const a = await ours("tcpclient", ["-RHl0", ip, String(srv.port), ...io], { stdin });
     assert.equal(a.code, 0, a.err);

@@ -4,7 +4,16 @@
  * half-close, -i, -T timeouts, ident (-r), DNS names (-h) and IPv6.
  */
 import assert from "node:assert/strict";
-import { haveC, needs, ours, oursArgv, program, type Result, theirs } from "../support/helpers.ts";
+import {
+  haveC,
+  MOD,
+  needs,
+  ours,
+  oursArgv,
+  program,
+  type Result,
+  theirs,
+} from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";
 
 const enc = new TextEncoder();
@@ -450,4 +459,59 @@ Deno.test("tcpclient: a supervisor's TERM reaches the program (DJB's tcpclient e
   } finally {
     srv.close();
   }
+});
+
+/** Our tcpclient run with only the Deno permissions `perms` (no $LOCALDOMAIN, no $DNSCACHEIP). */
+async function withPerms(perms: string[], host: string) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-run",
+      "--allow-ffi",
+      ...perms,
+      MOD,
+      "tcpclient",
+      host,
+      "1",
+      "true",
+    ],
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, err: dec.decode(out.stderr) };
+}
+
+Deno.test("tcpclient: a resolv.conf it may not read fails the name for now, naming the permission", async () => {
+  // djbdns treats only a missing resolv.conf as empty; unreadable, it fails the lookup
+  // (before, ours asked 127.0.0.1 and timed out).
+  const r = await withPerms(["--allow-sys"], "some.test");
+  assert.equal(r.code, 111);
+  assert.match(
+    r.err,
+    /^tcpclient: fatal: temporarily unable to figure out IP address for some\.test: missing Deno permission \(.*read access to "\/etc\/resolv\.conf".*\)\n$/,
+  );
+});
+
+const RESOLV_SEARCH = (() => {
+  try {
+    return /^(search|domain)[ \t]/m.test(Deno.readTextFileSync("/etc/resolv.conf"));
+  } catch {
+    return false; // no resolv.conf: no search line
+  }
+})();
+
+Deno.test({
+  name:
+    "tcpclient: a dotless name without the host name's domain fails for now, naming the permission (needs resolv.conf without a search line)",
+  ignore: RESOLV_SEARCH,
+  async fn() {
+    // dns_resolvconfrewrite qualifies by the host name's domain; gethostname failing fails it.
+    const r = await withPerms(["--allow-read"], "dotless");
+    assert.equal(r.code, 111);
+    assert.match(r.err, /for dotless: missing Deno permission \(.*sys access to "hostname"/);
+  },
 });

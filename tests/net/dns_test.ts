@@ -4,7 +4,6 @@ import {
   DnsCache,
   DnsProtocolError,
   DnsTemporaryError,
-  expandIPv6,
   fromDot,
   lookup,
   nameEqual,
@@ -16,7 +15,9 @@ import {
   reverseName,
   toDot,
 } from "../../lib/net/dns.ts";
+import { parseIp6Loose as expandIPv6 } from "../../lib/net/ip.ts";
 import { RTYPE, startDnsServer, wireName, type Zones } from "../support/dns_server.ts";
+import { evilEntry, hostilePtrZones, LONG_LABEL, v4OnlyZone } from "../support/dns_zones.ts";
 
 const ZONES = {
   "host.test": { A: ["192.0.2.1", "192.0.2.2"], AAAA: ["2001:db8::1"], ttl: 120 },
@@ -218,21 +219,13 @@ Deno.test("dns: $DNSCACHEIP on port 53 (as the C tools use it)", async () => {
 
 // ---------------------------------------------------------------- hostile answers (issue 9)
 
-const big = "a".repeat(63);
-const EVIL = { PTR: ["evil.example"], A: ["192.0.2.66"], TXT: ["evil"] };
+const big = LONG_LABEL;
+const EVIL = evilEntry();
 
 /** The hostile zones: raw-byte names and texts, planted records, forged replies. */
 function hostileZones(): Zones {
   return {
-    "11.0.0.127.in-addr.arpa": { PTR: [wireName("x\0INJECTED=yes", "example")] },
-    "12.0.0.127.in-addr.arpa": { PTR: [wireName("a\nb\x1bc\rd e:f%g\\h", "MiXeD")] },
-    "13.0.0.127.in-addr.arpa": { PTR: [wireName("\xe4\xf6\xfc\x80\x9f\xff", "test")] },
-    "14.0.0.127.in-addr.arpa": { PTR: [wireName("evil.com", "x")] },
-    "15.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, big)] },
-    "16.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, "a".repeat(61))] },
-    "17.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0])] },
-    // a compression pointer to itself (at: header, question, the record's owner pointer and fields)
-    "18.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0xc0, 12 + 25 + 4 + 12])] },
+    ...hostilePtrZones(),
     "x\\000injected\\075yes.example": { A: ["127.0.0.11"] },
     "rfc2317.test": { CNAME: "11.0-25.0.0.127.in-addr.arpa" },
     "11.0-25.0.0.127.in-addr.arpa": { PTR: ["classless.example"] },
@@ -263,7 +256,7 @@ function hostileZones(): Zones {
       ],
     },
     "tcpforged.test": { A: ["192.0.2.1"], behaviour: "truncate", tcpQuestion: "evil.example" },
-    "v4only.test": { A: ["127.0.0.1"], typeBehaviour: { AAAA: "refused" } },
+    ...v4OnlyZone(),
     "v6only.test": { AAAA: ["::1"], typeBehaviour: { A: "servfail" } },
     "neither.test": { A: [], typeBehaviour: { AAAA: "servfail" } },
   };
@@ -292,7 +285,7 @@ Deno.test("dns: hostile PTR names come back escaped, bounded, or not at all", as
     const ptr = (ip: string) => resolvePtr(ip, { servers });
     assert.deepEqual(await ptr("127.0.0.11"), ["x\\000injected\\075yes.example"]);
     assert.deepEqual(await ptr("127.0.0.12"), [
-      "a\\012b\\033c\\015d\\040e\\072f\\045g\\134h.mixed",
+      "a\\012b\\033c\\015d\\040e\\072f\\045g\\134h.example",
     ]);
     assert.deepEqual(await ptr("127.0.0.13"), ["\\344\\366\\374\\200\\237\\377.test"]);
     assert.deepEqual(await ptr("127.0.0.14"), ["evil\\056com.x"]);
@@ -373,4 +366,25 @@ Deno.test("dns: resolveAddrs uses the family that answered; fails only when all 
   } finally {
     await dns.close();
   }
+});
+
+Deno.test("dns: the cache forgets the oldest stored answer first; storing again renews", () => {
+  let now = 0;
+  const cache = new DnsCache(2, () => now);
+  const answer = (v: string) => ({ values: [v], ttl: 60 });
+  cache.set("a", answer("1"));
+  cache.set("b", answer("2"));
+  cache.set("a", answer("3")); // a is now the newest
+  cache.set("c", answer("4")); // evicts b
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get("b"), undefined);
+  assert.deepEqual(cache.get("a")?.values, ["3"]);
+  assert.deepEqual(cache.get("c")?.values, ["4"]);
+  cache.set("zero", { values: ["x"], ttl: 0 }); // TTL 0: not stored, nothing evicted
+  assert.equal(cache.size, 2);
+  now = 60_000;
+  assert.equal(cache.get("a"), undefined); // expired
+  const none = new DnsCache(0);
+  none.set("a", answer("1"));
+  assert.equal(none.size, 0);
 });

@@ -9,26 +9,20 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { cTool, ours, type Result, theirs } from "../support/helpers.ts";
 import { startDnsServer, wireName, type Zones } from "../support/dns_server.ts";
+import { evilEntry, hostilePtrZones, LONG_LABEL, v4OnlyZone } from "../support/dns_zones.ts";
 import { startSrv, talk } from "../support/tcpserver_util.ts";
 
 /** The test DNS server binds 127.53.x.y:53, where C's tools ask: root only. */
 const NOT_ROOT = Deno.uid() !== 0;
 const NO_C_TCPSERVER = cTool("tcpserver") === null;
 
-const big = "a".repeat(63);
-const EVIL = { PTR: ["evil.example"], A: ["127.0.0.66"] };
+const big = LONG_LABEL;
+const EVIL = evilEntry();
 
 /** Client addresses and the PTR answers they get. */
 const HOSTILE: Zones = {
   "1.0.0.127.in-addr.arpa": { PTR: [wireName("Local", "EXAMPLE")] },
-  "11.0.0.127.in-addr.arpa": { PTR: [wireName("x\0INJECTED=yes", "example")] },
-  "12.0.0.127.in-addr.arpa": { PTR: [wireName("a\nb\x1bc\rd e:f%g\\h", "Example")] },
-  "13.0.0.127.in-addr.arpa": { PTR: [wireName("\xe4\xf6\xfc\x80\x9f\xff", "test")] },
-  "14.0.0.127.in-addr.arpa": { PTR: [wireName("evil.com", "x")] },
-  "15.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, big)] },
-  "16.0.0.127.in-addr.arpa": { PTR: [wireName(big, big, big, "a".repeat(61))] },
-  "17.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0])] },
-  "18.0.0.127.in-addr.arpa": { PTR: [new Uint8Array([0xc0, 12 + 25 + 4 + 12])] },
+  ...hostilePtrZones(),
   "19.0.0.127.in-addr.arpa": { PTR: [wireName("127", "0", "0", "19")] },
   "20.0.0.127.in-addr.arpa": { PTR: [wireName("two"), wireName("x\0INJECTED=yes", "example")] },
   "21.0.0.127.in-addr.arpa": { PTR: [wireName("liar\0", "example")] },
@@ -377,9 +371,7 @@ Deno.test({
   name: "hostile DNS: tcpclient and sslclient connect by A when the resolver refuses AAAA",
   ignore: NOT_ROOT,
   async fn() {
-    const dns = await startDnsServer({
-      "v4only.test": { A: ["127.0.0.1"], typeBehaviour: { AAAA: "refused" } },
-    });
+    const dns = await startDnsServer(v4OnlyZone());
     const listener = await counter();
     try {
       const env = { DNSCACHEIP: dns.address };

@@ -4,7 +4,7 @@
  * half-close and bulk data, IPv6, uid switching, start-up failures.
  */
 import assert from "node:assert/strict";
-import { haveC, needs, ours, tempDir, theirs } from "../support/helpers.ts";
+import { haveC, MOD, needs, ours, tempDir, theirs } from "../support/helpers.ts";
 import {
   normalise,
   quietArgs,
@@ -419,7 +419,7 @@ Deno.test(
       }
       await Deno.chmod(deno, 0o755);
       const asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
-      const mod = new URL("../../mod.ts", import.meta.url).pathname;
+      const mod = MOD;
       for (const [opt, text] of [["-u1", "uid"], ["-g65534", "gid"]]) {
         const r = await new Deno.Command("setpriv", {
           args: [

@@ -311,9 +311,7 @@ Deno.test("rblsmtpd: -t drops the conversation even when the client keeps it ope
     const child = new Deno.Command("bash", {
       args: [
         "-c",
-        `exec -a rblsmtpd "${Deno.execPath()}" run -A "${
-          new URL("../../mod.ts", import.meta.url).pathname
-        }" "$@"`,
+        `exec -a rblsmtpd "${Deno.execPath()}" run -A "${MOD}" "$@"`,
         "rblsmtpd",
         "-t1",
         "-r",

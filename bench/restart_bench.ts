@@ -139,8 +139,10 @@ async function restartOnce(c: Contender): Promise<Record<string, number>> {
   let fresh: net.Socket | null = null;
   try {
     old = await greetedBy(port, 1, 20_000, true);
-    // supervise pauses a second after each start before it reads svc's commands
-    while (await svstatUp(service) < 1) await new Promise((r) => setTimeout(r, 20));
+    // supervise pauses a second after each start before it reads svc's
+    // commands; svstat counts whole seconds of a truncated start time, so 2
+    // means at least one second
+    while (await svstatUp(service) < 2) await new Promise((r) => setTimeout(r, 20));
     const t0 = performance.now();
     await new Deno.Command("svc", { args: ["-t", service] }).output();
     fresh = await greetedBy(port, 2, 30_000, true);

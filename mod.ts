@@ -97,7 +97,8 @@ async function run(argv0: string, args: string[]): Promise<number> {
       const { stderrLine } = await import("./lib/core/log.ts");
       // sslserver re-reads its certificate at SIGHUP; tcpserver dies of it, as C's.
       const forward: Deno.Signal[] = name === "sslserver" ? ["SIGHUP"] : [];
-      return await front.runFront(name, stderrLine, forward);
+      const code = await front.runFront(name, stderrLine, forward);
+      if (code !== null) return code;
     }
   }
   const tool = await TOOLS[name]();

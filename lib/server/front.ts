@@ -168,35 +168,38 @@ export function frontExitCode(wstat: number): { code: number; signal?: number } 
  * $TCPSERVER_FRONT, and resolves with the exit code to exit with — the
  * server's, or 0 after a SIGTERM once the server has closed its listener.
  * `warn` gets a line when the server died of a signal; the signals in
- * `forward` are passed on to the server. Throws when the
- * server cannot be started.
+ * `forward` are passed on to the server. Resolves null (after a warning)
+ * when no server could be started: the caller then serves itself.
  */
 export async function runFront(
   prog: string,
   warn: (line: string) => void,
   forward: Deno.Signal[] = [],
-): Promise<number> {
+): Promise<number | null> {
   const l = L();
   const pair = new Int32Array(2);
   if (l.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(pair.buffer)) !== 0) {
-    throw sysError("unable to create socketpair", errno());
+    warn(`${prog}: warning: running without a restart front: socketpair: os error ${errno()}`);
+    return null;
   }
   const [own, theirs] = pair;
   // The server's end, not close-on-exec, above the descriptors a supervisor
   // or a caller may pass on (3 for sslserver's password, 3.. for LISTEN_FDS).
   const passed = l.fcntl(theirs, F_DUPFD, 10);
   l.close(theirs);
-  if (passed < 0) {
-    l.close(own);
-    throw sysError("unable to duplicate descriptor", errno());
-  }
-  const env = ownEnviron();
-  env.set(FRONT_VARIABLE, String(passed));
   let server;
   try {
+    if (passed < 0) throw sysError("unable to duplicate descriptor", errno());
+    const env = ownEnviron();
+    env.set(FRONT_VARIABLE, String(passed));
     server = await spawnProcess("/proc/self/exe", ownArgv(), env, []);
+  } catch (e) {
+    // Nothing started: this process serves itself, draining at SIGTERM.
+    l.close(own);
+    warn(`${prog}: warning: running without a restart front: ${(e as Error).message}`);
+    return null;
   } finally {
-    l.close(passed);
+    if (passed >= 0) l.close(passed);
   }
   nonBlocking(own);
 

@@ -203,7 +203,11 @@ exec "${DENO}" run -A "${MOD}" tcpserver -v -RHl0 127.0.0.1 ${port} fixcrio sh -
     const b = await greeted(port, "hi2\r\n", 10_000);
     clients.push(b);
     const greetMs = performance.now() - t0;
-    console.log(`restart: the front exited ${(await frontGone).toFixed(0)} ms after svc -t`);
+    const frontMs = await frontGone;
+    console.log(`restart: the front exited ${frontMs.toFixed(0)} ms after svc -t`);
+    // (typically ~10 ms and ~110 ms here; the bounds leave room for a loaded
+    // CI machine: bench/restart_bench.ts measures it against C)
+    assert.ok(frontMs < 1000, `the front exited after ${frontMs} ms`);
     console.log(`restart: generation 2 greeted a new client ${greetMs.toFixed(0)} ms after svc -t`);
     // Two Deno start-ups (front, server) stand between the signal and the greeting.
     assert.ok(greetMs < 5000, `${greetMs} ms`);

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { nativeAvailable } from "../../lib/native/native.ts";
 import { DENO, haveC, MOD, tempDir } from "../support/helpers.ts";
-import { childrenOf, serverOf, waitGone } from "../support/tcpserver_util.ts";
+import { childrenOf, serverOf, spawnServer, waitGone } from "../support/tcpserver_util.ts";
 
 const NATIVE = nativeAvailable();
 const SUPERVISE = haveC("supervise") && haveC("svc") && haveC("svstat");
@@ -263,26 +263,6 @@ exec "${DENO}" run -A "${MOD}" tcpserver -v -RHl0 127.0.0.1 ${port} fixcrio sh -
   assert.deepEqual(errs.lines, []);
 });
 
-/** Runs our tcpserver directly (no supervisor), with -1, returning the child and its port. */
-async function startOurs(args: string[], env: Record<string, string> = {}) {
-  const child = new Deno.Command(DENO, {
-    args: ["run", "-A", MOD, "tcpserver", "-1", "-RHl0", ...args],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-  }
-  reader.releaseLock();
-  return { child, port: Number(text.trim()), stderr: gather(child.stderr) };
-}
-
 Deno.test({
   name: "front: the server's exit status and messages are the front's (a port in use: 111)" +
     (NATIVE ? "" : " (needs the native path: --allow-ffi)"),
@@ -312,11 +292,16 @@ Deno.test({
     (NATIVE ? "" : " (needs the native path: --allow-ffi)"),
   ignore: !NATIVE,
 }, async () => {
-  const s = await startOurs(["-v", "127.0.0.1", "0", "sh", "-c", "echo hi1; exec cat"], {
-    UCSPI_CHAIN: "force",
-  });
-  const server = serverOf(s.child.pid);
-  assert.notEqual(server, s.child.pid);
+  const s = await spawnServer(
+    [DENO, "run", "-A", MOD, "tcpserver", "-1", "-RHl0", "-v", "127.0.0.1", "0", ...[
+      "sh",
+      "-c",
+      "echo hi1; exec cat",
+    ]],
+    { env: { UCSPI_CHAIN: "force" }, name: "tcpserver" },
+  );
+  const server = serverOf(s.pid);
+  assert.notEqual(server, s.pid);
   const a = await greeted(s.port, "hi1\n", 5000);
   s.child.kill("SIGKILL");
   await s.child.status;
@@ -333,6 +318,5 @@ Deno.test({
   assert.ok((await a.until("still\n")).endsWith("hi1\nstill\n"));
   a.sock.end();
   await waitGone(server, 10_000);
-  await s.stderr.done;
-  assert.ok(s.stderr.lines.includes("tcpserver: end 1 status 0"), s.stderr.lines.join("\n"));
+  await s.waitLine(/^tcpserver: end 1 status 0$/);
 });

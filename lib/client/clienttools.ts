@@ -38,29 +38,32 @@ export function catvConverter(): Converter {
 /**
  * The awk filter of http@ (`/^$/ { body=1; next } { if (body) print }`): every
  * line after the first empty one, except empty lines, each ending in a newline
- * (also a partial final line).
+ * (also a partial final line). Streams: nothing of a line is held back, so a
+ * server sending a line without end costs no memory (awk would hold it).
  */
 export function httpBodyConverter(): Converter {
   let body = false;
-  let line: number[] = [];
-  const emit = (out: number[]) => {
-    if (line.length === 0) body = true;
-    else if (body) out.push(...line, 10);
-    line = [];
-  };
+  let atLineStart = true; // no byte of the current line seen yet
   return {
     push(chunk) {
-      const out: number[] = [];
+      const out = new Uint8Array(chunk.length);
+      let j = 0;
       for (const b of chunk) {
-        if (b === 10) emit(out);
-        else line.push(b);
+        if (b === 10) {
+          if (atLineStart) body = true;
+          else if (body) out[j++] = 10;
+          atLineStart = true;
+        } else {
+          if (body) out[j++] = b;
+          atLineStart = false;
+        }
       }
-      return Uint8Array.from(out);
+      return out.subarray(0, j);
     },
     end() {
-      const out: number[] = [];
-      if (line.length) emit(out);
-      return Uint8Array.from(out);
+      const partial = !atLineStart && body;
+      atLineStart = true;
+      return partial ? Uint8Array.of(10) : EMPTY;
     },
   };
 }

@@ -33,13 +33,21 @@ export const DEFAULT_DRAIN_SECONDS = 10;
 
 /** The parsed command line. */
 export interface TcpserverArgs {
+  /** What the options decide for the server itself (the address comes later, from host and port). */
   server: Omit<ServerOptions, "hostname" | "port" | "baseEnv">;
+  /** The host argument as given ("0", "", a name, a literal address). */
   host: string;
+  /** The port argument as given (a number, a service name, or "0"). */
   port: string;
+  /** -1: print the local port on stdout once listening. */
   flag1: boolean;
+  /** -u / -U's $UID: the uid the program runs as (0: unchanged). */
   uid: number;
+  /** -g / -U's $GID: the gid the program runs as (0: unchanged). */
   gid: number;
+  /** -4 / -6: the address family to listen on (0: whichever the host gives, dual stack for "0"). */
   family: 0 | 4 | 6;
+  /** -I: the interface a link-local host argument is scoped to. */
   iface?: string;
   /** -b, when given; otherwise the listen backlog is Deno's 511 (C: 20). */
   backlog?: number;

@@ -72,6 +72,7 @@ export interface ProxyHeader {
 
 /** A header that does not match the protocol; the connection must be dropped. */
 export class ProxyError extends Error {
+  /** `message` says what is wrong with the header (for the log). */
   constructor(message: string) {
     super(message);
     this.name = "ProxyError";
@@ -229,6 +230,7 @@ export type ProxyReadFailure = "invalid" | "timeout" | "eof";
 
 /** A header read that failed; `message` says why (for the log). */
 export class ProxyReadError extends Error {
+  /** `kind` tells the caller how to log and count the failure. */
   constructor(message: string, readonly kind: ProxyReadFailure) {
     super(message);
     this.name = "ProxyReadError";

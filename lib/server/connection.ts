@@ -14,7 +14,9 @@ import type { Io } from "../stages/stage.ts";
 
 /** An address and port. */
 export interface Endpoint {
+  /** The address in its printed form (lib/net/ip.ts). */
   ip: string;
+  /** The TCP port. */
   port: number;
 }
 

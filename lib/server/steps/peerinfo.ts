@@ -31,8 +31,11 @@ export interface PeerInfoOptions {
 
 /** What the step found (null: none). */
 export interface PeerFacts {
+  /** TCPLOCALHOST: -l's name, else the local address's name. */
   localHost: string | null;
+  /** TCPREMOTEHOST: the remote address's name (-h). */
   remoteHost: string | null;
+  /** TCPREMOTEINFO: the ident answer (-r). */
   info: string | null;
 }
 

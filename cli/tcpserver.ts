@@ -3,7 +3,7 @@
  * connection on its stdin/stdout and the UCSPI-TCP environment. Options as
  * DJB's tcpserver 0.88, plus -4/-6/-I/-j (ucspi-tcp IPv6 patch), -C n[:msg]
  * (per-IP limit, as ipsvd's tcpsvd), -L (over-limit message mode) and -W
- * (a PROXY protocol header starts each connection: lib/net/proxy.ts).
+ * (a PROXY protocol header starts each connection: lib/net/proxy/step.ts).
  */
 import process from "node:process";
 import { parseIp4, parseIp6 } from "../lib/net/ip.ts";
@@ -17,7 +17,7 @@ import { dropIds, nativeAvailable } from "../lib/native/native.ts";
 import { setRunAs } from "../lib/process/spawn.ts";
 import { type ServerOptions, stderrLine, TcpServer } from "../lib/server/server.ts";
 import { takeFront } from "../lib/server/front.ts";
-import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
+import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy/step.ts";
 
 const PROG = "tcpserver";
 /** DJB's usage line with our additions (-46jLW, -I, -C) where DJB's has its options. */

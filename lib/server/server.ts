@@ -11,7 +11,7 @@
  * line); a tool built on it (sslserver) adds its per-connection steps to
  * the list instead of copying this file. The steps' own modules are in
  * lib/server/steps/ (peer info, banner, rules, limits) and where their
- * mechanism lives (PROXY: lib/net/proxy.ts, TLS: lib/tls/server_hook.ts).
+ * mechanism lives (PROXY: lib/net/proxy/step.ts, TLS: lib/tls/server_hook.ts).
  *
  * Two paths share this pipeline: the native one (lib/native/native.ts: libc
  * sockets through FFI; a foreign program gets the socket itself as fd 0/1,

@@ -1,7 +1,7 @@
 /**
  * The steps that run on a connection before the banner and the peer info,
  * in order (ServerOptions.steps): tcpserver -W has the PROXY step
- * (lib/net/proxy.ts), sslserver the PROXY step (-W) and the TLS handshake
+ * (lib/net/proxy/step.ts), sslserver the PROXY step (-W) and the TLS handshake
  * (lib/tls/server_hook.ts). tcpserver and sslserver differ only in this
  * list. A step sees the streams and endpoints the steps before it left and
  * hands back what changes; resolving null drops the connection (the step

@@ -7,7 +7,8 @@
  */
 import process from "node:process";
 import { parseIp4, parseIp6 } from "../lib/net/ip.ts";
-import { DnsTemporaryError, resolveAddrs } from "../lib/net/dns.ts";
+import { DnsTemporaryError } from "../lib/net/dns/errors.ts";
+import { resolveAddrs } from "../lib/net/dns/resolver.ts";
 import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { byteEnviron } from "../lib/core/environ.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";

@@ -5,6 +5,11 @@
  * host. A permanent "no such record" (NXDOMAIN, no data) is an empty result;
  * a temporary failure throws DnsTemporaryError. Only records that passed
  * answersQuery and relevantRecords (wire.ts) are returned or cached.
+ *
+ * The stub client's other parts, each imported from where it is: errors.ts
+ * (the failures), wire.ts (names and packets, no I/O), transport.ts (which
+ * servers, UDP/TCP to the server asked), cache.ts (answers for their TTL,
+ * bounded).
  */
 import { parseIp4, parseIp6Loose } from "../ip.ts";
 import type { Answer, DnsCache } from "./cache.ts";

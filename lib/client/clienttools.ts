@@ -10,7 +10,8 @@ import { ToolError } from "../core/errors.ts";
 import { utf8ByteString } from "../core/bytes.ts";
 import { stderrLine } from "../core/log.ts";
 import { writeAll } from "../core/write_all.ts";
-import { connectClient, defaultClientOptions, remotePort } from "./tcpclient.ts";
+import { connectClient } from "./connect.ts";
+import { defaultClientOptions, remotePort } from "./options.ts";
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 

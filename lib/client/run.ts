@@ -7,7 +7,8 @@
 import { spawn } from "node:child_process";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import { type Ended, forwardSignals } from "../process/spawn.ts";
+import { forwardSignals } from "../process/signals.ts";
+import type { Ended } from "../process/status.ts";
 
 /**
  * Runs argv with our stdin, stdout and stderr on 0-2, reading the network on

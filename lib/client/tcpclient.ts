@@ -17,7 +17,7 @@ import process from "node:process";
 import { Duplex } from "node:stream";
 import { fatalSys } from "../core/errors.ts";
 import { stderrLine } from "../core/log.ts";
-import { type Ended, statusOf } from "../process/spawn.ts";
+import { type Ended, statusOf } from "../process/status.ts";
 import { setClientEnv } from "./client_env.ts";
 import { connectClient } from "./connect.ts";
 import type { ClientOptions } from "./options.ts";

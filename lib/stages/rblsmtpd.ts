@@ -16,7 +16,8 @@
  *   (default 10), and answers are cached for their TTL (bounded cache).
  */
 import { DnsTemporaryError } from "../net/dns/errors.ts";
-import { reverseName, TYPE } from "../net/dns/wire.ts";
+import { reverseName } from "../net/dns/name.ts";
+import { TYPE } from "../net/dns/wire.ts";
 import { defaultServers } from "../net/dns/transport.ts";
 import { DnsCache } from "../net/dns/cache.ts";
 import { lookup } from "../net/dns/resolver.ts";

@@ -10,13 +10,11 @@ import {
   answersQuery,
   decodeResponse,
   encodeQuery,
-  fromDot,
-  readName,
   recordValue,
   relevantRecords,
-  toDot,
   TYPE,
 } from "../../lib/net/dns/wire.ts";
+import { fromDot, readName, toDot } from "../../lib/net/dns/name.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 
 const QNAME = fromDot("2.0.0.127.rbl.test");

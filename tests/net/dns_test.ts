@@ -1,7 +1,7 @@
 /** lib/net/dns/ (resolver, wire, cache, errors) against tests/support/dns_server.ts. */
 import assert from "node:assert/strict";
 import { DnsProtocolError, DnsTemporaryError } from "../../lib/net/dns/errors.ts";
-import { fromDot, nameEqual, ptrName, reverseName, toDot } from "../../lib/net/dns/wire.ts";
+import { fromDot, nameEqual, ptrName, reverseName, toDot } from "../../lib/net/dns/name.ts";
 import { DnsCache } from "../../lib/net/dns/cache.ts";
 import {
   lookup,

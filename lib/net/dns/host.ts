@@ -69,7 +69,7 @@ export async function hostAddresses(
   if (numeric) return family === 6 ? [] : numeric;
   const bare = host.replace(/^\[(.*)\]$/s, "$1").replace(/%.*$/s, "");
   if (parseIp6(bare)) return family === 4 ? [] : [bare];
-  // Empty labels vanish; lib/net/dns/wire.ts fromDot reads escapes and throws DnsProtocolError
+  // Empty labels vanish; lib/net/dns/name.ts fromDot reads escapes and throws DnsProtocolError
   // ("protocol error", as DJB's dns_domain_fromdot) for a label over 63 or a name over 255 bytes.
   const labels = host.split(".").filter((l) => l !== "");
   const name = labels.join(".");

@@ -134,7 +134,7 @@ export class PeerInfo {
           timeoutMs: this.#dnsTimeoutMs,
           cache: this.#dnsCache,
         }));
-      // Already as C prints it (lib/net/dns/wire.ts toDot): lowercase, escaped, the root as ".".
+      // Already as C prints it (lib/net/dns/name.ts toDot): lowercase, escaped, the root as ".".
       return names.length ? names[0] : null;
     } catch (e) {
       const denied = permissionFault(e);

@@ -5,9 +5,8 @@
  */
 import net from "node:net";
 import { showAddress } from "../core/environ.ts";
-import { errnoName, errorText, fatal, fatalSys, ToolError } from "../core/errors.ts";
-import { DnsTemporaryError } from "../net/dns/errors.ts";
-import { hostAddresses } from "../net/dns/host.ts";
+import { errnoName, errorText, fatalSys, ToolError } from "../core/errors.ts";
+import { hostArgumentAddresses } from "../net/dns/host.ts";
 import { parseIp6Loose } from "../net/ip.ts";
 import type { ClientOptions } from "./options.ts";
 
@@ -153,19 +152,11 @@ export async function connectClient(
   opts: ClientOptions,
   warn: (line: string) => void,
 ): Promise<Connected> {
-  let addresses: string[];
-  try {
-    addresses = await hostAddresses(host, opts.family);
-  } catch (e) {
-    if (e instanceof DnsTemporaryError) {
-      const why = e.reason; // DJB's wording: timed out, temporary failure, protocol error
-      throw fatal(prog, `temporarily unable to figure out IP address for ${host}: ${why}`);
-    }
-    // A name DNS cannot carry (an empty or overlong label): no address, as C says.
-    if (e instanceof TypeError || e instanceof RangeError) addresses = [];
-    else throw e;
-  }
-  if (addresses.length === 0) throw fatal(prog, `no IP address for ${host}`);
+  const addresses = await hostArgumentAddresses(prog, host, {
+    family: opts.family,
+    unspecified: "loopback",
+    literalsByFamily: true,
+  });
   const sock = await connectAny(prog, addresses, portNumber, opts, warn);
   if (!sock) throw new ToolError("", 111);
   sock.setNoDelay(!opts.delay);

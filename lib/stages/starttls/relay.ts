@@ -5,6 +5,7 @@
  * answers STARTTLS itself (dropping what was pipelined after it) and runs
  * the handshake; after TLS, or once it stops parsing, it relays bytes.
  */
+import { concatBytes } from "../../core/bytes.ts";
 import type { ServerCredentials } from "../../tls/credentials.ts";
 import { acceptTls } from "../../tls/tls.ts";
 import type { Io } from "../stage.ts";
@@ -25,28 +26,6 @@ const READY_BYTES = enc.encode(`${READY}\r\n`);
 const MUST_BYTES = enc.encode(`${MUST_STARTTLS}\r\n`);
 const NO_PARAMS = enc.encode("501 5.5.4 Syntax error (no parameters allowed)\r\n");
 const TOO_LONG = enc.encode("500 5.5.2 Line too long\r\n");
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  if (b.length === 0) return a;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-function join(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  n = 0;
-  for (const p of parts) {
-    out.set(p, n);
-    n += p.length;
-  }
-  return out;
-}
 
 /** The relay of one connection; see the module comment. */
 class Relay {
@@ -112,7 +91,7 @@ class Relay {
   // ---- program output (its replies) -> client
 
   async fromProgram(chunk: Uint8Array): Promise<void> {
-    if (this.outPlain) return this.send(concat(this.replies.rest(), chunk));
+    if (this.outPlain) return this.send(concatBytes(this.replies.rest(), chunk));
     this.replies.push(chunk);
     const out: Uint8Array[] = [];
     for (;;) {
@@ -133,7 +112,7 @@ class Relay {
       out.push(...r.out);
       if (r.ended) this.answered();
     }
-    if (out.length) await this.send(join(out));
+    if (out.length) await this.send(concatBytes(...out));
   }
 
   async programClosed(): Promise<void> {
@@ -169,7 +148,7 @@ class Relay {
   goPlain(c: ReadableStreamDefaultController<Uint8Array>, line: Uint8Array): void {
     this.mode = "plain";
     this.outputPlain();
-    c.enqueue(concat(line, this.commands.rest()));
+    c.enqueue(concatBytes(line, this.commands.rest()));
   }
 
   /** The next client line, or the overlong start of one, or the end. */

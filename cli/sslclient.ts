@@ -11,14 +11,10 @@ import { getopt, scanUlong } from "../lib/core/getopt.ts";
 import { readFd3Password } from "../lib/core/password.ts";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
-import {
-  applyClientOption,
-  connectClient,
-  defaultClientOptions,
-  remotePort,
-  stderrLine,
-  tcpclient,
-} from "../lib/client/tcpclient.ts";
+import { stderrLine } from "../lib/core/log.ts";
+import { connectClient } from "../lib/client/connect.ts";
+import { applyClientOption, defaultClientOptions, remotePort } from "../lib/client/options.ts";
+import { tcpclient } from "../lib/client/tcpclient.ts";
 import { applySslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
 import { lingeringClose } from "../lib/tls/streams.ts";
 import { type ConnectOptions, connectTlsSocket, HandshakeError } from "../lib/tls/tls.ts";

@@ -17,7 +17,7 @@ import { errorText, fatal, ToolError } from "../lib/core/errors.ts";
 import { scanUlong } from "../lib/core/getopt.ts";
 import { readFd3Password } from "../lib/core/password.ts";
 import { stderrLine } from "../lib/core/log.ts";
-import { type ProxyPolicy, proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
+import { type ProxyPolicy, proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy/step.ts";
 import {
   CREDENTIAL_MESSAGES,
   CredentialError,

@@ -13,8 +13,8 @@ import {
   CLIENT_USAGE,
   defaultClientOptions,
   remotePort,
-  tcpclient,
-} from "../lib/client/tcpclient.ts";
+} from "../lib/client/options.ts";
+import { tcpclient } from "../lib/client/tcpclient.ts";
 
 const PROG = "tcpclient";
 

@@ -3,21 +3,20 @@
  * connection on its stdin/stdout and the UCSPI-TCP environment. Options as
  * DJB's tcpserver 0.88, plus -4/-6/-I/-j (ucspi-tcp IPv6 patch), -C n[:msg]
  * (per-IP limit, as ipsvd's tcpsvd), -L (over-limit message mode) and -W
- * (a PROXY protocol header starts each connection: lib/net/proxy.ts).
+ * (a PROXY protocol header starts each connection: lib/net/proxy/step.ts).
  */
 import process from "node:process";
-import { parseIp4, parseIp6 } from "../lib/net/ip.ts";
-import { DnsTemporaryError, resolveAddrs } from "../lib/net/dns.ts";
-import { errorText, fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
+import { fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { byteEnviron } from "../lib/core/environ.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";
 import { idOf } from "../lib/process/ids.ts";
+import { hostArgumentAddresses } from "../lib/net/dns/host.ts";
 import { parsePort } from "../lib/net/services.ts";
 import { dropIds, nativeAvailable } from "../lib/native/native.ts";
 import { setRunAs } from "../lib/process/spawn.ts";
 import { type ServerOptions, stderrLine, TcpServer } from "../lib/server/server.ts";
 import { takeFront } from "../lib/server/front.ts";
-import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy.ts";
+import { proxyPolicyFromEnv, proxyPrepareHook } from "../lib/net/proxy/step.ts";
 
 const PROG = "tcpserver";
 /** DJB's usage line with our additions (-46jLW, -I, -C) where DJB's has its options. */
@@ -33,13 +32,21 @@ export const DEFAULT_DRAIN_SECONDS = 10;
 
 /** The parsed command line. */
 export interface TcpserverArgs {
+  /** What the options decide for the server itself (the address comes later, from host and port). */
   server: Omit<ServerOptions, "hostname" | "port" | "baseEnv">;
+  /** The host argument as given ("0", "", a name, a literal address). */
   host: string;
+  /** The port argument as given (a number, a service name, or "0"). */
   port: string;
+  /** -1: print the local port on stdout once listening. */
   flag1: boolean;
+  /** -u / -U's $UID: the uid the program runs as (0: unchanged). */
   uid: number;
+  /** -g / -U's $GID: the gid the program runs as (0: unchanged). */
   gid: number;
+  /** -4 / -6: the address family to listen on (0: whichever the host gives, dual stack for "0"). */
   family: 0 | 4 | 6;
+  /** -I: the interface a link-local host argument is scoped to. */
   iface?: string;
   /** -b, when given; otherwise the listen backlog is Deno's 511 (C: 20). */
   backlog?: number;
@@ -222,30 +229,22 @@ export function parseArgs(args: string[], env: Map<string, string>): TcpserverAr
   return a;
 }
 
-/** The address to listen on for the host argument (DNS for a name). */
+/**
+ * The address to listen on for the host argument: resolved as C tcpserver's
+ * dns_ip4_qualify does (lib/net/dns/host.ts, shared with tcpclient), the
+ * first address; ucspi-tcp6's ":0" is every address, and -I scopes a
+ * link-local IPv6 address.
+ */
 async function listenAddress(a: TcpserverArgs, PROG: string): Promise<string> {
-  const host = a.host;
-  if (host === "" || host === "0") return a.family === 4 ? "0.0.0.0" : "::";
   // ucspi-tcp6's ":0": every address, IPv4 and IPv6 on one socket ("::" is dual stack here).
-  if (host === ":0") return "::";
-  if (parseIp4(host)) return host;
-  const pct = host.indexOf("%");
-  const bare = pct >= 0 ? host.slice(0, pct) : host;
-  if (parseIp6(bare)) {
-    if (pct < 0 && a.iface && /^fe[89ab]/i.test(bare)) return `${bare}%${a.iface}`;
-    return host;
-  }
-  if (host === "localhost") return a.family === 6 ? "::1" : "127.0.0.1";
-  let addrs: string[];
-  try {
-    addrs = await resolveAddrs(host, { family: a.family === 0 ? 0 : a.family, timeoutMs: 30000 });
-  } catch (e) {
-    // DJB's wording of the failure: "timed out", "temporary failure", "protocol error".
-    const why = e instanceof DnsTemporaryError ? e.reason : errorText(e);
-    throw fatal(PROG, `temporarily unable to figure out IP address for ${host}: ${why}`);
-  }
-  if (addrs.length === 0) throw fatal(PROG, `no IP address for ${host}`);
-  return addrs[0];
+  if (a.host === ":0") return "::";
+  const [ip] = await hostArgumentAddresses(PROG, a.host, {
+    family: a.family,
+    unspecified: "any",
+    literalsByFamily: false,
+  });
+  if (a.iface && !ip.includes("%") && /^fe[89ab]/i.test(ip)) return `${ip}%${a.iface}`;
+  return ip;
 }
 
 function isRoot(): boolean {

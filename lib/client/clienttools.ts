@@ -7,10 +7,11 @@
 import type net from "node:net";
 import { addcrConverter, type Converter, delcrConverter } from "../stages/crlf.ts";
 import { ToolError } from "../core/errors.ts";
-import { utf8ByteString } from "../core/bytes.ts";
+import { concatBytes, utf8ByteString } from "../core/bytes.ts";
 import { stderrLine } from "../core/log.ts";
 import { writeAll } from "../core/write_all.ts";
-import { connectClient, defaultClientOptions, remotePort } from "./tcpclient.ts";
+import { connectClient } from "./connect.ts";
+import { defaultClientOptions, remotePort } from "./options.ts";
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 
@@ -80,19 +81,11 @@ export function chain(...convs: Converter[]): Converter {
       for (let i = 0; i < convs.length; i++) {
         let tail = convs[i].end();
         for (const c of convs.slice(i + 1)) tail = c.push(tail);
-        if (tail.length) out = concat(out, tail);
+        if (tail.length) out = concatBytes(out, tail);
       }
       return out;
     },
   };
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 /** Writes all of data to stdout. */

@@ -49,3 +49,22 @@ export function byteStringText(s: string): string | null {
     return null;
   }
 }
+
+/**
+ * The bytes of parts one after another. A part that is the only non-empty
+ * one is returned itself, not copied (the callers hand the result on and
+ * never write to it).
+ */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const full = parts.filter((p) => p.length > 0);
+  if (full.length <= 1) return full[0] ?? new Uint8Array(0);
+  let n = 0;
+  for (const p of full) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of full) {
+    out.set(p, n);
+    n += p.length;
+  }
+  return out;
+}

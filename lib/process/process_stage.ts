@@ -11,7 +11,9 @@ import { errorText, fatal, ToolError } from "../core/errors.ts";
 import { flushLog, stderrLog } from "../core/log.ts";
 import { writeAll, writeAllSync } from "../core/write_all.ts";
 import { findProgram } from "./pathexec.ts";
-import { forwardSignals, runInherited, runPumped, statusOf } from "./spawn.ts";
+import { forwardSignals } from "./signals.ts";
+import { runInherited, runPumped } from "./spawn.ts";
+import { statusOf } from "./status.ts";
 import type { Io, Stage } from "../stages/stage.ts";
 
 /**

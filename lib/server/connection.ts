@@ -9,12 +9,15 @@ import { NativeConn, spawnOnSocket } from "../native/native.ts";
 import { findProgram } from "../process/pathexec.ts";
 import { BoundedMap } from "../core/bounded.ts";
 import { writeAll } from "../core/write_all.ts";
-import { type Ended, endedOf, getRunAs, waitStatus } from "../process/spawn.ts";
+import { getRunAs } from "../process/spawn.ts";
+import { type Ended, endedOf, waitStatus } from "../process/status.ts";
 import type { Io } from "../stages/stage.ts";
 
 /** An address and port. */
 export interface Endpoint {
+  /** The address in its printed form (lib/net/ip.ts). */
   ip: string;
+  /** The TCP port. */
   port: number;
 }
 

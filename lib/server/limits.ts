@@ -26,6 +26,7 @@ import { loadavgPath, loadSampler } from "./loadavg.ts";
 
 /** A connection that passed the limits: it counts until release(). */
 export interface Admitted {
+  /** Tells an Admitted from a Refused. */
   admitted: true;
   /** Connections from the same IP including this one ($TCPCONNNUM). */
   connNum: number;
@@ -35,6 +36,7 @@ export interface Admitted {
 
 /** A connection over a limit. */
 export interface Refused {
+  /** Tells a Refused from an Admitted. */
   admitted: false;
   /** "MAXLOAD" | "MAXCONNIP" | "MAXCONNC" */
   label: string;
@@ -103,6 +105,7 @@ export class Limits {
   #loadavg: (() => number) | undefined;
   #total = 0;
 
+  /** The limits come from opts; nothing is counted until the first admission. */
   constructor(opts: LimitsOptions) {
     this.#base = opts.baseEnv;
     this.#cMax = opts.maxConnIp;

@@ -43,12 +43,19 @@ export function pidLine(prog: string, pid: number, remoteIp: string): string {
 
 /** What the ok/deny line reports about a connection. */
 export interface ConnectionFacts {
+  /** The local host name (-l or -h's lookup); null or absent prints as empty. */
   localHost?: string | null;
+  /** The local address. */
   localIp: string;
+  /** The local port. */
   localPort: number | string;
+  /** The remote host name (-h); null or absent prints as empty. */
   remoteHost?: string | null;
+  /** The remote address. */
   remoteIp: string;
+  /** The ident answer (-r); null or absent prints as empty. */
   remoteInfo?: string | null;
+  /** The remote port. */
   remotePort: number | string;
 }
 

@@ -13,8 +13,10 @@ import { AsyncLocalStorage } from "node:async_hooks";
  * (see #guarded), and the promise that rejects with it.
  */
 export class ConnScope {
+  /** The first error raised inside the connection's handling (null: none yet). */
   fault: unknown = null;
   #reject: ((e: unknown) => void) | null = null;
+  /** Rejects with the first fault; never resolves. */
   readonly faulted: Promise<never>;
 
   constructor() {

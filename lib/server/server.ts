@@ -11,7 +11,7 @@
  * line); a tool built on it (sslserver) adds its per-connection steps to
  * the list instead of copying this file. The steps' own modules are in
  * lib/server/steps/ (peer info, banner, rules, limits) and where their
- * mechanism lives (PROXY: lib/net/proxy.ts, TLS: lib/tls/server_hook.ts).
+ * mechanism lives (PROXY: lib/net/proxy/step.ts, TLS: lib/tls/server_hook.ts).
  *
  * Two paths share this pipeline: the native one (lib/native/native.ts: libc
  * sockets through FFI; a foreign program gets the socket itself as fd 0/1,
@@ -55,6 +55,7 @@ export interface ServerOptions {
   prog?: string;
   /** Address to listen on ("::" = dual stack, "0.0.0.0", a literal address). */
   hostname: string;
+  /** Port to listen on (0: any; -1 prints the one chosen). */
   port: number;
   /** SO_REUSEPORT on the listening socket (several servers on one port). */
   reusePort?: boolean;
@@ -93,6 +94,7 @@ export interface ServerOptions {
   forceV6?: boolean;
   /** -C n[:message]: the default MAXCONNIP and its message. */
   maxConnIp?: number;
+  /** -C's message (after the colon), shown to a client refused by MAXCONNIP. */
   maxConnIpMessage?: string;
   /** The program and its arguments. */
   argv: string[];
@@ -154,7 +156,9 @@ export { stderrLine };
 
 /** A listening tcpserver. */
 export class TcpServer {
+  /** The program name in log lines. */
   readonly prog: string;
+  /** The options the server was made with. */
   readonly opts: ServerOptions;
   readonly #log: (line: string) => void;
   readonly #verbosity: number;
@@ -171,6 +175,7 @@ export class TcpServer {
   #idle: (() => void) | null = null;
   #done: Promise<void> | null = null;
 
+  /** Nothing listens until listen(). */
   constructor(opts: ServerOptions) {
     this.opts = opts;
     this.prog = opts.prog ?? "tcpserver";

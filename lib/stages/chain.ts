@@ -30,7 +30,8 @@ import { makeRblsmtpdStage } from "./rblsmtpd.ts";
 import { WRAPPER_MARK } from "../install/install.ts";
 import { recordioStage } from "./recordio.ts";
 import { makeStarttlsProxyStage } from "./starttls_proxy.ts";
-import { type Ended, runPumped } from "../process/spawn.ts";
+import { runPumped } from "../process/spawn.ts";
+import type { Ended } from "../process/status.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
 
 /** Per-connection facts a stage may need. */

@@ -6,6 +6,7 @@
  * (13) and LF (10) are ever looked at. Chunks needing no change are passed
  * through without copying.
  */
+import { concatBytes } from "../core/bytes.ts";
 
 const CR = 13;
 const LF = 10;
@@ -226,12 +227,7 @@ export function fixcr(): TransformStream<Uint8Array, Uint8Array> {
 /** Runs a Converter over a whole buffer at once (tests, small messages). */
 export function convertAll(conv: Converter, data: Uint8Array): Uint8Array {
   const a = conv.push(data);
-  const b = conv.end();
-  if (!b.length) return a;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
+  return concatBytes(a, conv.end());
 }
 
 /**

@@ -15,8 +15,13 @@
  * - Lookups are asynchronous, bounded by $RBLSMTPD_DNSTIMEOUT seconds
  *   (default 10), and answers are cached for their TTL (bounded cache).
  */
-import { defaultServers, DnsCache, isIPv4, isIPv6, lookup, reverseName, TYPE } from "../net/dns.ts";
-import { DnsTemporaryError } from "../net/dns.ts";
+import { DnsTemporaryError } from "../net/dns/errors.ts";
+import { reverseName } from "../net/dns/name.ts";
+import { TYPE } from "../net/dns/wire.ts";
+import { defaultServers } from "../net/dns/transport.ts";
+import { DnsCache } from "../net/dns/cache.ts";
+import { lookup } from "../net/dns/resolver.ts";
+import { isIPv4, isIPv6 } from "../net/ip.ts";
 import { BoundedMap } from "../core/bounded.ts";
 import { stringBytes, utf8ByteString } from "../core/bytes.ts";
 import { usage } from "../core/errors.ts";
@@ -143,7 +148,7 @@ function dnsTimeoutMs(env: Map<string, string>): number {
   return Number.isFinite(n) && n > 0 ? n * 1000 : 10000;
 }
 
-/** Lookups through lib/net/dns.ts: $DNSCACHEIP or resolv.conf, cached for the TTL. */
+/** Lookups through lib/net/dns/: $DNSCACHEIP or resolv.conf, cached for the TTL. */
 export const dnsLookups: RblLookups = {
   async txt(name, env) {
     const a = await lookup(name, TYPE.TXT, {
@@ -346,7 +351,7 @@ export async function converse(io: Io, reply: string, timeout: number): Promise<
 export interface RblsmtpdContext {
   /** The pid in the log line (default: ours). */
   pid?: number;
-  /** DNS lookups (default: lib/net/dns.ts with the shared cache). */
+  /** DNS lookups (default: lib/net/dns/ with the shared cache). */
   lookups?: RblLookups;
 }
 

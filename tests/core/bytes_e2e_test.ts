@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { byteString, stringBytes } from "../../lib/core/bytes.ts";
 import { execEnvironment } from "../../lib/core/environ.ts";
 import { nativeAvailable, NativeListener, spawnOnSocket } from "../../lib/native/native.ts";
-import { octalEscaped, runPumped, textCommand } from "../../lib/process/spawn.ts";
+import { runPumped } from "../../lib/process/spawn.ts";
+import { octalEscaped, textCommand } from "../../lib/process/text_command.ts";
 import { cTool, DENO, haveC, MOD, oursArgv, tempDir } from "../support/helpers.ts";
 import { concat, spawnServer, startSrv, talk } from "../support/tcpserver_util.ts";
 

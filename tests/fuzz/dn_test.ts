@@ -8,15 +8,14 @@
  */
 import { DerError, readOnly } from "../../lib/tls/der.ts";
 import { VerifiableCert, verifyClientChain } from "../../lib/tls/verify.ts";
+import { parseCertificate, parseName } from "../../lib/tls/x509.ts";
 import {
   algorithmName,
   nameComponents,
   oneLine,
-  parseCertificate,
-  parseName,
   pemOf,
   serialDecimal,
-} from "../../lib/tls/x509.ts";
+} from "../../lib/tls/x509_text.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 
 /** Made by `openssl req -x509` (see the module comment), as DER in base64. */

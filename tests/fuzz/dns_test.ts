@@ -1,22 +1,20 @@
 /**
- * Fuzz: the DNS message decoder (lib/net/dns.ts) on random and mutated replies
+ * Fuzz: the DNS message decoder (lib/net/dns/wire.ts) on random and mutated replies
  * never throws but DnsProtocolError, never loops (compression pointers are
  * bounded), keeps every name within 255 bytes and its printed form within
  * 4 x 255 ASCII bytes, and what it accepts as an answer it reads again the
  * same way.
  */
+import { DnsProtocolError } from "../../lib/net/dns/errors.ts";
 import {
   answersQuery,
   decodeResponse,
-  DnsProtocolError,
   encodeQuery,
-  fromDot,
-  readName,
   recordValue,
   relevantRecords,
-  toDot,
   TYPE,
-} from "../../lib/net/dns.ts";
+} from "../../lib/net/dns/wire.ts";
+import { fromDot, readName, toDot } from "../../lib/net/dns/name.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 
 const QNAME = fromDot("2.0.0.127.rbl.test");

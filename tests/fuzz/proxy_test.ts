@@ -1,5 +1,5 @@
 /**
- * Fuzz: the PROXY v1/v2 header parser (lib/net/proxy.ts) on random and mutated
+ * Fuzz: the PROXY v1/v2 header parser (lib/net/proxy/header.ts, read.ts) on random and mutated
  * headers, whole and read from a stream in random chunks.
  *
  * Properties, for every input:
@@ -27,11 +27,10 @@ import {
   type ProxyEndpoints,
   ProxyError,
   type ProxyHeader,
-  ProxyReadError,
-  readProxyHeader,
   V1_MAX,
   V2_FIXED,
-} from "../../lib/net/proxy.ts";
+} from "../../lib/net/proxy/header.ts";
+import { ProxyReadError, readProxyHeader } from "../../lib/net/proxy/read.ts";
 import { canonicalIp, parseIp } from "../../lib/net/ip.ts";
 import { below, type FuzzTarget, fuzzTest, type Rand, randomBytes } from "../support/fuzz.ts";
 import { prng } from "../support/helpers.ts";

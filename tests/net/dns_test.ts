@@ -1,20 +1,15 @@
-/** lib/net/dns.ts against tests/support/dns_server.ts. */
+/** lib/net/dns/ (resolver, wire, cache, errors) against tests/support/dns_server.ts. */
 import assert from "node:assert/strict";
+import { DnsProtocolError, DnsTemporaryError } from "../../lib/net/dns/errors.ts";
+import { fromDot, nameEqual, ptrName, reverseName, toDot } from "../../lib/net/dns/name.ts";
+import { DnsCache } from "../../lib/net/dns/cache.ts";
 import {
-  DnsCache,
-  DnsProtocolError,
-  DnsTemporaryError,
-  fromDot,
   lookup,
-  nameEqual,
-  ptrName,
   resolveA,
   resolveAddrs,
   resolvePtr,
   resolveTxt,
-  reverseName,
-  toDot,
-} from "../../lib/net/dns.ts";
+} from "../../lib/net/dns/resolver.ts";
 import { parseIp6Loose as expandIPv6 } from "../../lib/net/ip.ts";
 import { RTYPE, startDnsServer, wireName, type Zones } from "../support/dns_server.ts";
 import { evilEntry, hostilePtrZones, LONG_LABEL, v4OnlyZone } from "../support/dns_zones.ts";

@@ -1,18 +1,15 @@
-/** Unit tests of lib/net/proxy.ts: PROXY protocol v1/v2 decoding, bounded reads, trust lists. */
+/** Unit tests of lib/net/proxy/ (header.ts, read.ts, trusted.ts): PROXY protocol v1/v2 decoding, bounded reads, trust lists. */
 import assert from "node:assert/strict";
 import {
   buildV1,
   buildV2,
   INCOMPLETE,
-  isTrusted,
   parseProxyHeader,
-  parseTrusted,
-  prependBytes,
   ProxyError,
-  ProxyReadError,
-  readProxyHeader,
   V2_SIGNATURE,
-} from "../../lib/net/proxy.ts";
+} from "../../lib/net/proxy/header.ts";
+import { prependBytes, ProxyReadError, readProxyHeader } from "../../lib/net/proxy/read.ts";
+import { isTrusted, parseTrusted } from "../../lib/net/proxy/trusted.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

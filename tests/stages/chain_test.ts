@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { forgetRecognised, isOurs, runConnectionProgram } from "../../lib/stages/chain.ts";
-import { statusOf } from "../../lib/process/spawn.ts";
+import { statusOf } from "../../lib/process/status.ts";
 import type { Io } from "../../lib/stages/stage.ts";
 import { cTool, DENO, MOD, needs, tempDir } from "../support/helpers.ts";
 import { startDnsServer } from "../support/dns_server.ts";

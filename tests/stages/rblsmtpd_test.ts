@@ -11,7 +11,7 @@ import {
   rblName,
   replyLine,
 } from "../../lib/stages/rblsmtpd.ts";
-import { DnsTemporaryError } from "../../lib/net/dns.ts";
+import { DnsTemporaryError } from "../../lib/net/dns/errors.ts";
 import { DENO, MOD, needs, ours, type Result, theirs } from "../support/helpers.ts";
 import { startDnsServer, type Zones } from "../support/dns_server.ts";
 

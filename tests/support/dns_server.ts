@@ -132,7 +132,7 @@ function norm(name: string): string {
   return name.toLowerCase().replace(/\.$/, "");
 }
 
-/** A label as djbdns's dns_domain_todot_cat writes it (written here independently of lib/net/dns.ts). */
+/** A label as djbdns's dns_domain_todot_cat writes it (written here independently of lib/net/dns/name.ts). */
 function escapeLabel(label: Uint8Array): string {
   let s = "";
   for (let c of label) {

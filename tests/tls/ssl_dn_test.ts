@@ -8,14 +8,14 @@
  * BMPString, unknown and very long OIDs, multi-valued RDNs.
  */
 import assert from "node:assert/strict";
+import { parseCertificate } from "../../lib/tls/x509.ts";
 import {
   algorithmName,
   nameComponents,
   oneLine,
-  parseCertificate,
   pemOf,
   serialDecimal,
-} from "../../lib/tls/x509.ts";
+} from "../../lib/tls/x509_text.ts";
 import { byteString } from "../../lib/core/bytes.ts";
 import { tempDir } from "../support/helpers.ts";
 import { CertMaker } from "../support/ssl_certmaker.ts";

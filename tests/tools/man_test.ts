@@ -11,7 +11,7 @@ import { MAN_MARK } from "../../lib/install/install.ts";
 import { MAN_PAGES } from "../../lib/install/man_pages.ts";
 import { OUTPUT, readPages, render } from "../../scripts/gen_man.ts";
 import { getopt } from "../../lib/core/getopt.ts";
-import { CLIENT_OPTSPEC, CLIENT_USAGE } from "../../lib/client/tcpclient.ts";
+import { CLIENT_OPTSPEC, CLIENT_USAGE } from "../../lib/client/options.ts";
 import { parseArgs as tcpserverArgs } from "../../cli/tcpserver.ts";
 import { parseArgs as sslserverArgs } from "../../cli/sslserver.ts";
 import { parseRblsmtpdArgs } from "../../lib/stages/rblsmtpd.ts";

@@ -5,11 +5,17 @@
  * host. A permanent "no such record" (NXDOMAIN, no data) is an empty result;
  * a temporary failure throws DnsTemporaryError. Only records that passed
  * answersQuery and relevantRecords (wire.ts) are returned or cached.
+ *
+ * The stub client's other parts, each imported from where it is: errors.ts
+ * (the failures), name.ts (names, no I/O), wire.ts (packets, no I/O), transport.ts (which
+ * servers, UDP/TCP to the server asked), cache.ts (answers for their TTL,
+ * bounded).
  */
 import { parseIp4, parseIp6Loose } from "../ip.ts";
 import type { Answer, DnsCache } from "./cache.ts";
 import { query, type QueryOptions } from "./transport.ts";
-import { fromDot, ptrName, recordValue, relevantRecords, toDot, TYPE } from "./wire.ts";
+import { fromDot, ptrName, toDot } from "./name.ts";
+import { recordValue, relevantRecords, TYPE } from "./wire.ts";
 
 /** Options every lookup takes. */
 export interface LookupOptions extends QueryOptions {

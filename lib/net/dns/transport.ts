@@ -18,10 +18,10 @@ import {
   answersQuery,
   decodeResponse,
   encodeQuery,
-  fromDot,
   RCODE_NXDOMAIN,
   type Response,
 } from "./wire.ts";
+import { fromDot } from "./name.ts";
 
 /** A resolver to ask: an IPv4 or IPv6 address and a port. */
 export interface DnsServer {

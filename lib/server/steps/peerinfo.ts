@@ -6,9 +6,10 @@
  * all at once. Lookups run in their own fault scope and are shared by
  * concurrent connections asking the same; a missing Deno permission drops
  * the connection naming it, any other failure is "no answer", as in C.
- * Names are as lib/net/dns.ts gives them: lowercased and escaped as djbdns.
+ * Names are as lib/net/dns/ gives them: lowercased and escaped as djbdns.
  */
-import { DnsCache, resolveAddrs, resolvePtr } from "../../net/dns.ts";
+import { DnsCache } from "../../net/dns/cache.ts";
+import { resolveAddrs, resolvePtr } from "../../net/dns/resolver.ts";
 import { showAddress } from "../../core/environ.ts";
 import { type IdentQuery, remoteInfo } from "../../net/ident.ts";
 import { BoundedMap } from "../../core/bounded.ts";
@@ -31,8 +32,11 @@ export interface PeerInfoOptions {
 
 /** What the step found (null: none). */
 export interface PeerFacts {
+  /** TCPLOCALHOST: -l's name, else the local address's name. */
   localHost: string | null;
+  /** TCPREMOTEHOST: the remote address's name (-h). */
   remoteHost: string | null;
+  /** TCPREMOTEINFO: the ident answer (-r). */
   info: string | null;
 }
 
@@ -130,7 +134,7 @@ export class PeerInfo {
           timeoutMs: this.#dnsTimeoutMs,
           cache: this.#dnsCache,
         }));
-      // Already as C prints it (lib/net/dns.ts toDot): lowercase, escaped, the root as ".".
+      // Already as C prints it (lib/net/dns/name.ts toDot): lowercase, escaped, the root as ".".
       return names.length ? names[0] : null;
     } catch (e) {
       const denied = permissionFault(e);

@@ -1,7 +1,7 @@
 /**
  * The steps that run on a connection before the banner and the peer info,
  * in order (ServerOptions.steps): tcpserver -W has the PROXY step
- * (lib/net/proxy.ts), sslserver the PROXY step (-W) and the TLS handshake
+ * (lib/net/proxy/step.ts), sslserver the PROXY step (-W) and the TLS handshake
  * (lib/tls/server_hook.ts). tcpserver and sslserver differ only in this
  * list. A step sees the streams and endpoints the steps before it left and
  * hands back what changes; resolving null drops the connection (the step
@@ -16,7 +16,9 @@ export interface PrepareContext {
   id: number;
   /** The connection's streams so far (the raw socket, or what an earlier step made). */
   io: Io;
+  /** The local endpoint so far (the socket's, or what an earlier step announced). */
   local: Endpoint;
+  /** The remote endpoint so far (the socket's, or what an earlier step announced). */
   remote: Endpoint;
 }
 
@@ -26,6 +28,7 @@ export interface Prepared {
   io?: Io;
   /** The real endpoints (a PROXY header): used for env, rules, limits, logs. */
   local?: Endpoint;
+  /** The real remote endpoint (a PROXY header): used for env, rules, limits, logs. */
   remote?: Endpoint;
   /** Variables to set (or remove: null) after the TCP ones, before the rules. */
   extraEnv?: Array<[string, string | null]>;

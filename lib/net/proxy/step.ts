@@ -1,0 +1,111 @@
+/**
+ * The PROXY step of tcpserver -W and sslserver -W: who must send a header
+ * ($PROXY_TRUSTED, $PROXY_TIMEOUT), reading it, and what the connection goes
+ * on with (the announced endpoints, the bytes after the header first), or
+ * the warning line and a dropped connection. The bytes are decoded in
+ * header.ts, read in read.ts.
+ */
+
+import { formatUnmapped } from "../ip.ts";
+import type { Io } from "../../stages/stage.ts";
+import type { Endpoint } from "../../server/connection.ts";
+import type { PrepareHook } from "../../server/steps/step.ts";
+import { ipBytes16 } from "./header.ts";
+import { prependBytes, type ProxyRead, readProxyHeader } from "./read.ts";
+import { type Cidr, isTrusted, parseTrusted } from "./trusted.ts";
+
+/** How a server treats PROXY headers (tcpserver -W, sslserver -W). */
+export interface ProxyPolicy {
+  /** The program name for log lines. */
+  prog: string;
+  /**
+   * Senders that must send a header ($PROXY_TRUSTED); other clients are
+   * taken as direct clients, with their own addresses. null: every
+   * connection must start with a header.
+   */
+  trusted: Cidr[] | null;
+  /** Time to wait for a complete header, in milliseconds ($PROXY_TIMEOUT). */
+  timeoutMs: number;
+  /** Writes a warning line (the caller drops it under -q). */
+  warn: (line: string) => void;
+}
+
+/** A connection's streams and endpoints, before and after the header. */
+export interface ProxyStepInput {
+  /** The connection's streams. */
+  io: Io;
+  /** Our end of the socket (or, after the header, the announced destination). */
+  local: Endpoint;
+  /** The peer's end (or, after the header, the announced source). */
+  remote: Endpoint;
+}
+
+/**
+ * Reads the PROXY header of a connection as the policy says. Resolves the
+ * streams to go on with (the bytes after the header first) and the original
+ * endpoints, or null after logging why the connection must be dropped.
+ */
+export async function proxyStep(
+  c: ProxyStepInput,
+  policy: ProxyPolicy,
+): Promise<ProxyStepInput | null> {
+  if (policy.trusted && !isTrusted(c.remote.ip, policy.trusted)) return c;
+  const reader = c.io.input.getReader();
+  let got: ProxyRead;
+  try {
+    got = await readProxyHeader(reader, { timeoutMs: policy.timeoutMs });
+  } catch (e) {
+    policy.warn(
+      `${policy.prog}: warning: dropping connection, unable to read PROXY header from ${
+        plainIp(c.remote.ip)
+      }: ${(e as Error).message}`,
+    );
+    // The connection is dropped: a cancel that fails has nothing left to clean up.
+    reader.cancel().catch(() => {});
+    return null;
+  }
+  const io: Io = { ...c.io, input: prependBytes(got.rest, reader) };
+  const e = got.header.endpoints;
+  if (!e) return { io, local: c.local, remote: c.remote };
+  return {
+    io,
+    local: { ip: e.destIp, port: e.destPort },
+    remote: { ip: e.sourceIp, port: e.sourcePort },
+  };
+}
+
+function plainIp(ip: string): string {
+  const b = ipBytes16(ip);
+  if (!b) return ip;
+  return formatUnmapped(b);
+}
+
+/** tcpserver's prepare hook for -W: the PROXY step alone. */
+export function proxyPrepareHook(policy: ProxyPolicy): PrepareHook {
+  return async (_conn, ctx) => {
+    const r = await proxyStep(ctx, policy);
+    if (!r) return null;
+    return { io: r.io, local: r.local, remote: r.remote };
+  };
+}
+
+/**
+ * The policy from the environment: $PROXY_TRUSTED (addresses and CIDR
+ * prefixes allowed, and required, to send a header; unset: every client
+ * must) and $PROXY_TIMEOUT (seconds, default 10). Throws Error on a bad list.
+ */
+export function proxyPolicyFromEnv(
+  prog: string,
+  env: Map<string, string>,
+  warn: (line: string) => void,
+): ProxyPolicy {
+  const list = env.get("PROXY_TRUSTED");
+  const t = env.get("PROXY_TIMEOUT");
+  const seconds = t !== undefined && /^[0-9]+$/.test(t) && Number(t) > 0 ? Number(t) : 10;
+  return {
+    prog,
+    trusted: list === undefined ? null : parseTrusted(list),
+    timeoutMs: seconds * 1000,
+    warn,
+  };
+}

@@ -2228,9 +2228,24 @@ is a number, a name from
 (read once, at start), or 0, which lets the system pick a free port (see
 .BR \\-1 ).
 .I host
-is an IP address (IPv4 or IPv6), a name looked up in DNS, or
+is an IP address (IPv4 or IPv6, read as C's ip4_scan and ip6_scan read
+them), a name looked up in DNS, or
 .B 0
-(or the empty string) for every local address: a dual-stack socket on
+(or the empty string) for every local address.
+A name is qualified as DJB's dns_ip4_qualify does (with
+.BR $LOCALDOMAIN ,
+else the
+.B search
+or
+.B domain
+line of
+.IR /etc/resolv.conf );
+.I /etc/hosts
+is not read, as by the C tcpserver, so
+.B localhost
+is whatever DNS says.
+With
+.BR 0 , a dual-stack socket on
 .B ::
 where the system has IPv6, all IPv4 addresses otherwise.
 Clients of a dual-stack socket that arrive as IPv4-mapped addresses

@@ -4,7 +4,7 @@
  * half-close and bulk data, IPv6, uid switching, start-up failures.
  */
 import assert from "node:assert/strict";
-import { haveC, MOD, needs, ours, tempDir, theirs } from "../support/helpers.ts";
+import { haveC, needs, ours, tempDir, theirs } from "../support/helpers.ts";
 import {
   normalise,
   quietArgs,

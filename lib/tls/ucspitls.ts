@@ -26,7 +26,8 @@
  * which, and how to run the handshake.
  */
 import { spawn as nodeSpawn } from "node:child_process";
-import type { Readable, Writable } from "node:stream";
+import type { Socket } from "node:net";
+import { Readable, Writable } from "node:stream";
 import process from "node:process";
 import { stringBytes } from "../core/bytes.ts";
 import { ownEnviron } from "../core/environ.ts";
@@ -373,4 +374,25 @@ export async function runUcspiTls(
   // The program is gone: stop reading for it, even if the client never sends EOF.
   if (!command) reader.cancel().catch(() => {});
   return ended;
+}
+
+/**
+ * A connected node socket as a StreamPair for runUcspiTls (sslclient -y):
+ * closing the writable half-closes it; `closed` resolves once it is closed.
+ */
+export function socketPair(
+  sock: Socket,
+  lingerMs?: number,
+): StreamPair & { closed: Promise<void> } {
+  const closed = new Promise<void>((r) => {
+    if (sock.destroyed) r();
+    else sock.once("close", () => r());
+  });
+  return {
+    readable: Readable.toWeb(sock) as ReadableStream<Uint8Array>,
+    writable: Writable.toWeb(sock) as WritableStream<Uint8Array>,
+    close: () => sock.destroy(),
+    lingerMs,
+    closed,
+  };
 }

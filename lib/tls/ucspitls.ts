@@ -282,12 +282,12 @@ export async function runUcspiTls(
 
   const ctlDone = deferred();
   ctl.on("data", (d: Uint8Array) => {
-    if (command || d.length === 0) return;
-    const c = String.fromCharCode(d[0]);
-    if (c === "Y" || c === "y") {
-      command = c;
-      commanded.resolve();
-    }
+    if (command) return;
+    // the first Y or y is the command; other bytes mean nothing
+    const at = d.findIndex((b) => b === 0x59 || b === 0x79);
+    if (at < 0) return;
+    command = d[at] === 0x59 ? "Y" : "y";
+    commanded.resolve();
   });
   ctl.once("end", () => ctlDone.resolve());
   ctl.once("close", () => ctlDone.resolve());

@@ -1653,6 +1653,9 @@ client pipelining plaintext after STARTTLS, the CVE-2011-0411 injection)
 never reach the tunnel: they stay behind on descriptor 0, which ends at the
 command.
 The program's plaintext output is passed on until the handshake begins.
+Data that begins like a TLS handshake record (the ClientHello of a client
+quicker than the program's command) waits up to a second for the command,
+and is the program's plaintext if none comes.
 .PP
 .BR ucspitlsd (1)
 gives the same channels to a program under
@@ -3486,6 +3489,9 @@ What the client sent before the command and the program did not read (a
 client that pipelines plaintext after STARTTLS) never reaches the tunnel:
 it stays behind on descriptor 0, which then ends.
 The program's plaintext output is passed on until the handshake begins.
+Data that begins like a TLS handshake record (the ClientHello of a client
+quicker than the program's command) waits up to a second for the command,
+and is the program's plaintext if none comes.
 .PP
 The certificate is read as
 .BR sslserver (1)

@@ -18,6 +18,10 @@
  * the command (a client pipelining plaintext after STARTTLS, the
  * CVE-2011-0411 injection) went to the program's plaintext input or is
  * dropped, never into the tunnel; what is read after it is the handshake.
+ * One exception keeps a quick client working: data that begins like a TLS
+ * handshake record (the ClientHello of a client that answered the program's
+ * "220" before the program's command reached us) waits up to
+ * HANDSHAKE_WAIT_MS for the command, and is plaintext only if none comes.
  * The program's plaintext output is forwarded until the handshake first
  * writes, and dropped after.
  *
@@ -131,6 +135,29 @@ export interface RunOptions {
   onExit?: (ended: Ended) => void;
   /** Called with the program's pid once it runs. */
   started?: (pid: number) => void;
+}
+
+/**
+ * How long what looks like the start of a TLS handshake waits for the
+ * program's command before it is taken for plaintext after all.
+ */
+export const HANDSHAKE_WAIT_MS = 1000;
+
+/**
+ * Whether data begins like a TLS handshake record (type 22, version 3.x),
+ * as a ClientHello does: a line-based plaintext protocol never sends that.
+ */
+export function looksLikeHandshake(data: Uint8Array): boolean {
+  return data.length > 0 && data[0] === 0x16 && (data.length < 2 || data[1] === 0x03) &&
+    (data.length < 3 || data[2] <= 0x04);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => {
+    const t = setTimeout(r, ms);
+    // never what keeps the process alive
+    Deno.unrefTimer(t);
+  });
 }
 
 type Deferred = { promise: Promise<void>; resolve: () => void };
@@ -252,6 +279,11 @@ export async function runUcspiTls(
     try {
       for (;;) {
         const { value, done } = await reader.read();
+        // A client may send its ClientHello as soon as it has the program's
+        // "220", before the program's command (written just after) is here.
+        if (!command && !done && looksLikeHandshake(value)) {
+          await Promise.race([commanded.promise, sleep(HANDSHAKE_WAIT_MS)]);
+        }
         if (command) {
           if (done) netEnded = true;
           else carried.push(value);

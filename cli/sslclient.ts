@@ -8,7 +8,7 @@
  * ucspi-tls sslclient): the program gets the connection in plaintext on 6
  * and 7 and starts TLS itself through $SSLCTLFD.
  */
-import process from "node:process";
+import { ownEnviron } from "../lib/core/environ.ts";
 import { fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";
 import { readFd3Password } from "../lib/core/password.ts";
@@ -242,7 +242,8 @@ async function delayedClient(p: Parsed): Promise<number> {
     if (opts.verbosity >= 2) {
       warn(`${PROG}: connected to ${ends.remoteIp} port ${ends.remotePort}`);
     }
-    const env = new Map(Object.entries(process.env) as [string, string][]);
+    // byte strings, as runUcspiTls passes them on (lib/process/spawn.ts)
+    const env = ownEnviron();
     await setClientEnv(env, ends, opts);
     sslVariables(env, p.tcpEnv, true);
     let failed = false;

@@ -289,7 +289,8 @@ export interface ProgramStarter {
  * Runs argv with stdin fed from io.input and stdout copied to io.output
  * (stderr inherited). The program sees EOF when io.input ends; io.output is
  * closed after all of the program's output was written. Backpressure holds in
- * both directions. Resolves when the program has exited and both pumps ended;
+ * both directions (an io that is a ProgramStarter starts the program itself).
+ * Resolves when the program has exited and both pumps ended;
  * `onExit` is called at the exit itself (a grandchild may keep its stdout
  * open, and the pumps running, longer).
  */

@@ -32,7 +32,7 @@ import { ucspiTlsIo } from "./ucspitls.ts";
 
 const PROG = "ucspitlsd";
 /** The usage line's text after "ucspitlsd: usage: ". */
-export const UCSPITLSD_USAGE = "ucspitlsd [ -Y | -y ] [ -Z | -z ] [ -v verbosity ] " +
+export const UCSPITLSD_USAGE: string = "ucspitlsd [ -Y | -y ] [ -Z | -z ] [ -v verbosity ] " +
   "[ -K kimeout ] prog...";
 const SPEC = "YyZzv:K:";
 

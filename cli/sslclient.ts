@@ -4,9 +4,12 @@
  * (lib/tls/tls.ts), checks the server's certificate against -a cafile (or
  * $CAFILE, else the system store) and its name against host (-N skips the
  * name, -X the whole check), and runs the program with the plaintext on
- * descriptors 6 (read) and 7 (write).
+ * descriptors 6 (read) and 7 (write). -y (UCSPI-TLS, as Scott Gifford's
+ * ucspi-tls sslclient): the program gets the connection in plaintext on 6
+ * and 7 and starts TLS itself through $SSLCTLFD.
  */
-import { fatal, ToolError, usage } from "../lib/core/errors.ts";
+import { ownEnviron } from "../lib/core/environ.ts";
+import { fatal, fatalSys, ToolError, usage } from "../lib/core/errors.ts";
 import { getopt, scanUlong } from "../lib/core/getopt.ts";
 import { readFd3Password } from "../lib/core/password.ts";
 import type { Duplex } from "node:stream";
@@ -14,17 +17,28 @@ import type tls from "node:tls";
 import { stderrLine } from "../lib/core/log.ts";
 import { connectClient } from "../lib/client/connect.ts";
 import { applyClientOption, defaultClientOptions, remotePort } from "../lib/client/options.ts";
+import { setClientEnv } from "../lib/client/client_env.ts";
 import { tcpclient } from "../lib/client/tcpclient.ts";
-import { applySslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
+import { type Ended, statusOf } from "../lib/process/status.ts";
+import { forwardSignals } from "../lib/process/signals.ts";
+import { applySslEnvironment, sslEnvironment, sslVariables } from "../lib/tls/ssl_env.ts";
 import { lingeringClose } from "../lib/tls/streams.ts";
-import { type ConnectOptions, connectTlsSocket, HandshakeError } from "../lib/tls/tls.ts";
+import {
+  type ConnectOptions,
+  connectTls,
+  connectTlsSocket,
+  HandshakeError,
+  type TlsSession,
+} from "../lib/tls/tls.ts";
+import { runUcspiTls, socketPair, type UcspiTlsPlan } from "../lib/tls/ucspitls.ts";
 
 const PROG = "sslclient";
+// ucspi-ssl's usage line, unchanged (it does not list -y/-Y either)
 const USAGE = "sslclient [ -463hHrRdDqQveEsSnNxX ] [ -i localip ] [ -p localport ] " +
   "[ -T timeoutconn ] [ -l localname ] [ -t timeoutinfo ] [ -I interface ] [ -a cafile ] " +
   "[ -A cadir ] [ -c certfile ] [ -z ciphers ] [ -k keyfile ] [ -V verifydepth ] " +
   "[ -w progtimeout ] host port program";
-const SPEC = "46dDvqQhHrRi:p:t:T:l:I:a:A:c:z:k:V:3eEsSnNxXw:";
+const SPEC = "46dDvqQhHrRi:p:t:T:l:I:a:A:c:z:k:V:3eEsSnNxXyYw:";
 /** Lingering close: how long a server may stay quiet before we close (as sslserver). */
 const LINGER_MS = 2000;
 
@@ -62,6 +76,8 @@ interface Parsed {
   tls: Omit<ConnectOptions, "timeoutMs" | "host">;
   tcpEnv: boolean;
   sslEnv: boolean;
+  /** -y: UCSPI-TLS, the program starts TLS when it asks (-Y, the default: at once). */
+  delayed: boolean;
   timeoutMs: number;
 }
 
@@ -75,6 +91,7 @@ async function parse(
   let cadir: string | undefined;
   let certfile: string | undefined, keyfile: string | undefined, ciphers: string | undefined;
   let password = false, tcpEnv = false, sslEnv = false, checkName = true, verifyServer = true;
+  let delayed = false;
   for (const o of parsed.options) {
     switch (o.letter) {
       case "a":
@@ -112,6 +129,12 @@ async function parse(
         break;
       case "N":
         checkName = false;
+        break;
+      case "y":
+        delayed = true;
+        break;
+      case "Y":
+        delayed = false;
         break;
       case "x":
         verifyServer = true;
@@ -152,6 +175,7 @@ async function parse(
     tls: { verifyServer, checkName, ca, cert, key, passphrase, ciphers },
     tcpEnv,
     sslEnv,
+    delayed,
     timeoutMs: Math.max(t0 + t1, 1) * 1000,
   };
 }
@@ -178,6 +202,7 @@ export async function main(args: string[]): Promise<number> {
   const parsed = getopt(PROG, args, SPEC, USAGE);
   try {
     const p = await parse(parsed, opts, true);
+    if (p.delayed) return await delayedClient(p);
     return await tcpclient(PROG, opts, p.host, p.portNumber, p.argv, {
       async secure(sock, env) {
         const r = await secureSocket(p, sock);
@@ -194,6 +219,68 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof ToolError && (opts.verbosity === 0 || e.message === "")) return e.exitCode;
     throw e;
+  }
+}
+
+/**
+ * sslclient -y: connected, the program starts with the network in
+ * plaintext on 6 and 7 and the UCSPI-TLS descriptors (lib/tls/ucspitls.ts);
+ * its start command runs the handshake as sslclient's (the same checks and
+ * messages). Resolves the program's status, or 111 when the handshake
+ * failed (the program's tunnel descriptors were closed).
+ */
+async function delayedClient(p: Parsed): Promise<number> {
+  const opts = p.opts;
+  const warn = (line: string) => {
+    if (opts.verbosity > 0) stderrLine(line);
+  };
+  const { sock, ends } = await connectClient(PROG, p.host, p.portNumber, opts, warn);
+  try {
+    if (opts.verbosity >= 2) {
+      warn(`${PROG}: connected to ${ends.remoteIp} port ${ends.remotePort}`);
+    }
+    // byte strings, as runUcspiTls passes them on (lib/process/spawn.ts)
+    const env = ownEnviron();
+    await setClientEnv(env, ends, opts);
+    sslVariables(env, p.tcpEnv, true);
+    let failed = false;
+    let session: TlsSession | undefined;
+    const plan: UcspiTlsPlan = {
+      plainFds: [6, 7],
+      handshake: (pair) => connectTls(pair, { ...p.tls, host: p.host, timeoutMs: p.timeoutMs }),
+      variables: (info) => sslEnvironment(info, "SERVER"),
+      failed: (e) => {
+        failed = true;
+        const verification = e instanceof HandshakeError && e.verification;
+        warn(
+          `${PROG}: fatal: ${
+            verification ? (e as Error).message : `unable to SSL connect: ${(e as Error).message}`
+          }`,
+        );
+      },
+      secured: (s) => {
+        session = s;
+        if (opts.verbosity >= 2) stderrLine(`${PROG}: ssl connect`);
+      },
+    };
+    const pair = socketPair(sock, LINGER_MS);
+    const signals = forwardSignals();
+    let ended: Ended;
+    try {
+      ended = await runUcspiTls(p.argv, env, pair, plan, { started: signals.attach });
+    } catch (e) {
+      throw fatalSys(PROG, `unable to run ${p.argv[0]}`, e);
+    } finally {
+      signals.detach();
+    }
+    if (session) {
+      // the lingering close, through the session (see SecuredNetwork)
+      session.shutdown();
+      await pair.closed;
+    }
+    return failed ? 111 : statusOf(ended);
+  } finally {
+    sock.destroy();
   }
 }
 

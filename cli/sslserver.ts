@@ -12,6 +12,8 @@
  * variables instead, as ucspi-ssl), -s: mod_ssl's SSL_* variables. Beyond
  * ucspi-ssl: SIGHUP re-reads the certificate, key and CAs (new connections
  * get them), -W reads a PROXY header first, -C and -L as our tcpserver.
+ * -n: no handshake at first; the program gets the UCSPI-TLS descriptors
+ * (lib/tls/ucspitls.ts) and starts TLS itself (STARTTLS, STLS).
  */
 import { errorText, fatal, ToolError } from "../lib/core/errors.ts";
 import { scanUlong } from "../lib/core/getopt.ts";
@@ -26,7 +28,11 @@ import {
   type ServerFiles,
   serverFilesFromEnv,
 } from "../lib/tls/credentials.ts";
-import { sslPrepareHook, type SslSessionOptions } from "../lib/tls/server_hook.ts";
+import {
+  sslPrepareHook,
+  type SslSessionOptions,
+  ucspiTlsPrepareHook,
+} from "../lib/tls/server_hook.ts";
 import { parseServerArgs, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
 const PROG = "sslserver";
@@ -41,6 +47,8 @@ export interface SslOptions extends SslSessionOptions {
   passwordFd3: boolean;
   /** -W: a PROXY header starts each connection. */
   proxy: boolean;
+  /** -n: UCSPI-TLS, the program starts TLS when it asks (-N, the default: at once). */
+  delayed: boolean;
 }
 
 /** Parses sslserver's command line into tcpserver's arguments and our own. */
@@ -57,6 +65,7 @@ export function parseArgs(
     progTimeout: 3600,
     passwordFd3: false,
     proxy: false,
+    delayed: false,
   };
   const sslOption = (letter: string, value: string): boolean => {
     switch (letter) {
@@ -73,12 +82,11 @@ export function parseArgs(
         ssl.verbosity = 1;
         break;
       case "N":
+        ssl.delayed = false;
         break;
       case "n":
-        throw new ToolError(
-          `${PROG}: fatal: -n (delayed TLS over UCSPI-TLS) is not supported`,
-          100,
-        );
+        ssl.delayed = true;
+        break;
       case "T":
         ssl.sslTimeout = scanUlong(value);
         break;
@@ -157,7 +165,7 @@ export async function main(args: string[]): Promise<number> {
     let creds: ServerCredentials | null = null;
     tcp.server.steps = [
       ...(proxy ? [proxyPrepareHook(proxy)] : []),
-      sslPrepareHook(PROG, ssl, () => creds!),
+      (ssl.delayed ? ucspiTlsPrepareHook : sslPrepareHook)(PROG, ssl, () => creds!),
     ];
     // As ucspi-ssl: bind first (a port in use fails before any credential
     // is read or logged), then the password (-3) and the credentials, read

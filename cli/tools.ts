@@ -31,6 +31,7 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   sslprint: () => import("./sslprint.ts"),
   "smtpd-starttls-proxy": () => import("./smtpd_starttls_proxy.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
+  ucspitlsd: () => import("./ucspitlsd.ts"),
 };
 
 /** The tool names in a stable order. */

@@ -876,7 +876,7 @@ sslclient \\- connect to a TLS server and run a program talking to it
 .SH SYNOPSIS
 .B sslclient
 [
-.B \\-463hHrRdDqQveEsSnNxX
+.B \\-463hHrRdDqQveEsSnNxXyY
 ]
 [
 .B \\-i
@@ -999,6 +999,15 @@ Check that the certificate names
 .B \\-N
 Skip the name check (the certificate must still verify).
 .TP
+.B \\-y
+Delayed TLS (UCSPI-TLS, as in Scott Gifford's ucspi-tls patch of
+sslclient): no handshake after connecting; the program talks plaintext on 6
+and 7 and starts TLS itself (see
+.BR "DELAYED TLS" ).
+.TP
+.B \\-Y
+Start TLS at once (the default).
+.TP
 .B \\-e
 Also set the
 .B TCP*
@@ -1060,6 +1069,54 @@ ones, with
 the
 .B SSL_*
 ones.
+.SH "DELAYED TLS"
+With
+.BR \\-y ,
+for a protocol that turns to TLS inside the conversation (SMTP's STARTTLS),
+the program starts with the connection in plaintext on descriptors 6 (read)
+and 7 (write), and
+.B SSLCTLFD=3
+(a control socket),
+.B SSLREADFD=4
+and
+.B SSLWRITEFD=5
+(where the tunnel's plaintext will be read and written) and
+.B UCSPITLS
+(empty, unless set already) in its environment; no
+.B SSL_*
+variable, there is no session yet.
+When the server has agreed (its 220 to STARTTLS), the program writes
+.B Y
+or
+.B y
+on the control socket: the handshake runs on the connection, with the same
+checks and messages as without
+.BR \\-y ,
+and the program goes on over descriptors 4 and 5.
+After
+.BR Y ,
+the control socket brings the session's variables, each as
+.IB NAME = value
+and a NUL byte, then one more NUL byte (the
+.B SSL_*
+ones of
+.BR \\-s );
+after
+.B y
+it just closes.
+The program's plaintext output is passed on until the handshake begins;
+what the server sent before the command and the program did not read stays
+behind on descriptor 6.
+When the handshake fails, the fatal line is printed, the tunnel's
+descriptors and the control socket are closed, and sslclient exits 111 once
+the program is done.
+A program that never writes a command talks plaintext to the end.
+.PP
+ucspi-ssl's sslclient has no delayed TLS;
+.B \\-n
+and
+.B \\-N
+keep its meaning (the name check).
 .SH "EXIT STATUS"
 The program's exit status; 100 for a usage error; 111 for a failure, for
 instance
@@ -1069,6 +1126,7 @@ instance
 .SH "SEE ALSO"
 .BR tcpclient (1),
 .BR sslserver (1),
+.BR ucspitlsd (1),
 .BR tcp-environ (5),
 .BR openssl (1)
 `,
@@ -1383,8 +1441,10 @@ SIGTERM to the program, then the connection is closed.
 Start TLS at once (the default).
 .TP
 .B \\-n
-Delayed TLS through UCSPI-TLS descriptors: not supported; sslserver exits
-100 saying so.
+Delayed TLS (UCSPI-TLS, for STARTTLS and STLS): no handshake when the
+connection comes; the program starts in plaintext and starts TLS itself
+(see
+.BR "DELAYED TLS" ).
 .TP
 .B \\-R
 .TQ
@@ -1531,6 +1591,75 @@ Rules in the
 .B \\-x
 cdb are looked up with the client's address as in tcpserver, and may set
 variables too.
+.SH "DELAYED TLS"
+With
+.BR \\-n ,
+as ucspi-ssl's sslserver
+.BR \\-n ,
+the program starts on the plaintext connection (descriptors 0 and 1, the
+banner
+.B \\-B
+sent in plaintext before it) with these variables besides the usual ones:
+.TP
+.B SSLCTLFD
+The control socket's descriptor number (3).
+.TP
+.BR SSLREADFD ", " SSLWRITEFD
+Where the program reads (4) and writes (5) the TLS tunnel's plaintext once
+TLS runs.
+.TP
+.B UCSPITLS
+Empty (TLS can be started), unless sslserver's environment or a rule sets it
+already: a rule can set
+.B \\-
+(do not offer TLS) or
+.B !
+(require it), for programs that read it so.
+.PP
+No
+.B SSL_*
+variable is set
+.RB ( \\-s
+has nothing to describe yet).
+When the program has answered the client's STARTTLS, it writes
+.B Y
+or
+.B y
+on the control socket (the first of them counts, other bytes are ignored):
+the handshake runs on the connection as without
+.B \\-n
+(the same certificate,
+.BR \\-T ,
+.BR \\-m / \\-z ,
+log lines and warnings; then
+.B \\-w
+bounds the tunnel), and the program goes on over descriptors 4 and 5.
+After
+.BR Y ,
+the control socket brings the session's variables (those of
+.BR \\-s ),
+each as
+.IB NAME = value
+and a NUL byte, then one more NUL byte, and closes; after
+.B y
+it just closes.
+When the handshake fails, the warning is logged and the control socket and
+the tunnel's descriptors are closed: the program reads their end.
+A program that never writes a command talks plaintext to the end, byte for
+byte.
+.PP
+Bytes the client sent before the command that the program did not read (a
+client pipelining plaintext after STARTTLS, the CVE-2011-0411 injection)
+never reach the tunnel: they stay behind on descriptor 0, which ends at the
+command.
+The program's plaintext output is passed on until the handshake begins.
+Data that begins like a TLS handshake record (the ClientHello of a client
+quicker than the program's command) waits up to a second for the command,
+and is the program's plaintext if none comes.
+.PP
+.BR ucspitlsd (1)
+gives the same channels to a program under
+.BR tcpserver (1).
 .SH "CLIENT CERTIFICATES"
 A client certificate (asked for with
 .BR \\-m ,
@@ -1599,17 +1728,14 @@ With
 .BR \\-v ,
 after SIGHUP.
 .SH "EXIT STATUS"
-0 after SIGTERM; 100 for a usage error (and for
-.BR \\-n );
-111 for a fatal error, among them
+0 after SIGTERM; 100 for a usage error; 111 for a fatal error, among them
 .BR "unable to load certificate" ,
 .BR "unable to load certificate chain file" ,
 .BR "unable to load key" ,
 .BR "key does not match certificate" ,
 .BR "unable to load CA list" .
 .SH NOTES
-Not supported: delayed TLS
-.RB ( \\-n ),
+Not supported:
 .BR $CADIR ,
 .B $DHFILE
 (not needed for TLS 1.3 or ECDHE) and
@@ -1625,6 +1751,7 @@ seconds at most), so that the end of the answer is not destroyed by a reset.
 .SH "SEE ALSO"
 .BR tcpserver (1),
 .BR sslclient (1),
+.BR ucspitlsd (1),
 .BR tcp-environ (5),
 .BR tcprules (1),
 .BR openssl (1)
@@ -3307,6 +3434,232 @@ DJB's tools do.
 .BR deno (1)
 .PP
 https://cr.yp.to/ucspi-tcp.html
+`,
+  "man1/ucspitlsd.1": `.\\" ucspi-tcp (Deno) manual page
+.TH UCSPITLSD 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+ucspitlsd \\- run a program on a plaintext connection that it may switch to TLS
+.SH SYNOPSIS
+.B ucspitlsd
+[
+.B \\-Y
+|
+.B \\-y
+]
+[
+.B \\-Z
+|
+.B \\-z
+]
+[
+.B \\-v
+.I verbosity
+]
+[
+.B \\-K
+.I kimeout
+]
+.I program
+[
+.I arg ...
+]
+.SH DESCRIPTION
+.B ucspitlsd
+gives
+.I program
+the UCSPI-TLS channels, as s6-networking's s6-ucspitlsd does, for servers
+that offer TLS inside their protocol (SMTP's STARTTLS, POP3's STLS) without
+a TLS library of their own.
+It is meant to be run by a super-server with the connection on its
+descriptors 0 and 1:
+.PP
+.RS
+.nf
+tcpserver 0 25 ucspitlsd qmail\\-smtpd
+.fi
+.RE
+.PP
+.I program
+starts on the plaintext connection (descriptors 0 and 1) and finds three
+more descriptors in its environment (see
+.BR ENVIRONMENT ):
+a control socket, and the descriptors it reads and writes the TLS tunnel's
+plaintext on.
+When it writes the command
+.B Y
+or
+.B y
+on the control socket (after its reply to STARTTLS), the server side of a
+TLS handshake runs on the connection, and
+.I program
+goes on over the tunnel's descriptors; after
+.B Y
+it can also read the session's
+.B SSL_*
+variables from the control socket.
+A program that never writes a command talks plaintext to the end, byte for
+byte.
+.PP
+What the client sent before the command and the program did not read (a
+client that pipelines plaintext after STARTTLS) never reaches the tunnel:
+it stays behind on descriptor 0, which then ends.
+The program's plaintext output is passed on until the handshake begins.
+Data that begins like a TLS handshake record (the ClientHello of a client
+quicker than the program's command) waits up to a second for the command,
+and is the program's plaintext if none comes.
+.PP
+The certificate is read as
+.BR sslserver (1)
+reads it, before
+.I program
+starts; a certificate or key that cannot be used is fatal.
+.PP
+Inside
+.BR tcpserver (1)
+or
+.BR sslserver (1),
+ucspitlsd runs in-process (as rblsmtpd and fixcrio do, see
+.BR UCSPI_CHAIN );
+run as a process, it talks over its own descriptors 0 and 1.
+.SH OPTIONS
+.TP
+.B \\-Y
+Ask the client for a certificate, without requiring one; one it sends is
+verified against
+.B $CAFILE
+and reported in
+.BR SSL_CLIENT_VERIFY .
+.TP
+.B \\-y
+Ask for a client certificate and require one that verifies against
+.BR $CAFILE .
+.IP
+With neither, no certificate is asked for and
+.B $CAFILE
+is not read (the default).
+.TP
+.B \\-Z
+Leave the variables naming the certificate and key in
+.IR program 's
+environment.
+.TP
+.B \\-z
+Remove
+.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE ", " CAFILE ", " CADIR ", " TLS_UID
+and
+.B TLS_GID
+from
+.IR program 's
+environment (the default): they are for the TLS side only.
+.TP
+.BI \\-v " verbosity"
+0: no warnings; 1: warnings (the default); 2: also a line for each
+handshake.
+.TP
+.BI \\-K " kimeout"
+Give up on a handshake that takes more than
+.I kimeout
+milliseconds (default 0: no limit).
+.SH ENVIRONMENT
+.SS Read
+.TP
+.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE
+The certificate (or the certificate with its chain) and its private key, as
+.BR sslserver (1).
+.TP
+.BR CAFILE ", " VERIFYDEPTH
+With
+.B \\-Y
+or
+.BR \\-y :
+the authorities trusted for client certificates, as
+.BR sslserver (1).
+.TP
+.B CIPHERS
+As
+.BR sslserver (1).
+.SS Set for the program
+.TP
+.B SSLCTLFD
+The control socket's descriptor number (3).
+.TP
+.B SSLREADFD
+The descriptor to read the tunnel's plaintext from once TLS runs (4).
+.TP
+.B SSLWRITEFD
+The descriptor to write the tunnel's plaintext to (5).
+.TP
+.B UCSPITLS
+Empty, meaning that TLS can be started, unless it is set already (a
+.BR tcprules (1)
+rule may set
+.B \\-
+to hide STARTTLS or
+.B !
+to require it, for programs that read it so).
+.SH "CONTROL SOCKET"
+The program starts TLS by writing one of these bytes on
+.B $SSLCTLFD
+(the first of them counts; other bytes are ignored):
+.TP
+.B Y
+Start TLS; once the handshake is done, the session's variables are written
+back on the control socket, each as
+.IB NAME = value
+followed by a NUL byte, then one more NUL byte; then the control socket is
+closed.
+They are those
+.BR sslserver (1)
+sets with
+.BR \\-s :
+.BR SSL_PROTOCOL ,
+.BR SSL_CIPHER ,
+.BR SSL_CLIENT_VERIFY ,
+.BR SSL_SERVER_S_DN
+and the others.
+.TP
+.B y
+Start TLS; nothing is written back, the control socket is closed once the
+handshake is done.
+.PP
+When the handshake fails, the control socket and the tunnel's descriptors
+are closed without a word: the program reads the end of them.
+.SH "LOG LINES"
+.TP
+.BI "ucspitlsd: warning: unable to accept TLS: " reason
+The handshake failed or timed out.
+.TP
+.BI "ucspitlsd: warning: " reason
+With
+.BR \\-y ,
+the client's certificate was missing or did not verify.
+.TP
+.BI "ucspitlsd: tls accept " protocol : cipher
+With
+.BR "\\-v 2" .
+.SH "EXIT STATUS"
+The program's; 100 for a usage error; 111 when the certificate, key or CA
+list cannot be used
+.RB ( "unable to load certificate" ", " "unable to load key" ,
+and the other messages of
+.BR sslserver (1))
+or the program cannot be run.
+.SH NOTES
+s6-ucspitlsd's
+.BR \\-S / \\-s ,
+.BR \\-J / \\-j
+and
+.B \\-k
+are not supported, nor
+.B $CADIR
+and the switch to
+.BR $TLS_UID / $TLS_GID .
+.SH "SEE ALSO"
+.BR sslserver (1),
+.BR sslclient (1),
+.BR tcpserver (1),
+.BR smtpd\\-starttls\\-proxy (1),
+.BR tcp\\-environ (5)
 `,
   "man1/who@.1": `.\\" ucspi-tcp (Deno) manual page
 .TH WHO@ 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"

@@ -59,10 +59,29 @@ export function runInherited(
 }
 
 /**
+ * An Io that starts its program itself, because the program needs more than
+ * stdin and stdout over it (UCSPI-TLS, lib/tls/ucspitls.ts: a control socket
+ * and the descriptors of the TLS tunnel). runPumped hands it the program;
+ * it may decline (null) for an io that is not its own (a transform stage
+ * wrapped it), and the program is then pumped as usual.
+ */
+export interface ProgramStarter {
+  /** Runs argv as runPumped would, or null to decline. */
+  runProgram(
+    argv: string[],
+    env: Map<string, string> | undefined,
+    io: Io,
+    argv0?: string,
+    onExit?: (ended: Ended) => void,
+  ): Promise<Ended> | null;
+}
+
+/**
  * Runs argv with stdin fed from io.input and stdout copied to io.output
  * (stderr inherited). The program sees EOF when io.input ends; io.output is
  * closed after all of the program's output was written. Backpressure holds in
- * both directions. Resolves when the program has exited and both pumps ended;
+ * both directions (an io that is a ProgramStarter starts the program itself).
+ * Resolves when the program has exited and both pumps ended;
  * `onExit` is called at the exit itself (a grandchild may keep its stdout
  * open, and the pumps running, longer).
  */
@@ -73,6 +92,8 @@ export async function runPumped(
   argv0?: string,
   onExit?: (ended: Ended) => void,
 ): Promise<Ended> {
+  const own = (io as Partial<ProgramStarter>).runProgram?.(argv, env, io, argv0, onExit);
+  if (own) return await own;
   const t = textCommand(argv[0], argv.slice(1), env, argv0);
   // Deno.Command is the fast path (native pipes, no Node stream layer); it
   // cannot set argv[0], so a renamed program (argv0) goes through node:.

@@ -3,7 +3,7 @@
  * connection's argv, environment and io here.
  *
  * In-process chaining: while the program to run is one of our own stage
- * tools (rblsmtpd, fixcrio, recordio, argv0), it runs here as a stage over
+ * tools (rblsmtpd, fixcrio, recordio, argv0, ucspitlsd...), it runs here as a stage over
  * the connection's streams and environment instead of as a process; the
  * first program that is not ours is spawned once, with the (possibly
  * wrapped) connection pumped to its stdin/stdout. A client rblsmtpd blocks
@@ -60,6 +60,7 @@ export const CHAINABLE = [
   "rblsmtpd",
   "recordio",
   "smtpd-starttls-proxy",
+  "ucspitlsd",
 ] as const;
 
 const defaultRblsmtpd = makeRblsmtpdStage();
@@ -74,6 +75,10 @@ function stageByName(name: string, ctx: ChainContext): Stage {
       return recordioStage;
     case "smtpd-starttls-proxy":
       return makeStarttlsProxyStage({ pid: ctx.pid });
+    case "ucspitlsd":
+      // loaded on first use: TLS is no start-up cost for tcpserver
+      return async (argv, env, io) =>
+        (await import("../tls/ucspitlsd.ts")).ucspitlsdStage(argv, env, io);
     default:
       return ctx.pid === undefined ? defaultRblsmtpd : makeRblsmtpdStage({ pid: ctx.pid });
   }

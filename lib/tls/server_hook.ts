@@ -1,6 +1,8 @@
 /**
  * sslserver's per-connection step (lib/server/server.ts's prepare hook):
- * [a PROXY header, -W] then the TLS handshake (lib/tls/tls.ts) with
+ * [a PROXY header, -W] then the TLS handshake (lib/tls/tls.ts), or with -n
+ * the UCSPI-TLS channels for a handshake the program starts later
+ * (lib/tls/ucspitls.ts), with
  * ucspi-ssl's warnings when it fails, the -v/-V "ssl" log line, the -w idle
  * bound of ucspi-ssl's ssl_io, and the environment edit (SSL* instead of
  * TCP*, -s's SSL_* variables) the server applies before the rules. The
@@ -11,8 +13,9 @@ import { stderrLine } from "../core/log.ts";
 import type { Prepared, PrepareHook } from "../server/server.ts";
 import type { Io } from "../stages/stage.ts";
 import type { ServerCredentials } from "./credentials.ts";
-import { applySslEnvironment, sslVariables } from "./ssl_env.ts";
+import { applySslEnvironment, sslEnvironment, sslVariables } from "./ssl_env.ts";
 import { acceptTls, type ClientCertMode, HandshakeError, type TlsSession } from "./tls.ts";
+import { ucspiTlsIo, type UcspiTlsPlan } from "./ucspitls.ts";
 
 /**
  * What ucspi-ssl writes after "unable to accept SSL: " when OpenSSL refused
@@ -124,6 +127,87 @@ export function idleBounded(io: Io, seconds: number, onIdle: () => void): Io {
   return { ...io, input, output };
 }
 
+/** What the TLS step does with its handshake's failure: ucspi-ssl's warning. */
+function handshakeFailure(
+  prog: string,
+  ssl: SslSessionOptions,
+): (e: unknown) => void {
+  const dropSsl = `${prog}: warning: dropping SSL connection, `;
+  return (e) => {
+    if (ssl.verbosity < 1) return;
+    if (e instanceof HandshakeError && e.verification) {
+      // With $CCAFILE, ucspi-ssl has OpenSSL demand and verify the
+      // client's certificate in the handshake itself, so a missing or
+      // untrusted one fails the accept (only the name check comes after).
+      const inHandshake = ssl.ccaFile !== undefined && !e.message.startsWith("client hostname");
+      stderrLine(
+        inHandshake
+          ? `${dropSsl}unable to accept SSL: ${UCSPI_SSL_ACCEPT_ERROR}`
+          : `${dropSsl}${e.message}`,
+      );
+    } else stderrLine(`${dropSsl}unable to accept SSL: ${(e as Error).message}`);
+  };
+}
+
+/** The -v/-V line once a handshake is done. */
+function acceptLine(prog: string, ssl: SslSessionOptions, id: number, session: TlsSession): void {
+  if (ssl.verbosity >= 3) {
+    stderrLine(`${prog}: ssl ${id} accept ${session.info.protocol}:${session.info.cipher}`);
+  } else if (ssl.verbosity >= 2) stderrLine(`${prog}: ssl ${id} accept `);
+}
+
+/**
+ * The plaintext streams bounded by -w: as ucspi-ssl's ssl process giving
+ * up, the line, SIGTERM to the program, the connection closed.
+ */
+function bounded(
+  prog: string,
+  ssl: SslSessionOptions,
+  session: TlsSession,
+  io: Io,
+  program: () => number | undefined,
+): Io {
+  return idleBounded(io, ssl.progTimeout, () => {
+    if (ssl.verbosity >= 1) {
+      stderrLine(`${prog}: warning: dropping SSL connection, unable to speak SSL: timed out`);
+    }
+    const pid = program();
+    if (pid !== undefined) {
+      try {
+        Deno.kill(pid, "SIGTERM");
+      } catch { /* gone */ }
+    }
+    session.shutdown();
+  });
+}
+
+/**
+ * The connection's close as the TLS step leaves it: tcpserver closes the
+ * connection when the program is done; once a session runs, that goes
+ * through it instead, so a client still sending gets our last data and the
+ * end (lingering close) instead of a reset. Returns the real close (for
+ * the session underneath) and how to name the session once it exists.
+ */
+function closeThroughSession(
+  conn: Deno.TcpConn,
+): { realClose: () => void; secured: (s: TlsSession) => void } {
+  const connClose = conn.close.bind(conn);
+  const realClose = () => {
+    try {
+      connClose();
+    } catch { /* closed */ }
+  };
+  let session: TlsSession | undefined;
+  let closed = false;
+  (conn as { close: () => void }).close = () => {
+    if (closed) return;
+    closed = true;
+    if (session) session.shutdown();
+    else realClose();
+  };
+  return { realClose, secured: (s) => (session = s) };
+}
+
 /**
  * The TLS step: the handshake with the credentials `current()` gives at
  * that moment (SIGHUP may replace them), after the PROXY step when -W.
@@ -134,37 +218,14 @@ export function sslPrepareHook(
   ssl: SslSessionOptions,
   current: () => ServerCredentials,
 ): PrepareHook {
-  const dropSsl = `${prog}: warning: dropping SSL connection, `;
-  const warn = (line: string) => {
-    if (ssl.verbosity >= 1) stderrLine(line);
-  };
+  const failed = handshakeFailure(prog, ssl);
   return async (conn, ctx) => {
-    const connClose = conn.close.bind(conn);
     const { io, local, remote } = ctx;
-    // tcpserver closes the connection when the program is done; do it
-    // through the TLS session instead, so a client still sending gets our
-    // last data and the end (lingering close) instead of a reset.
-    const realClose = () => {
-      try {
-        connClose();
-      } catch { /* closed */ }
-    };
-    let session: TlsSession | undefined;
-    let closed = false;
-    const deferredClose = () => {
-      if (closed) return;
-      closed = true;
-      if (session) session.shutdown();
-      else realClose();
-    };
+    const { realClose, secured } = closeThroughSession(conn);
+    let session: TlsSession;
     try {
       session = await acceptTls(
-        {
-          readable: io.input,
-          writable: io.output,
-          close: realClose,
-          lingerMs: LINGER_MS,
-        },
+        { readable: io.input, writable: io.output, close: realClose, lingerMs: LINGER_MS },
         current(),
         {
           timeoutMs: Math.max(ssl.sslTimeout, 1) * 1000,
@@ -173,44 +234,18 @@ export function sslPrepareHook(
         },
       );
     } catch (e) {
-      if (e instanceof HandshakeError && e.verification) {
-        // With $CCAFILE, ucspi-ssl has OpenSSL demand and verify the
-        // client's certificate in the handshake itself, so a missing or
-        // untrusted one fails the accept (only the name check comes after).
-        const inHandshake = ssl.ccaFile !== undefined && !e.message.startsWith("client hostname");
-        warn(
-          inHandshake
-            ? `${dropSsl}unable to accept SSL: ${UCSPI_SSL_ACCEPT_ERROR}`
-            : `${dropSsl}${e.message}`,
-        );
-      } else warn(`${dropSsl}unable to accept SSL: ${(e as Error).message}`);
+      failed(e);
       return null;
     }
-    (conn as { close: () => void }).close = deferredClose;
-    if (ssl.verbosity >= 3) {
-      stderrLine(
-        `${prog}: ssl ${ctx.id} accept ${session.info.protocol}:${session.info.cipher}`,
-      );
-    } else if (ssl.verbosity >= 2) stderrLine(`${prog}: ssl ${ctx.id} accept `);
+    secured(session);
+    acceptLine(prog, ssl, ctx.id, session);
     let program: number | undefined;
-    let plain: Io = {
+    const plain = bounded(prog, ssl, session, {
       input: session.readable,
       output: session.writable,
       log: io.log,
       started: (pid) => (program = pid),
-    };
-    const tls = session;
-    plain = idleBounded(plain, ssl.progTimeout, () => {
-      // as ucspi-ssl's ssl process giving up: the line, SIGTERM to the
-      // program, the connection closed
-      warn(`${dropSsl}unable to speak SSL: timed out`);
-      if (program !== undefined) {
-        try {
-          Deno.kill(program, "SIGTERM");
-        } catch { /* gone */ }
-      }
-      tls.shutdown();
-    });
+    }, () => program);
     const info = session.info;
     const prepared: Prepared = {
       io: plain,
@@ -222,5 +257,51 @@ export function sslPrepareHook(
       },
     };
     return prepared;
+  };
+}
+
+/**
+ * sslserver -n's step: no handshake yet. The program starts on the
+ * plaintext connection with the UCSPI-TLS descriptors (lib/tls/ucspitls.ts)
+ * and the SSL* variables (without -s's: there is no session yet); when it
+ * writes the start command, the handshake runs as sslPrepareHook's (same
+ * credentials, -T, -z/-m, log lines, -w on the tunnel), and after `Y` the
+ * program reads the session's SSL_* variables from its control socket.
+ */
+export function ucspiTlsPrepareHook(
+  prog: string,
+  ssl: SslSessionOptions,
+  current: () => ServerCredentials,
+): PrepareHook {
+  const failed = handshakeFailure(prog, ssl);
+  return (conn, ctx) => {
+    const { io, remote } = ctx;
+    const { realClose, secured } = closeThroughSession(conn);
+    const plan: UcspiTlsPlan = {
+      plainFds: [0, 1],
+      handshake: (pair) =>
+        acceptTls(pair, current(), {
+          timeoutMs: Math.max(ssl.sslTimeout, 1) * 1000,
+          clientCert: ssl.clientCert,
+          clientHost: remote.ip,
+        }),
+      variables: (info) => sslEnvironment(info, "CLIENT"),
+      failed,
+      secured: (session, _command, pid) => {
+        secured(session);
+        acceptLine(prog, ssl, ctx.id, session);
+        const plain = bounded(prog, ssl, session, {
+          input: session.readable,
+          output: session.writable,
+          log: io.log,
+        }, () => pid);
+        return { readable: plain.input, writable: plain.output };
+      },
+    };
+    const prepared: Prepared = {
+      io: ucspiTlsIo(io, plan, { close: realClose, lingerMs: LINGER_MS }),
+      environ: (env) => sslVariables(env, ssl.tcpEnv),
+    };
+    return Promise.resolve(prepared);
   };
 }

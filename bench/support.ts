@@ -83,7 +83,10 @@ export interface ServerSpec {
 
 /** A running server. */
 export interface Server {
+  /** The process that serves (for ours on the native path: the front's child). */
   pid: number;
+  /** The process started (the front, for ours on the native path): the root of its tree. */
+  root: number;
   host: string;
   port: number;
   /** SIGKILL and wait for the exit; runs cleanup. */
@@ -157,21 +160,47 @@ function holdsListener(pid: number, port: number): boolean {
  * connection is accepted (served once): a server that failed to bind must
  * not pass for ready because another one holds the port.
  */
-async function waitAccepting(host: string, port: number, child: Deno.ChildProcess) {
+async function waitAccepting(
+  host: string,
+  port: number,
+  child: Deno.ChildProcess,
+): Promise<number> {
   let exited = false;
   child.status.then(() => (exited = true));
   const deadline = performance.now() + 10_000;
   while (performance.now() < deadline && !exited) {
-    if (holdsListener(child.pid, port)) {
+    const server = serverOf(child.pid);
+    if (holdsListener(server, port)) {
       try {
         const c = await Deno.connect({ hostname: host, port });
         c.close();
-        return;
+        return server;
       } catch { /* not yet */ }
     }
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(exited ? "server exited at start" : `nothing accepts on ${host}:${port}`);
+}
+
+/**
+ * The process that serves for started process pid: ours on the native path
+ * starts as a front (lib/server/front.ts) whose child, running the same
+ * command line, is the server; anything else serves itself.
+ */
+export function serverOf(pid: number): number {
+  const cmdline = (n: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${n}/cmdline`);
+    } catch {
+      return null;
+    }
+  };
+  const own = cmdline(pid);
+  if (own === null) return pid;
+  for (const child of processTree(pid).slice(1)) {
+    if (cmdline(child) === own) return child;
+  }
+  return pid;
 }
 
 /** Spawns argv as a server and waits until it accepts on host:port. */
@@ -196,8 +225,9 @@ export async function spawnServer(
     const dec = new TextDecoder();
     for await (const chunk of child.stderr) tail = (tail + dec.decode(chunk)).slice(-2000);
   })().catch(() => {});
+  let server: number;
   try {
-    await waitAccepting(host, port, child);
+    server = await waitAccepting(host, port, child);
   } catch (e) {
     try {
       child.kill("SIGKILL");
@@ -208,13 +238,19 @@ export async function spawnServer(
     throw new Error(`${argv.join(" ")}: ${(e as Error).message}: ${tail.trim()}`);
   }
   return {
-    pid: child.pid,
+    pid: server,
+    root: child.pid,
     host,
     port,
     async stop() {
       try {
         child.kill("SIGKILL");
       } catch { /* gone */ }
+      if (server !== child.pid) {
+        try {
+          Deno.kill(server, "SIGKILL"); // the front's server would finish its sessions first
+        } catch { /* gone */ }
+      }
       await child.status;
       await cleanup();
     },

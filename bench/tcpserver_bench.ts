@@ -239,7 +239,7 @@ async function idleRows() {
       const socks = await holdIdle(s.host, s.port, n);
       try {
         const rss = rollupKb(s.pid, "Rss") / 1024;
-        const tree = processTree(s.pid);
+        const tree = processTree(s.root); // the front too, for ours on the native path
         const pss = tree.reduce((a, pid) => a + rollupKb(pid, "Pss"), 0) / 1024;
         return { rss, pss, procs: tree.length };
       } finally {

@@ -10,10 +10,10 @@
  * --quick: small counts, one alternation, prints the table, writes nothing.
  * --no-readme: a full run that leaves README.md alone (RESULTS.md written).
  * --only: just those benches (tcpserver, rblsmtpd, tcprules, streamtools,
- * reuseport, restart); prints the table, writes nothing.
+ * reuseport, restart, tls); prints the table, writes nothing.
  */
 import { fileURLToPath } from "node:url";
-import { ALTERNATIONS, DENO, QUICK, ROOT, SERVERS } from "./support.ts";
+import { ALTERNATIONS, debVersion, DENO, QUICK, ROOT, SERVERS } from "./support.ts";
 import {
   type BenchRow,
   type Column,
@@ -27,7 +27,7 @@ import {
 } from "./table.ts";
 
 const dir = fileURLToPath(new URL(".", import.meta.url));
-const BENCHES = ["tcpserver", "rblsmtpd", "tcprules", "streamtools", "reuseport", "restart"];
+const BENCHES = ["tcpserver", "rblsmtpd", "tcprules", "streamtools", "reuseport", "restart", "tls"];
 const args = Deno.args;
 const onlyAt = args.indexOf("--only");
 const only = onlyAt >= 0 ? (args[onlyAt + 1] ?? "").split(",").filter(Boolean) : null;
@@ -94,7 +94,11 @@ async function out(argv: string[]): Promise<string> {
   }
 }
 
-const columns: Column[] = SERVERS.map((p) => ({ id: p.id, label: p.label }));
+// stunnel4 is a column only for the TLS rows (bench/tls_bench.ts), as their reference.
+const columns: Column[] = [
+  ...SERVERS.map((p) => ({ id: p.id, label: p.label })),
+  { id: "stunnel", label: "stunnel4" },
+];
 const started = new Date();
 const load0 = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
 const t0 = performance.now();
@@ -126,6 +130,7 @@ if (full && !failed) {
   for (const p of SERVERS) {
     versions.push(`- ${p.label}: ${p.missing() ? `absent (${p.missing()})` : await p.version()}`);
   }
+  versions.push(`- stunnel4: ${(await debVersion("stunnel4")) || "absent"}`);
   const results = [
     "# Benchmark results",
     "",

@@ -1,0 +1,216 @@
+/**
+ * TLS: our sslserver against Debian's stunnel4 (the reference: what an admin
+ * puts in front of a plain server), each running a program per connection
+ * with the same certificate: handshakes per second at 1 and 8 clients
+ * (RSA-2048 and ECDSA P-256, program /bin/true) and bulk MB/s both ways
+ * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`). The
+ * client is node:tls in this process, the same for both.
+ *
+ *   deno run -A bench/tls_bench.ts [--quick] [--alternations N]
+ */
+import tls from "node:tls";
+import {
+  alternate,
+  emitRow,
+  executable,
+  freePort,
+  HOST,
+  NATIVE,
+  oursArgv,
+  pick,
+  type Server,
+  spawnServer,
+} from "./support.ts";
+
+const STUNNEL = executable("/usr/bin/stunnel4");
+const OPENSSL = executable("/usr/bin/openssl");
+const HANDSHAKES = pick(400, 60);
+const BULK_MB = pick(32, 8);
+
+/** The reference column's id (bench/run.ts adds the column). */
+export const STUNNEL_ID = "stunnel";
+
+const dir = await Deno.makeTempDir({ prefix: "ucspi-tls-bench-" });
+
+async function run(argv: string[]): Promise<void> {
+  const r = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
+  if (!r.success) throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+/** A self-signed certificate and key of kind rsa or ec, in dir. */
+async function makeCert(kind: "rsa" | "ec"): Promise<{ cert: string; key: string }> {
+  const cert = `${dir}/${kind}.crt`;
+  const key = `${dir}/${kind}.key`;
+  const alg = kind === "rsa"
+    ? ["-newkey", "rsa:2048"]
+    : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+  await run([
+    OPENSSL!,
+    "req",
+    "-x509",
+    ...alg,
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=localhost",
+  ]);
+  return { cert, key };
+}
+
+/** A program file (for stunnel's exec=, which takes no shell words). */
+async function script(name: string, body: string): Promise<string> {
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  return path;
+}
+
+interface Contender {
+  id: string;
+  label: string;
+  start(cert: { cert: string; key: string }, program: string): Promise<Server>;
+}
+
+const OURS: Contender = {
+  id: NATIVE.id,
+  label: "ours sslserver",
+  start: (c, program) => {
+    const port = freePort(HOST);
+    return spawnServer(
+      oursArgv("sslserver", ["-RHl0", "-c", "100", HOST, String(port), program]),
+      HOST,
+      port,
+      { CERTFILE: c.cert, KEYFILE: c.key },
+    );
+  },
+};
+
+const STUNNEL_PEER: Contender = {
+  id: STUNNEL_ID,
+  label: "stunnel4",
+  start: async (c, program) => {
+    const port = freePort(HOST);
+    const conf = `${dir}/stunnel-${port}.conf`;
+    await Deno.writeTextFile(
+      conf,
+      `foreground = yes\npid =\n[b]\naccept = ${HOST}:${port}\ncert = ${c.cert}\nkey = ${c.key}\nexec = ${program}\n`,
+    );
+    return spawnServer([STUNNEL!, conf], HOST, port);
+  },
+};
+
+/** One TLS connection: handshake, then send `upload`, read to the end; bytes received. */
+function session(port: number, upload?: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    const s = tls.connect({ host: HOST, port, rejectUnauthorized: false }, () => {
+      if (upload) s.end(upload);
+      else s.end();
+    });
+    s.on("data", (d: Uint8Array) => (bytes += d.length));
+    s.on("close", () => resolve(bytes));
+    s.on("error", reject);
+  });
+}
+
+async function handshakesPerSecond(port: number, clients: number): Promise<number> {
+  let started = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (started < HANDSHAKES) {
+      started++;
+      await session(port);
+    }
+  }));
+  return HANDSHAKES / ((performance.now() - t0) / 1000);
+}
+
+const skipped: Record<string, string> = {};
+const contenders: Contender[] = [];
+if (!OPENSSL) skipped[NATIVE.id] = "no /usr/bin/openssl (for the certificates)";
+else contenders.push(OURS);
+if (!STUNNEL || !OPENSSL) skipped[STUNNEL_ID] = "no /usr/bin/stunnel4 (apt-get install stunnel4)";
+else contenders.push(STUNNEL_PEER);
+
+try {
+  const certs = OPENSSL ? { rsa: await makeCert("rsa"), ec: await makeCert("ec") } : null;
+  const bulk = new Uint8Array(BULK_MB << 20);
+  for (let i = 0; i < bulk.length; i += 4096) bulk[i] = i & 0xff;
+  const bulkFile = `${dir}/bulk`;
+  await Deno.writeFile(bulkFile, bulk);
+  const send = await script("send", `exec cat ${bulkFile}`);
+  const sink = await script("sink", "exec cat > /dev/null");
+
+  for (const [kind, clientsList] of [["rsa", [1, 8]], ["ec", [8]]] as const) {
+    for (const clients of clientsList) {
+      const { samples, failed } = await alternate(
+        `tls ${kind} ${clients}`,
+        contenders,
+        async (c) => {
+          const s = await c.start(certs![kind], "/bin/true");
+          try {
+            return { hs: await handshakesPerSecond(s.port, clients) };
+          } finally {
+            await s.stop();
+          }
+        },
+      );
+      emitRow(
+        {
+          id: `tls-hs${clients}-${kind}`,
+          label: `TLS handshakes/s, ${clients} client${clients > 1 ? "s" : ""}, ${
+            kind === "rsa" ? "RSA-2048" : "ECDSA P-256"
+          }`,
+          unit: "hs/s",
+          better: "higher",
+          note: "tls: ours is sslserver (node:tls); stunnel4 is the reference; program /bin/true",
+        },
+        STUNNEL_ID,
+        samples,
+        "hs",
+        { ...skipped, ...failed },
+      );
+    }
+  }
+
+  const { samples, failed } = await alternate("tls bulk", contenders, async (c) => {
+    const down = await c.start(certs!.rsa, send);
+    let mbDown: number;
+    try {
+      const t0 = performance.now();
+      const got = await session(down.port);
+      if (got !== bulk.length) throw new Error(`downloaded ${got} of ${bulk.length} bytes`);
+      mbDown = BULK_MB / ((performance.now() - t0) / 1000);
+    } finally {
+      await down.stop();
+    }
+    const up = await c.start(certs!.rsa, sink);
+    try {
+      const t0 = performance.now();
+      await session(up.port, bulk);
+      return { down: mbDown, up: BULK_MB / ((performance.now() - t0) / 1000) };
+    } finally {
+      await up.stop();
+    }
+  });
+  for (const [key, what] of [["down", "download"], ["up", "upload"]] as const) {
+    emitRow(
+      {
+        id: `tls-${key}`,
+        label: `TLS ${what} ${BULK_MB} MB, RSA-2048`,
+        unit: "MB/s",
+        better: "higher",
+      },
+      STUNNEL_ID,
+      samples,
+      key,
+      { ...skipped, ...failed },
+    );
+  }
+} finally {
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

@@ -8,16 +8,15 @@
 import type { X509Certificate } from "node:crypto";
 import { TCP_VARIABLES, V6_ONLY } from "../core/environ.ts";
 import type { TlsInfo } from "./tls.ts";
+import { type Certificate, parseCertificate } from "./x509.ts";
 import {
   algorithmName,
-  type Certificate,
   DN_COMPONENTS,
   nameComponents,
   oneLine,
-  parseCertificate,
   pemOf,
   serialDecimal,
-} from "./x509.ts";
+} from "./x509_text.ts";
 
 /** ucspi-ssl's SSL_VERSION_INTERFACE. */
 export const SSL_VERSION_INTERFACE = "ucspi-ssl";

@@ -21,21 +21,6 @@ import {
   type Tlv,
 } from "./der.ts";
 
-/**
- * The text forms, for lib/tls/ssl_env.ts's import of them from here (new
- * code imports lib/tls/x509_text.ts).
- */
-export {
-  algorithmName,
-  attributeName,
-  DN_COMPONENTS,
-  escapeValue,
-  nameComponents,
-  oneLine,
-  pemOf,
-  serialDecimal,
-} from "./x509_text.ts";
-
 export { DerError } from "./der.ts";
 
 /** One attribute of a name: OID, the value's ASN.1 tag and bytes, and its RDN's index. */

@@ -163,6 +163,9 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     let creds: ServerCredentials | null = null;
+    // TLS runs over Deno's sockets (the pure listener): what sslserver's
+    // tests and the TLS bench measure.
+    tcp.server.native = false;
     tcp.server.steps = [
       ...(proxy ? [proxyPrepareHook(proxy)] : []),
       (ssl.delayed ? ucspiTlsPrepareHook : sslPrepareHook)(PROG, ssl, () => creds!),

@@ -4,12 +4,16 @@
  * shared poller (lib/native/poller.ts) when the socket is not ready.
  */
 import type { Io } from "../stages/stage.ts";
+import { PrefixError } from "../core/prefix.ts";
 import { E } from "./errno.ts";
 import { errno, IPPROTO_TCP, L, setInt, SHUT_WR, sysError, TCP_NODELAY } from "./libc.ts";
 import { POLLIN, POLLOUT, thePoller } from "./poller.ts";
 import { nameOf, type NativeEndpoint } from "./sockaddr.ts";
 
+const MSG_PEEK = 0x2;
 const MSG_DONTWAIT = 0x40;
+/** takePrefix peeks at most this much at a time (a PROXY v1 line is 107 bytes). */
+const PEEK_WINDOW = 512;
 const MSG_NOSIGNAL = 0x4000;
 const READ_SIZE = 64 * 1024;
 
@@ -52,6 +56,79 @@ export class NativeConn {
       await thePoller().wait(this.fd, POLLIN);
     }
     return null;
+  }
+
+  /**
+   * Takes a prefix off the stream (tcpserver -W's PROXY header) without
+   * reading a byte past it, so the socket stays pristine for the program:
+   * peeks (MSG_PEEK), asks `measure` how long the prefix is (null: more
+   * bytes needed; it throws when the bytes cannot start one), and receives
+   * the peeked bytes only while they all belong to the prefix, then exactly
+   * the rest of it. At most `max` bytes, within timeoutMs. Rejects with a
+   * PrefixError ("eof", "timeout", "long") or what measure threw.
+   */
+  async takePrefix(
+    measure: (buf: Uint8Array) => number | null,
+    max: number,
+    timeoutMs: number,
+  ): Promise<Uint8Array> {
+    const l = L();
+    let store = new Uint8Array(Math.min(max, PEEK_WINDOW));
+    let have = 0;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.#closed) throw new PrefixError("eof", have);
+      if (have === store.length) {
+        if (have >= max) throw new PrefixError("long", have);
+        const next = new Uint8Array(Math.min(max, 2 * store.length));
+        next.set(store);
+        store = next;
+      }
+      const room = Math.min(store.length - have, PEEK_WINDOW);
+      const at = store.subarray(have, have + room);
+      const n = Number(l.recv(this.fd, at, BigInt(room), MSG_PEEK | MSG_DONTWAIT));
+      if (n === 0) throw new PrefixError("eof", have);
+      if (n < 0) {
+        const e = errno();
+        if (e === E.EINTR) continue;
+        if (e !== E.EAGAIN) throw new PrefixError("eof", have);
+        const left = deadline - Date.now();
+        if (left <= 0) throw new PrefixError("timeout", have);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), left)));
+        const woke = await Promise.race([thePoller().wait(this.fd, POLLIN), late]);
+        clearTimeout(timer);
+        if (woke === "late") throw new PrefixError("timeout", have);
+        continue;
+      }
+      let len: number | null;
+      try {
+        len = measure(store.subarray(0, have + n));
+      } catch (e) {
+        // Not a prefix: the connection is dropped. Take in what was peeked,
+        // so closing it sends a FIN, not a reset (unread data), as the
+        // stream path's read does.
+        l.recv(this.fd, at, BigInt(n), MSG_DONTWAIT);
+        throw e;
+      }
+      // Receive what belongs to the prefix: all that was peeked while it is
+      // incomplete, else exactly up to its end (already there: it was peeked).
+      const take = len === null ? n : len - have;
+      if (take < 0 || take > n) {
+        throw new Error("takePrefix: measure's length outside the bytes seen");
+      }
+      let got = 0;
+      while (got < take) {
+        const r = Number(
+          l.recv(this.fd, store.subarray(have + got), BigInt(take - got), MSG_DONTWAIT),
+        );
+        if (r > 0) got += r;
+        else if (r < 0 && errno() === E.EINTR) continue;
+        else throw new PrefixError("eof", have + got);
+      }
+      have += take;
+      if (len !== null) return store.slice(0, len);
+    }
   }
 
   /** Writes all of data; throws when the client is gone (or after close()). */

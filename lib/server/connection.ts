@@ -21,6 +21,13 @@ export interface Endpoint {
   port: number;
 }
 
+/**
+ * Says how long the prefix at the start of `buf` is: its length, null while
+ * `buf` is a proper prefix of one (more bytes needed), or throws when the
+ * bytes cannot start one.
+ */
+export type PrefixMeasure = (buf: Uint8Array) => number | null;
+
 /** A connection as the pipeline sees it, whichever path accepted it. */
 export interface Connection {
   /** Our end (the listening address and port). */
@@ -29,8 +36,12 @@ export interface Connection {
   remote: Endpoint;
   /** The socket's own streams (made on first use). */
   io(): Io;
-  /** The Deno connection, for the prepare hook (the pure path only). */
-  raw?: Deno.TcpConn;
+  /**
+   * Takes a prefix off the socket without reading a byte past it (the
+   * native path: MSG_PEEK, then an exact recv), so the socket stays
+   * pristine for the program; see NativeConn.takePrefix.
+   */
+  takePrefix?: (measure: PrefixMeasure, max: number, timeoutMs: number) => Promise<Uint8Array>;
   /** Writes to the socket directly (the native path: keeps it pristine). */
   write?: (data: Uint8Array) => Promise<void>;
   /** Closes our descriptor of the socket (the program may hold its own). */
@@ -135,6 +146,7 @@ export function nativeConnection(
     io,
     write: (data) => conn.writeAll(data),
     close: () => void conn.close(),
+    takePrefix: (measure, max, timeoutMs) => conn.takePrefix(measure, max, timeoutMs),
     // A native socket starts with Nagle on (as the listener has it): only
     // -D needs the setsockopt.
     setNoDelay: (on) => {
@@ -182,7 +194,6 @@ export function denoConnection(
     local: { ip: la.hostname, port: la.port },
     remote: { ip: ra.hostname, port: ra.port },
     io: () => (io ??= socketIo(conn, log)),
-    raw: conn,
     close: () => conn.close(),
     setNoDelay: (on) => {
       try {

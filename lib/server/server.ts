@@ -106,8 +106,9 @@ export interface ServerOptions {
   steps?: PrepareHook[];
   /**
    * The native path (lib/native/native.ts: libc sockets, the program gets the
-   * socket itself). Default: used when available and there are no steps;
-   * false: never.
+   * socket itself; -W's PROXY header is taken off with MSG_PEEK). Default:
+   * used when available; false: never (sslserver: its TLS runs over Deno's
+   * sockets).
    */
   native?: boolean;
 }
@@ -213,11 +214,11 @@ export class TcpServer {
    */
   listen(): Endpoint {
     // Socket activation (systemd, s6): accept on the passed descriptor 3.
-    const usable = this.opts.native !== false && !this.opts.steps?.length;
+    const usable = this.opts.native !== false;
     const passed = inheritedListener(this.opts.baseEnv, usable);
     if (passed) return this.#local = { ...(this.#native = passed).local };
     if (
-      this.opts.native !== false && !this.opts.steps?.length && !this.opts.hostname.includes("%") &&
+      this.opts.native !== false && !this.opts.hostname.includes("%") &&
       nativeAvailable(this.opts.baseEnv)
     ) {
       // Any failure here: Deno.listen below tries again and reports it.
@@ -436,7 +437,19 @@ export class TcpServer {
     const o = this.opts;
     const prog = this.prog;
     let cleanup: (() => void | Promise<void>) | undefined;
-    let conn: Connection | null = c;
+    // The connection is closed exactly once: at the end here, or a second
+    // later by a silent turn-away (which then owns it); a step may change
+    // how (TLS: close_notify and a lingering close first).
+    let closeHow: () => void = () => c.close();
+    let closed = false;
+    const closeOnce = () => {
+      if (closed) return;
+      closed = true;
+      try {
+        closeHow();
+      } catch { /* closed already (the client's reset) */ }
+    };
+    let closeHere = true;
     try {
       let local: Endpoint = c.local;
       let remote: Endpoint = c.remote;
@@ -452,10 +465,17 @@ export class TcpServer {
       cleanup = async () => {
         for (const f of cleanups.reverse()) await f();
       };
-      for (const step of c.raw ? o.steps ?? [] : []) {
-        const p = await step(c.raw!, { id, io: io(), local, remote });
+      for (const step of o.steps ?? []) {
+        const p = await step(c, {
+          id,
+          io: io(),
+          local,
+          remote,
+          takePrefix: wrapped ? undefined : c.takePrefix,
+        });
         if (p === null || scope.fault) return WSTAT_DROP;
         if (p.cleanup) cleanups.push(p.cleanup);
+        if (p.close) closeHow = p.close;
         if (p.io) wrapped = p.io;
         if (p.local) local = p.local;
         if (p.remote) remote = p.remote;
@@ -538,13 +558,10 @@ export class TcpServer {
         if (admitted.message === null) {
           // closed later, outside this connection's slot and its finally
           const clean = cleanup;
-          const late = conn;
           cleanup = undefined;
-          conn = null;
+          closeHere = false;
           void turnAway(io, null, () => {
-            try {
-              late?.close();
-            } catch { /* closed */ }
+            closeOnce();
             clean?.();
           });
         } else await turnAway(io, admitted.message, () => {});
@@ -572,16 +589,11 @@ export class TcpServer {
           return WSTAT_DROP;
         }
       } finally {
-        try {
-          conn?.close();
-        } catch { /* closed */ }
-        conn = null;
+        closeOnce();
         release();
       }
     } finally {
-      try {
-        conn?.close();
-      } catch { /* closed */ }
+      if (closeHere) closeOnce();
       try {
         await cleanup?.();
       } catch { /* ignore */ }

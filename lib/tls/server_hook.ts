@@ -11,6 +11,7 @@
  */
 import { stderrLine } from "../core/log.ts";
 import type { Prepared, PrepareHook } from "../server/server.ts";
+import type { Connection } from "../server/connection.ts";
 import type { Io } from "../stages/stage.ts";
 import type { ServerCredentials } from "./credentials.ts";
 import { applySslEnvironment, sslEnvironment, sslVariables } from "./ssl_env.ts";
@@ -189,23 +190,22 @@ function bounded(
  * the session underneath) and how to name the session once it exists.
  */
 function closeThroughSession(
-  conn: Deno.TcpConn,
-): { realClose: () => void; secured: (s: TlsSession) => void } {
-  const connClose = conn.close.bind(conn);
+  conn: Connection,
+): { realClose: () => void; secured: (s: TlsSession) => void; close: () => void } {
   const realClose = () => {
     try {
-      connClose();
+      conn.close();
     } catch { /* closed */ }
   };
   let session: TlsSession | undefined;
   let closed = false;
-  (conn as { close: () => void }).close = () => {
+  const close = () => {
     if (closed) return;
     closed = true;
     if (session) session.shutdown();
     else realClose();
   };
-  return { realClose, secured: (s) => (session = s) };
+  return { realClose, secured: (s) => (session = s), close };
 }
 
 /**
@@ -221,7 +221,7 @@ export function sslPrepareHook(
   const failed = handshakeFailure(prog, ssl);
   return async (conn, ctx) => {
     const { io, local, remote } = ctx;
-    const { realClose, secured } = closeThroughSession(conn);
+    const { realClose, secured, close } = closeThroughSession(conn);
     let session: TlsSession;
     try {
       session = await acceptTls(
@@ -251,6 +251,7 @@ export function sslPrepareHook(
       io: plain,
       local,
       remote,
+      close,
       environ: (env) => {
         sslVariables(env, ssl.tcpEnv);
         if (ssl.sslEnv) applySslEnvironment(env, info, "CLIENT");
@@ -276,7 +277,7 @@ export function ucspiTlsPrepareHook(
   const failed = handshakeFailure(prog, ssl);
   return (conn, ctx) => {
     const { io, remote } = ctx;
-    const { realClose, secured } = closeThroughSession(conn);
+    const { realClose, secured, close } = closeThroughSession(conn);
     const plan: UcspiTlsPlan = {
       plainFds: [0, 1],
       handshake: (pair) =>
@@ -300,6 +301,7 @@ export function ucspiTlsPrepareHook(
     };
     const prepared: Prepared = {
       io: ucspiTlsIo(io, plan, { close: realClose, lingerMs: LINGER_MS }),
+      close,
       environ: (env) => sslVariables(env, ssl.tcpEnv),
     };
     return Promise.resolve(prepared);

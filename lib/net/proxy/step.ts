@@ -9,8 +9,9 @@
 import { formatUnmapped } from "../ip.ts";
 import type { Io } from "../../stages/stage.ts";
 import type { Endpoint } from "../../server/connection.ts";
-import type { PrepareHook } from "../../server/steps/step.ts";
-import { ipBytes16 } from "./header.ts";
+import type { PrepareContext, PrepareHook } from "../../server/steps/step.ts";
+import { PrefixError } from "../../core/prefix.ts";
+import { INCOMPLETE, ipBytes16, parseProxyHeader, type ProxyHeader, V2_FIXED } from "./header.ts";
 import { prependBytes, type ProxyRead, readProxyHeader } from "./read.ts";
 import { type Cidr, isTrusted, parseTrusted } from "./trusted.ts";
 
@@ -38,6 +39,8 @@ export interface ProxyStepInput {
   local: Endpoint;
   /** The peer's end (or, after the header, the announced source). */
   remote: Endpoint;
+  /** Takes the header off the socket itself (the native path; see PrepareContext). */
+  takePrefix?: PrepareContext["takePrefix"];
 }
 
 /**
@@ -50,6 +53,7 @@ export async function proxyStep(
   policy: ProxyPolicy,
 ): Promise<ProxyStepInput | null> {
   if (policy.trusted && !isTrusted(c.remote.ip, policy.trusted)) return c;
+  if (c.takePrefix) return await proxyFromSocket(c, c.takePrefix, policy);
   const reader = c.io.input.getReader();
   let got: ProxyRead;
   try {
@@ -74,18 +78,67 @@ export async function proxyStep(
   };
 }
 
+/**
+ * The native path's PROXY step: the header taken off the socket itself
+ * (MSG_PEEK, then exactly its bytes), so the socket stays pristine and the
+ * program still gets it as fd 0 and 1. Logs as the stream reader does.
+ */
+async function proxyFromSocket(
+  c: ProxyStepInput,
+  takePrefix: NonNullable<ProxyStepInput["takePrefix"]>,
+  policy: ProxyPolicy,
+): Promise<ProxyStepInput | null> {
+  let header: ProxyHeader;
+  try {
+    const bytes = await takePrefix(
+      (buf) => {
+        const h = parseProxyHeader(buf);
+        return h === INCOMPLETE ? null : h.length;
+      },
+      V2_FIXED + 0xffff,
+      policy.timeoutMs,
+    );
+    header = parseProxyHeader(bytes) as ProxyHeader;
+  } catch (e) {
+    const why = !(e instanceof PrefixError)
+      ? (e as Error).message
+      : e.kind === "timeout"
+      ? "timed out reading PROXY header"
+      : e.seen > 0
+      ? "connection closed inside PROXY header"
+      : "no PROXY header";
+    policy.warn(
+      `${policy.prog}: warning: dropping connection, unable to read PROXY header from ${
+        plainIp(c.remote.ip)
+      }: ${why}`,
+    );
+    return null;
+  }
+  const e = header.endpoints;
+  if (!e) return { io: c.io, local: c.local, remote: c.remote };
+  return {
+    io: c.io,
+    local: { ip: e.destIp, port: e.destPort },
+    remote: { ip: e.sourceIp, port: e.sourcePort },
+  };
+}
+
 function plainIp(ip: string): string {
   const b = ipBytes16(ip);
   if (!b) return ip;
   return formatUnmapped(b);
 }
 
-/** tcpserver's prepare hook for -W: the PROXY step alone. */
+/**
+ * The PROXY step (tcpserver -W, and sslserver's before TLS): off the socket
+ * itself on the native path, else from the connection's stream.
+ */
 export function proxyPrepareHook(policy: ProxyPolicy): PrepareHook {
   return async (_conn, ctx) => {
     const r = await proxyStep(ctx, policy);
     if (!r) return null;
-    return { io: r.io, local: r.local, remote: r.remote };
+    // (the same io: the header came off the socket itself, which stays the program's)
+    return { io: r.io === ctx.io ? undefined : r.io, local: r.local, remote: r.remote };
   };
 }
 

@@ -8,7 +8,7 @@
  * logged why), throwing drops it and logs the error once.
  */
 import type { Io } from "../../stages/stage.ts";
-import type { Endpoint } from "../connection.ts";
+import type { Connection, Endpoint, PrefixMeasure } from "../connection.ts";
 
 /** What a step learns about a fresh connection. */
 export interface PrepareContext {
@@ -20,6 +20,13 @@ export interface PrepareContext {
   local: Endpoint;
   /** The remote endpoint so far (the socket's, or what an earlier step announced). */
   remote: Endpoint;
+  /**
+   * Takes a prefix off the socket itself without reading past it (the
+   * native path, while no step has wrapped the stream): a PROXY header read
+   * this way leaves the socket pristine, so the program still gets it as
+   * fd 0 and 1. Absent otherwise: read `io` instead.
+   */
+  takePrefix?: (measure: PrefixMeasure, max: number, timeoutMs: number) => Promise<Uint8Array>;
 }
 
 /** What a step hands back (each field replaces or adds to what the steps before it gave). */
@@ -35,6 +42,11 @@ export interface Prepared {
   /** Called once when the connection is finished (after the socket is closed). */
   cleanup?: () => void | Promise<void>;
   /**
+   * How the connection is closed from now on, instead of closing the socket
+   * (TLS: the session's close_notify and lingering close first).
+   */
+  close?: () => void;
+  /**
    * Edits the environment after the TCP variables and extraEnv, before the
    * rules (sslserver renames TCP* to SSL*, as ucspi-ssl does).
    */
@@ -46,4 +58,4 @@ export interface Prepared {
  * banner): read a PROXY header, do a TLS handshake. Resolving null drops the
  * connection (the hook logs why); throwing drops it and logs the error.
  */
-export type PrepareHook = (conn: Deno.TcpConn, ctx: PrepareContext) => Promise<Prepared | null>;
+export type PrepareHook = (conn: Connection, ctx: PrepareContext) => Promise<Prepared | null>;

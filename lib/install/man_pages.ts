@@ -2694,6 +2694,9 @@ such as haproxy with
 .B send-proxy
 or
 .BR send-proxy-v2 .
+On the native path the header is taken off the socket itself (peeked with
+MSG_PEEK, then exactly its bytes received), so the program still gets the
+socket as descriptors 0 and 1, reading the conversation from its first byte.
 The addresses in the header replace those of the socket for everything that
 follows: the environment, the DNS and ident lookups, the rules, the limits and
 the
@@ -2820,10 +2823,8 @@ permission, no glibc,
 .BR $UCSPI_NATIVE=0 ,
 a link-local address with
 .BR \\-I ,
-or an
+an
 .BR sslserver (1)
-or
-.B \\-W
 connection, whose stream the server must unwrap, or when the native socket
 cannot be set up) tcpserver uses Deno's own sockets and copies the bytes
 between the client and pipes to the program.

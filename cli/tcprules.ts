@@ -14,7 +14,7 @@ const FATAL = `${PROG}: fatal: `;
 
 /** Reads stdin in large chunks and hands each complete line (and a final partial one) to fn. */
 function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): void {
-  let buf = new Uint8Array(1 << 18);
+  let buf = new Uint8Array(1 << 20);
   let fill = 0;
   for (;;) {
     if (fill === buf.length) {
@@ -29,15 +29,13 @@ function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): v
       throw fatalSys(PROG, "unable to read input", e);
     }
     if (n === null || n === 0) break;
-    const from = fill;
     fill += n;
+    // The native indexOf (memchr speed) over the filled part; one view per read.
+    const filled = buf.subarray(0, fill);
     let s = 0;
-    let i = from;
-    for (; i < fill; i++) {
-      if (buf[i] === 10) {
-        fn(buf, s, i);
-        s = i + 1;
-      }
+    for (let i = filled.indexOf(10, fill - n); i >= 0; i = filled.indexOf(10, i + 1)) {
+      fn(buf, s, i);
+      s = i + 1;
     }
     if (s > 0) {
       buf.copyWithin(0, s, fill);
@@ -66,13 +64,9 @@ export function main(args: string[]): Promise<number> {
   const writeError = (e: unknown) => fatalSys(PROG, `unable to write to ${fntemp}`, e);
   let lineNo = 0;
   try {
-    const compiler = new RuleCompiler((key, data) => {
-      try {
-        out.add(key, data);
-      } catch (e) {
-        throw writeError(e);
-      }
-    });
+    // The cdb is the compiler's sink: its errors (the 4 GiB limit, write
+    // errors) are not RuleSyntaxErrors and so become "unable to write" below.
+    const compiler = new RuleCompiler(out);
     forEachLine((b, s, e) => {
       lineNo++;
       compiler.line(b, s, e);

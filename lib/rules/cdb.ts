@@ -145,8 +145,9 @@ export class CdbWriter {
   #buf: Uint8Array;
   #fill = 0;
   #pos = 2048;
-  #hashes = new Uint32Array(1024);
-  #positions = new Uint32Array(1024);
+  // Each the uint32's bits, as int32 (small integers for V8 at every tier).
+  #hashes = new Int32Array(1024);
+  #positions = new Int32Array(1024);
   #count = 0;
   #limit: number;
   #done = false;
@@ -261,7 +262,7 @@ export class CdbWriter {
       h = ((h << 5) + h) ^ c;
       buf[at++] = c;
     }
-    this.#hashes[count] = h >>> 0;
+    this.#hashes[count] = h;
     if (dlen > 64) {
       buf.set(data.subarray(dstart, dend), at);
       at += dlen;
@@ -271,10 +272,10 @@ export class CdbWriter {
 
   #grow(): void {
     const n = this.#hashes.length * 2;
-    const h = new Uint32Array(n);
+    const h = new Int32Array(n);
     h.set(this.#hashes);
     this.#hashes = h;
-    const p = new Uint32Array(n);
+    const p = new Int32Array(n);
     p.set(this.#positions);
     this.#positions = p;
   }
@@ -285,19 +286,27 @@ export class CdbWriter {
     this.#done = true;
     const n = this.#count;
     const hashes = this.#hashes;
-    const counts = new Uint32Array(256);
+    const positions = this.#positions;
+    const counts = new Int32Array(256);
     for (let i = 0; i < n; i++) counts[hashes[i] & 255]++;
-    // Records of each table in the order they were added.
-    const start = new Uint32Array(257);
+    const start = new Int32Array(257);
     for (let b = 0; b < 256; b++) start[b + 1] = start[b] + counts[b];
-    const order = new Uint32Array(n);
+    // The records grouped by table, in the order they were added, so that
+    // filling a table reads them in sequence (not one cache miss each).
+    const byHash = new Int32Array(n);
+    const byPos = new Int32Array(n);
     const next = start.slice(0, 256);
-    for (let i = 0; i < n; i++) order[next[hashes[i] & 255]++] = i;
+    for (let i = 0; i < n; i++) {
+      const h = hashes[i];
+      const k = next[h & 255]++;
+      byHash[k] = h;
+      byPos[k] = positions[i];
+    }
 
     let maxSlots = 0;
     for (let b = 0; b < 256; b++) maxSlots = Math.max(maxSlots, counts[b] * 2);
     // (hash, position) pairs interleaved; on little-endian hosts its bytes are the table.
-    const slots = new Uint32Array(maxSlots * 2);
+    const slots = new Int32Array(maxSlots * 2);
     const slotBytes = new Uint8Array(slots.buffer);
     const header = new Uint8Array(2048);
     const hv = new DataView(header.buffer);
@@ -309,13 +318,14 @@ export class CdbWriter {
       if (len === 0) continue;
       if (pos + len * 8 > this.#limit) throw this.#tooBig();
       slots.fill(0, 0, len * 2);
-      for (let k = start[b]; k < start[b + 1]; k++) {
-        const r = order[k];
-        const h = hashes[r];
+      const last = start[b + 1];
+      for (let k = start[b]; k < last; k++) {
+        const h = byHash[k];
         let where = (h >>> 8) % len;
+        // A record's position is never 0 (the header is there): 0 is a free slot.
         while (slots[2 * where + 1] !== 0) if (++where === len) where = 0;
         slots[2 * where] = h;
-        slots[2 * where + 1] = this.#positions[r];
+        slots[2 * where + 1] = byPos[k];
       }
       if (LITTLE_ENDIAN) this.#put(slotBytes.subarray(0, len * 8));
       else for (let s = 0; s < len; s++) this.#putU32Pair(slots[2 * s], slots[2 * s + 1]);

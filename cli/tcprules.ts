@@ -12,8 +12,12 @@ import { RuleCompiler, RuleSyntaxError } from "../lib/rules/compile.ts";
 const PROG = "tcprules";
 const FATAL = `${PROG}: fatal: `;
 
-/** Reads stdin in large chunks and hands each complete line (and a final partial one) to fn. */
-function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): void {
+/**
+ * Reads stdin in large chunks into the compiler: the complete lines of each
+ * chunk at once (RuleCompiler.lines), the unfinished rest moved to the front
+ * for the next read, a last line without a newline on its own.
+ */
+function compileInput(compiler: RuleCompiler): void {
   let buf = new Uint8Array(1 << 20);
   let fill = 0;
   for (;;) {
@@ -30,19 +34,13 @@ function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): v
     }
     if (n === null || n === 0) break;
     fill += n;
-    // The native indexOf (memchr speed) over the filled part; one view per read.
-    const filled = buf.subarray(0, fill);
-    let s = 0;
-    for (let i = filled.indexOf(10, fill - n); i >= 0; i = filled.indexOf(10, i + 1)) {
-      fn(buf, s, i);
-      s = i + 1;
-    }
-    if (s > 0) {
-      buf.copyWithin(0, s, fill);
-      fill -= s;
+    const rest = compiler.lines(buf, 0, fill);
+    if (rest > 0) {
+      buf.copyWithin(0, rest, fill);
+      fill -= rest;
     }
   }
-  if (fill > 0) fn(buf, 0, fill);
+  if (fill > 0) compiler.line(buf, 0, fill);
 }
 
 /**
@@ -62,15 +60,12 @@ export function main(args: string[]): Promise<number> {
     throw fatalSys(PROG, `unable to create ${fntemp}`, e);
   }
   const writeError = (e: unknown) => fatalSys(PROG, `unable to write to ${fntemp}`, e);
-  let lineNo = 0;
+  let compiler: RuleCompiler | undefined;
   try {
     // The cdb is the compiler's sink: its errors (the 4 GiB limit, write
     // errors) are not RuleSyntaxErrors and so become "unable to write" below.
-    const compiler = new RuleCompiler(out);
-    forEachLine((b, s, e) => {
-      lineNo++;
-      compiler.line(b, s, e);
-    });
+    compiler = new RuleCompiler(out);
+    compileInput(compiler);
     compiler.finish();
     try {
       out.finish();
@@ -86,7 +81,11 @@ export function main(args: string[]): Promise<number> {
     // number too and exit 111, as the project's rule for bad input asks. The
     // line is shown as its bytes, as C's (a byte string: not text).
     if (e instanceof RuleSyntaxError) {
-      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111, true);
+      throw new ToolError(
+        `${FATAL}unable to parse line ${compiler?.lineCount}: ${e.line}`,
+        111,
+        true,
+      );
     }
     if (e instanceof ToolError) throw e;
     throw writeError(e);

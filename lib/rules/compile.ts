@@ -97,8 +97,9 @@ export interface RecordSink {
 }
 
 // Bytes that decide how the address part (before the first colon) is read.
-const C_COLON = 1, C_EQ_AT = 2, C_SLASH = 3, C_DASH = 4;
+const C_COLON = 1, C_EQ_AT = 2, C_SLASH = 3, C_DASH = 4, C_NL = 5;
 const CLASS = new Uint8Array(256);
+CLASS[NL] = C_NL;
 CLASS[COLON] = C_COLON;
 CLASS[EQ] = C_EQ_AT;
 CLASS[AT] = C_EQ_AT;
@@ -117,6 +118,7 @@ export class RuleCompiler {
   #key = new Uint8Array(256);
   #v4 = new Set<number>();
   #v6 = new Set<number>();
+  #lines = 0;
 
   /** A compiler handing each record to `emit` or to a sink (which must copy what it keeps). */
   constructor(emit: ((key: Uint8Array, data: Uint8Array) => void) | RecordSink) {
@@ -137,11 +139,111 @@ export class RuleCompiler {
     return this.#data;
   }
 
+  /** How many lines have been begun: after a RuleSyntaxError, the bad line's number. */
+  get lineCount(): number {
+    return this.#lines;
+  }
+
   /**
    * Compiles one line (without its newline), b[start, end). Throws
    * RuleSyntaxError for a line DJB's tcprules rejects (and we do not extend).
    */
   line(b: Uint8Array, start = 0, end = b.length): void {
+    this.#lines++;
+    this.#line(b, start, end);
+  }
+
+  /**
+   * Compiles every complete line of b[from, to) (each ending in a newline)
+   * and returns where the unfinished rest begins (`to` when there is none);
+   * the same records and errors as line() on each line, in one pass over
+   * most lines' bytes instead of a search for the newline and then a parse.
+   */
+  lines(b: Uint8Array, from = 0, to = b.length): number {
+    if (to <= from) return from;
+    const last = b.subarray(from, to).lastIndexOf(NL);
+    if (last < 0) return from;
+    const stop = from + last; // a newline: no scan below reads past it
+    let s = from;
+    while (s <= stop) {
+      this.#lines++;
+      const e = this.#fastLine(b, s);
+      if (e >= 0) {
+        s = e + 1;
+        continue;
+      }
+      const nl = b.indexOf(NL, s);
+      this.#line(b, s, nl);
+      s = nl + 1;
+    }
+    return s;
+  }
+
+  /**
+   * The common line, b[s] up to the next newline (which is known to be
+   * there, so every loop stops at it): the newline's position once compiled,
+   * or -1 (nothing emitted) when line() must compile it instead: trailing
+   * blanks (trimmed first), unsets, anything odd or an error.
+   */
+  #fastLine(b: Uint8Array, s: number): number {
+    const first = b[s];
+    if (first === NL) return s;
+    if (first === HASH) return b.indexOf(NL, s);
+    let colon = s, plain = false, slash = false, dash = -1;
+    for (;; colon++) {
+      const k = CLASS[b[colon]];
+      if (k === 0) continue;
+      if (k === C_COLON) break;
+      if (k === C_NL) return colon; // no colon: not a rule, blanks or not
+      if (k === C_EQ_AT) plain = true;
+      else if (k === C_SLASH) slash = true;
+      else if (dash < 0) dash = colon;
+    }
+    const d = this.#data;
+    let n = 0;
+    let x = colon + 1;
+    // Each comparison that matches is not a newline, so the next read is inside the line.
+    if (
+      b[x] === 97 && b[x + 1] === 108 && b[x + 2] === 108 && b[x + 3] === 111 && b[x + 4] === 119
+    ) {
+      x += 5; // allow
+    } else if (b[x] === 100 && b[x + 1] === 101 && b[x + 2] === 110 && b[x + 3] === 121) {
+      x += 4; // deny
+      d[n++] = 68; // D
+      d[n++] = 0;
+    } else return -1;
+    for (;;) {
+      let c = b[x];
+      if (c === NL) break;
+      if (c !== COMMA) return -1;
+      d[n++] = 43; // +
+      let i = x + 1;
+      while ((c = b[i]) !== EQ) {
+        if (c === NL) return -1;
+        d[n++] = c;
+        i++;
+      }
+      d[n++] = EQ;
+      const quote = b[++i];
+      if (quote === NL) return -1;
+      while ((c = b[++i]) !== quote) {
+        if (c === NL) return -1;
+        d[n++] = c;
+      }
+      d[n++] = 0;
+      x = i + 1;
+    }
+    const before = b[x - 1];
+    // Writes past the end of d were dropped: line() makes room and starts over.
+    if (before === SP || before === TAB || n > d.length) return -1;
+    this.#dlen = n;
+    if (plain || (!slash && dash < 0)) this.#sink.addRecord(b, s, colon, d, 0, n);
+    else if (slash) this.#cidr4Line(b, s, colon, x);
+    else this.#range(b, s, dash, colon, x);
+    return x;
+  }
+
+  #line(b: Uint8Array, start: number, end: number): void {
     if (end === start) return;
     if (b[start] === HASH) return;
     while (end > start) {
@@ -365,13 +467,8 @@ export function compileRules(text: Uint8Array | string): Array<[Uint8Array, Uint
   const b = typeof text === "string" ? encoder.encode(text) : text;
   const out: Array<[Uint8Array, Uint8Array]> = [];
   const c = new RuleCompiler((k, d) => out.push([k.slice(), d.slice()]));
-  let s = 0;
-  while (s < b.length) {
-    let e = indexOf(b, NL, s, b.length);
-    if (e < 0) e = b.length;
-    c.line(b, s, e);
-    s = e + 1;
-  }
+  const rest = c.lines(b);
+  if (rest < b.length) c.line(b, rest, b.length);
   c.finish();
   return out;
 }

@@ -11,7 +11,6 @@ import { errorText, fatal, ToolError } from "../core/errors.ts";
 import { flushLog, stderrLog } from "../core/log.ts";
 import { writeAll, writeAllSync } from "../core/write_all.ts";
 import { findProgram } from "./pathexec.ts";
-import { forwardSignals, runInherited, runPumped, statusOf } from "./spawn.ts";
 import type { Io, Stage } from "../stages/stage.ts";
 
 /**
@@ -67,6 +66,9 @@ export async function runStageAsProcess(
     throw await cannotRun(e);
   }
   const argv0 = outcome.argv0 ?? name;
+  // Loaded only when a program is run: it brings node:child_process, which
+  // addcr and delcr (and a stage that ends the conversation) never need.
+  const { forwardSignals, runInherited, runPumped, statusOf } = await import("./spawn.ts");
   const signals = forwardSignals();
   try {
     const inner = outcome.io;

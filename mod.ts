@@ -7,11 +7,8 @@
  * `--help` and `--version` say what this is. This is the only place that
  * writes a fatal error and exits.
  */
-import process from "node:process";
 import { toolNames, TOOLS } from "./cli/tools.ts";
 import { errorText, ToolError, toolErrorBytes } from "./lib/core/errors.ts";
-import { installLinks, installManPages } from "./lib/install/install.ts";
-import { setProcessName } from "./lib/native/procname.ts";
 
 const SELF = "ucspi-tcp";
 
@@ -70,6 +67,7 @@ async function run(argv0: string, args: string[]): Promise<number> {
       if (rest.length !== 1) {
         throw new ToolError(`${SELF}: usage: ${SELF} install [-f] [--man] DIR`, 100);
       }
+      const { installLinks, installManPages } = await import("./lib/install/install.ts");
       const lines = man
         ? installManPages(rest[0], (await import("./lib/install/man_pages.ts")).MAN_PAGES, {
           force,
@@ -89,7 +87,7 @@ async function run(argv0: string, args: string[]): Promise<number> {
   }
   // Long-running servers are what admins look for with pgrep and top.
   if (name === "tcpserver" || name === "sslserver") {
-    setProcessName(name);
+    (await import("./lib/native/procname.ts")).setProcessName(name);
     // On the native path the supervised process is a front and the server
     // its child, so a restart never waits for sessions (lib/server/front.ts).
     const front = await import("./lib/server/front.ts");
@@ -110,10 +108,27 @@ async function run(argv0: string, args: string[]): Promise<number> {
   }
 }
 
+/**
+ * argv[0] as the kernel got it (the link's name, or `exec -a NAME`). Read
+ * from /proc/self/cmdline when allowed: node:process, which has it too,
+ * costs a tool about 10 ms of start-up to load the Node compatibility layer.
+ */
+async function argv0(): Promise<string> {
+  const cmdline = "/proc/self/cmdline";
+  try {
+    if (Deno.permissions.querySync({ name: "read", path: cmdline }).state === "granted") {
+      const b = Deno.readFileSync(cmdline);
+      const nul = b.indexOf(0);
+      return new TextDecoder().decode(nul < 0 ? b : b.subarray(0, nul));
+    }
+  } catch { /* not Linux, no /proc: Node's view below */ }
+  return (await import("node:process")).default.argv0;
+}
+
 if (import.meta.main) {
   let code: number;
   try {
-    code = await run(process.argv0, Deno.args);
+    code = await run(await argv0(), Deno.args);
   } catch (e) {
     if (e instanceof ToolError) {
       await Deno.stderr.write(toolErrorBytes(e));

@@ -12,9 +12,13 @@ import { RuleCompiler, RuleSyntaxError } from "../lib/rules/compile.ts";
 const PROG = "tcprules";
 const FATAL = `${PROG}: fatal: `;
 
-/** Reads stdin in large chunks and hands each complete line (and a final partial one) to fn. */
-function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): void {
-  let buf = new Uint8Array(1 << 18);
+/**
+ * Reads stdin in large chunks into the compiler: the complete lines of each
+ * chunk at once (RuleCompiler.lines), the unfinished rest moved to the front
+ * for the next read, a last line without a newline on its own.
+ */
+function compileInput(compiler: RuleCompiler): void {
+  let buf = new Uint8Array(1 << 20);
   let fill = 0;
   for (;;) {
     if (fill === buf.length) {
@@ -29,22 +33,14 @@ function forEachLine(fn: (b: Uint8Array, start: number, end: number) => void): v
       throw fatalSys(PROG, "unable to read input", e);
     }
     if (n === null || n === 0) break;
-    const from = fill;
     fill += n;
-    let s = 0;
-    let i = from;
-    for (; i < fill; i++) {
-      if (buf[i] === 10) {
-        fn(buf, s, i);
-        s = i + 1;
-      }
-    }
-    if (s > 0) {
-      buf.copyWithin(0, s, fill);
-      fill -= s;
+    const rest = compiler.lines(buf, 0, fill);
+    if (rest > 0) {
+      buf.copyWithin(0, rest, fill);
+      fill -= rest;
     }
   }
-  if (fill > 0) fn(buf, 0, fill);
+  if (fill > 0) compiler.line(buf, 0, fill);
 }
 
 /**
@@ -64,19 +60,12 @@ export function main(args: string[]): Promise<number> {
     throw fatalSys(PROG, `unable to create ${fntemp}`, e);
   }
   const writeError = (e: unknown) => fatalSys(PROG, `unable to write to ${fntemp}`, e);
-  let lineNo = 0;
+  let compiler: RuleCompiler | undefined;
   try {
-    const compiler = new RuleCompiler((key, data) => {
-      try {
-        out.add(key, data);
-      } catch (e) {
-        throw writeError(e);
-      }
-    });
-    forEachLine((b, s, e) => {
-      lineNo++;
-      compiler.line(b, s, e);
-    });
+    // The cdb is the compiler's sink: its errors (the 4 GiB limit, write
+    // errors) are not RuleSyntaxErrors and so become "unable to write" below.
+    compiler = new RuleCompiler(out);
+    compileInput(compiler);
     compiler.finish();
     try {
       out.finish();
@@ -92,7 +81,11 @@ export function main(args: string[]): Promise<number> {
     // number too and exit 111, as the project's rule for bad input asks. The
     // line is shown as its bytes, as C's (a byte string: not text).
     if (e instanceof RuleSyntaxError) {
-      throw new ToolError(`${FATAL}unable to parse line ${lineNo}: ${e.line}`, 111, true);
+      throw new ToolError(
+        `${FATAL}unable to parse line ${compiler?.lineCount}: ${e.line}`,
+        111,
+        true,
+      );
     }
     if (e instanceof ToolError) throw e;
     throw writeError(e);

@@ -11,9 +11,6 @@ import { errorText, fatal, ToolError } from "../core/errors.ts";
 import { flushLog, stderrLog } from "../core/log.ts";
 import { writeAll, writeAllSync } from "../core/write_all.ts";
 import { findProgram } from "./pathexec.ts";
-import { forwardSignals } from "./signals.ts";
-import { runInherited, runPumped } from "./spawn.ts";
-import { statusOf } from "./status.ts";
 import type { Io, Stage } from "../stages/stage.ts";
 
 /**
@@ -69,6 +66,11 @@ export async function runStageAsProcess(
     throw await cannotRun(e);
   }
   const argv0 = outcome.argv0 ?? name;
+  // Loaded only when a program is run: it brings node:child_process, which
+  // addcr and delcr (and a stage that ends the conversation) never need.
+  const { runInherited, runPumped } = await import("./spawn.ts");
+  const { forwardSignals } = await import("./signals.ts");
+  const { statusOf } = await import("./status.ts");
   const signals = forwardSignals();
   try {
     const inner = outcome.io;

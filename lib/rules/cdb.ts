@@ -29,9 +29,10 @@ export const CDB_MAX_SIZE = 0xffffffff;
 
 /** DJB's cdb hash of bytes[start, end): h = 5381; h = ((h << 5) + h) ^ byte, unsigned 32-bit. */
 export function cdbHash(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  // Kept as an int32 in the loop (the low 32 bits are the same), unsigned at the end.
   let h = 5381;
-  for (let i = start; i < end; i++) h = (((h << 5) + h) ^ bytes[i]) >>> 0;
-  return h;
+  for (let i = start; i < end; i++) h = ((h << 5) + h) ^ bytes[i];
+  return h >>> 0;
 }
 
 function corrupt(): CdbError {
@@ -133,27 +134,32 @@ export class Cdb {
 export type CdbSink = (chunk: Uint8Array) => void;
 
 /**
- * Writes a cdb as DJB's cdb_make does, streaming: records are passed to the
- * sink through a 64 KiB buffer as they are added; only the (hash, position)
- * pairs stay in memory (8 bytes per record). `finish()` writes the hash tables
- * and returns the 2048-byte header, which the caller puts at offset 0 (the
- * sink received 2048 zero bytes there first).
+ * Writes a cdb as DJB's cdb_make does, streaming: records are copied into one
+ * buffer (1 MiB unless told) and passed to the sink each time it fills; only
+ * the (hash, position) pairs stay in memory (8 bytes per record). `finish()`
+ * writes the hash tables and returns the 2048-byte header, which the caller
+ * puts at offset 0 (the sink received 2048 zero bytes there first).
  */
 export class CdbWriter {
   #sink: CdbSink;
-  #buf = new Uint8Array(1 << 16);
+  #buf: Uint8Array;
   #fill = 0;
   #pos = 2048;
-  #hashes = new Uint32Array(1024);
-  #positions = new Uint32Array(1024);
+  // Each the uint32's bits, as int32 (small integers for V8 at every tier).
+  #hashes = new Int32Array(1024);
+  #positions = new Int32Array(1024);
   #count = 0;
   #limit: number;
   #done = false;
 
-  /** `limit` is the largest file allowed (tests lower it to see the 4 GiB refusal). */
-  constructor(sink: CdbSink, limit = CDB_MAX_SIZE) {
+  /**
+   * `limit` is the largest file allowed (tests lower it to see the 4 GiB
+   * refusal); `bufferSize` how many bytes the sink gets at a time (at least 64).
+   */
+  constructor(sink: CdbSink, limit = CDB_MAX_SIZE, bufferSize = 1 << 20) {
     this.#sink = sink;
     this.#limit = limit;
+    this.#buf = new Uint8Array(Math.max(64, bufferSize));
     this.#put(new Uint8Array(2048));
   }
 
@@ -170,14 +176,6 @@ export class CdbWriter {
   }
 
   #put(bytes: Uint8Array): void {
-    const n = bytes.length;
-    if (n <= 32 && n <= this.#buf.length - this.#fill) {
-      const buf = this.#buf;
-      let at = this.#fill;
-      for (let i = 0; i < n; i++) buf[at++] = bytes[i];
-      this.#fill = at;
-      return;
-    }
     if (bytes.length > this.#buf.length - this.#fill) {
       this.#flush();
       if (bytes.length > this.#buf.length) {
@@ -210,25 +208,76 @@ export class CdbWriter {
 
   /** Adds a record; the bytes are copied before add returns. Throws CdbError past 4 GiB. */
   add(key: Uint8Array, data: Uint8Array): void {
+    this.addRecord(key, 0, key.length, data, 0, data.length);
+  }
+
+  /**
+   * Adds the record key[kstart, kend) -> data[dstart, dend), copied before it
+   * returns (so a compiler can pass its own buffers without making views).
+   * Throws CdbError past 4 GiB.
+   */
+  addRecord(
+    key: Uint8Array,
+    kstart: number,
+    kend: number,
+    data: Uint8Array,
+    dstart: number,
+    dend: number,
+  ): void {
     if (this.#done) throw new CdbError("cdb already finished");
-    const size = 8 + key.length + data.length;
+    const klen = kend - kstart;
+    const dlen = dend - dstart;
+    const size = 8 + klen + dlen;
+    const count = this.#count;
     // Every record also needs two 8-byte hash slots at the end.
-    if (this.#pos + size + 16 * (this.#count + 1) > this.#limit) throw this.#tooBig();
-    if (this.#count === this.#hashes.length) {
-      const h = new Uint32Array(this.#count * 2);
-      h.set(this.#hashes);
-      this.#hashes = h;
-      const p = new Uint32Array(this.#count * 2);
-      p.set(this.#positions);
-      this.#positions = p;
-    }
-    this.#hashes[this.#count] = cdbHash(key);
-    this.#positions[this.#count] = this.#pos;
-    this.#count++;
-    this.#putU32Pair(key.length, data.length);
-    this.#put(key);
-    this.#put(data);
+    if (this.#pos + size + 16 * (count + 1) > this.#limit) throw this.#tooBig();
+    if (count === this.#hashes.length) this.#grow();
+    this.#positions[count] = this.#pos;
     this.#pos += size;
+    this.#count = count + 1;
+    if (size > this.#buf.length - this.#fill) {
+      this.#flush();
+      if (size > this.#buf.length) {
+        this.#hashes[count] = cdbHash(key, kstart, kend);
+        this.#putU32Pair(klen, dlen);
+        this.#put(key.subarray(kstart, kend));
+        this.#put(data.subarray(dstart, dend));
+        return;
+      }
+    }
+    // The common case: the record fits the buffer; hash the key while copying it.
+    const buf = this.#buf;
+    let at = this.#fill;
+    buf[at++] = klen & 255;
+    buf[at++] = (klen >>> 8) & 255;
+    buf[at++] = (klen >>> 16) & 255;
+    buf[at++] = klen >>> 24;
+    buf[at++] = dlen & 255;
+    buf[at++] = (dlen >>> 8) & 255;
+    buf[at++] = (dlen >>> 16) & 255;
+    buf[at++] = dlen >>> 24;
+    let h = 5381;
+    for (let i = kstart; i < kend; i++) {
+      const c = key[i];
+      h = ((h << 5) + h) ^ c;
+      buf[at++] = c;
+    }
+    this.#hashes[count] = h;
+    if (dlen > 64) {
+      buf.set(data.subarray(dstart, dend), at);
+      at += dlen;
+    } else for (let i = dstart; i < dend; i++) buf[at++] = data[i];
+    this.#fill = at;
+  }
+
+  #grow(): void {
+    const n = this.#hashes.length * 2;
+    const h = new Int32Array(n);
+    h.set(this.#hashes);
+    this.#hashes = h;
+    const p = new Int32Array(n);
+    p.set(this.#positions);
+    this.#positions = p;
   }
 
   /** Writes the hash tables, flushes the sink and returns the header for offset 0. */
@@ -237,19 +286,27 @@ export class CdbWriter {
     this.#done = true;
     const n = this.#count;
     const hashes = this.#hashes;
-    const counts = new Uint32Array(256);
+    const positions = this.#positions;
+    const counts = new Int32Array(256);
     for (let i = 0; i < n; i++) counts[hashes[i] & 255]++;
-    // Records of each table in the order they were added.
-    const start = new Uint32Array(257);
+    const start = new Int32Array(257);
     for (let b = 0; b < 256; b++) start[b + 1] = start[b] + counts[b];
-    const order = new Uint32Array(n);
+    // The records grouped by table, in the order they were added, so that
+    // filling a table reads them in sequence (not one cache miss each).
+    const byHash = new Int32Array(n);
+    const byPos = new Int32Array(n);
     const next = start.slice(0, 256);
-    for (let i = 0; i < n; i++) order[next[hashes[i] & 255]++] = i;
+    for (let i = 0; i < n; i++) {
+      const h = hashes[i];
+      const k = next[h & 255]++;
+      byHash[k] = h;
+      byPos[k] = positions[i];
+    }
 
     let maxSlots = 0;
     for (let b = 0; b < 256; b++) maxSlots = Math.max(maxSlots, counts[b] * 2);
     // (hash, position) pairs interleaved; on little-endian hosts its bytes are the table.
-    const slots = new Uint32Array(maxSlots * 2);
+    const slots = new Int32Array(maxSlots * 2);
     const slotBytes = new Uint8Array(slots.buffer);
     const header = new Uint8Array(2048);
     const hv = new DataView(header.buffer);
@@ -261,13 +318,14 @@ export class CdbWriter {
       if (len === 0) continue;
       if (pos + len * 8 > this.#limit) throw this.#tooBig();
       slots.fill(0, 0, len * 2);
-      for (let k = start[b]; k < start[b + 1]; k++) {
-        const r = order[k];
-        const h = hashes[r];
+      const last = start[b + 1];
+      for (let k = start[b]; k < last; k++) {
+        const h = byHash[k];
         let where = (h >>> 8) % len;
+        // A record's position is never 0 (the header is there): 0 is a free slot.
         while (slots[2 * where + 1] !== 0) if (++where === len) where = 0;
         slots[2 * where] = h;
-        slots[2 * where + 1] = this.#positions[r];
+        slots[2 * where + 1] = byPos[k];
       }
       if (LITTLE_ENDIAN) this.#put(slotBytes.subarray(0, len * 8));
       else for (let s = 0; s < len; s++) this.#putU32Pair(slots[2 * s], slots[2 * s + 1]);
@@ -327,6 +385,18 @@ export class CdbFile {
   /** Adds a record (see CdbWriter.add). */
   add(key: Uint8Array, data: Uint8Array): void {
     this.#writer.add(key, data);
+  }
+
+  /** Adds key[kstart, kend) -> data[dstart, dend) (see CdbWriter.addRecord). */
+  addRecord(
+    key: Uint8Array,
+    kstart: number,
+    kend: number,
+    data: Uint8Array,
+    dstart: number,
+    dend: number,
+  ): void {
+    this.#writer.addRecord(key, kstart, kend, data, dstart, dend);
   }
 
   /** Writes the tables and header, fsyncs and closes the file. */

@@ -79,43 +79,69 @@ function wholeNumber(b: Uint8Array, from: number, to: number): number {
 }
 
 /**
- * Compiles tcprules lines to cdb records, emitting each through `emit` in the
- * order DJB's tcprules does. `emit` must copy what it keeps: key and data are
- * views into reused buffers.
+ * Where a RuleCompiler puts its records, as ranges of its own buffers: the
+ * key is key[kstart, kend), the data data[dstart, dend). Both are reused
+ * after the call returns, so the sink copies what it keeps (CdbWriter and
+ * CdbFile are sinks: no views are made per record).
+ */
+export interface RecordSink {
+  /** Takes one record; must copy the bytes before returning. */
+  addRecord(
+    key: Uint8Array,
+    kstart: number,
+    kend: number,
+    data: Uint8Array,
+    dstart: number,
+    dend: number,
+  ): void;
+}
+
+// Bytes that decide how the address part (before the first colon) is read.
+const C_COLON = 1, C_EQ_AT = 2, C_SLASH = 3, C_DASH = 4, C_NL = 5;
+const CLASS = new Uint8Array(256);
+CLASS[NL] = C_NL;
+CLASS[COLON] = C_COLON;
+CLASS[EQ] = C_EQ_AT;
+CLASS[AT] = C_EQ_AT;
+CLASS[SLASH] = C_SLASH;
+CLASS[DASH] = C_DASH;
+
+/**
+ * Compiles tcprules lines to cdb records, emitting each in the order DJB's
+ * tcprules does, to a RecordSink or to a function `emit(key, data)`. `emit`
+ * must copy what it keeps: key and data are views into reused buffers.
  */
 export class RuleCompiler {
-  #emit: (key: Uint8Array, data: Uint8Array) => void;
+  #sink: RecordSink;
   #data = new Uint8Array(256);
   #dlen = 0;
   #key = new Uint8Array(256);
   #v4 = new Set<number>();
   #v6 = new Set<number>();
+  #lines = 0;
 
-  /** A compiler handing each record to `emit` (which must copy what it keeps). */
-  constructor(emit: (key: Uint8Array, data: Uint8Array) => void) {
-    this.#emit = emit;
+  /** A compiler handing each record to `emit` or to a sink (which must copy what it keeps). */
+  constructor(emit: ((key: Uint8Array, data: Uint8Array) => void) | RecordSink) {
+    this.#sink = typeof emit === "function"
+      ? {
+        addRecord: (k, ks, ke, d, ds, de) => emit(k.subarray(ks, ke), d.subarray(ds, de)),
+      }
+      : emit;
   }
 
-  #dataPut(b: Uint8Array, from: number, to: number): void {
-    const n = to - from;
+  /** Room for n more bytes of data. */
+  #dataRoom(n: number): Uint8Array {
     if (this.#dlen + n > this.#data.length) {
       const d = new Uint8Array(Math.max(this.#data.length * 2, this.#dlen + n));
       d.set(this.#data.subarray(0, this.#dlen));
       this.#data = d;
     }
-    const d = this.#data;
-    let at = this.#dlen;
-    for (let i = from; i < to; i++) d[at++] = b[i];
-    this.#dlen = at;
+    return this.#data;
   }
 
-  #dataByte(c: number): void {
-    if (this.#dlen + 1 > this.#data.length) {
-      const d = new Uint8Array(this.#data.length * 2);
-      d.set(this.#data.subarray(0, this.#dlen));
-      this.#data = d;
-    }
-    this.#data[this.#dlen++] = c;
+  /** How many lines have been begun: after a RuleSyntaxError, the bad line's number. */
+  get lineCount(): number {
+    return this.#lines;
   }
 
   /**
@@ -123,6 +149,101 @@ export class RuleCompiler {
    * RuleSyntaxError for a line DJB's tcprules rejects (and we do not extend).
    */
   line(b: Uint8Array, start = 0, end = b.length): void {
+    this.#lines++;
+    this.#line(b, start, end);
+  }
+
+  /**
+   * Compiles every complete line of b[from, to) (each ending in a newline)
+   * and returns where the unfinished rest begins (`to` when there is none);
+   * the same records and errors as line() on each line, in one pass over
+   * most lines' bytes instead of a search for the newline and then a parse.
+   */
+  lines(b: Uint8Array, from = 0, to = b.length): number {
+    if (to <= from) return from;
+    const last = b.subarray(from, to).lastIndexOf(NL);
+    if (last < 0) return from;
+    const stop = from + last; // a newline: no scan below reads past it
+    let s = from;
+    while (s <= stop) {
+      this.#lines++;
+      const e = this.#fastLine(b, s);
+      if (e >= 0) {
+        s = e + 1;
+        continue;
+      }
+      const nl = b.indexOf(NL, s);
+      this.#line(b, s, nl);
+      s = nl + 1;
+    }
+    return s;
+  }
+
+  /**
+   * The common line, b[s] up to the next newline (which is known to be
+   * there, so every loop stops at it): the newline's position once compiled,
+   * or -1 (nothing emitted) when line() must compile it instead: trailing
+   * blanks (trimmed first), unsets, anything odd or an error.
+   */
+  #fastLine(b: Uint8Array, s: number): number {
+    const first = b[s];
+    if (first === NL) return s;
+    if (first === HASH) return b.indexOf(NL, s);
+    let colon = s, plain = false, slash = false, dash = -1;
+    for (;; colon++) {
+      const k = CLASS[b[colon]];
+      if (k === 0) continue;
+      if (k === C_COLON) break;
+      if (k === C_NL) return colon; // no colon: not a rule, blanks or not
+      if (k === C_EQ_AT) plain = true;
+      else if (k === C_SLASH) slash = true;
+      else if (dash < 0) dash = colon;
+    }
+    const d = this.#data;
+    let n = 0;
+    let x = colon + 1;
+    // Each comparison that matches is not a newline, so the next read is inside the line.
+    if (
+      b[x] === 97 && b[x + 1] === 108 && b[x + 2] === 108 && b[x + 3] === 111 && b[x + 4] === 119
+    ) {
+      x += 5; // allow
+    } else if (b[x] === 100 && b[x + 1] === 101 && b[x + 2] === 110 && b[x + 3] === 121) {
+      x += 4; // deny
+      d[n++] = 68; // D
+      d[n++] = 0;
+    } else return -1;
+    for (;;) {
+      let c = b[x];
+      if (c === NL) break;
+      if (c !== COMMA) return -1;
+      d[n++] = 43; // +
+      let i = x + 1;
+      while ((c = b[i]) !== EQ) {
+        if (c === NL) return -1;
+        d[n++] = c;
+        i++;
+      }
+      d[n++] = EQ;
+      const quote = b[++i];
+      if (quote === NL) return -1;
+      while ((c = b[++i]) !== quote) {
+        if (c === NL) return -1;
+        d[n++] = c;
+      }
+      d[n++] = 0;
+      x = i + 1;
+    }
+    const before = b[x - 1];
+    // Writes past the end of d were dropped: line() makes room and starts over.
+    if (before === SP || before === TAB || n > d.length) return -1;
+    this.#dlen = n;
+    if (plain || (!slash && dash < 0)) this.#sink.addRecord(b, s, colon, d, 0, n);
+    else if (slash) this.#cidr4Line(b, s, colon, x);
+    else this.#range(b, s, dash, colon, x);
+    return x;
+  }
+
+  #line(b: Uint8Array, start: number, end: number): void {
     if (end === start) return;
     if (b[start] === HASH) return;
     while (end > start) {
@@ -130,10 +251,27 @@ export class RuleCompiler {
       if (c !== NL && c !== SP && c !== TAB) break;
       end--;
     }
-    const colon = indexOf(b, COLON, start, end);
+    // One pass over the address: where the colon is, and what DJB's
+    // tcprules looks for before it ("=" or "@": a plain key; "/": our CIDR;
+    // "-": a range).
+    let colon = -1, plain = false, slash = false, dash = -1;
+    for (let i = start; i < end; i++) {
+      const k = CLASS[b[i]];
+      if (k === 0) continue;
+      if (k === C_COLON) {
+        colon = i;
+        break;
+      }
+      if (k === C_EQ_AT) plain = true;
+      else if (k === C_SLASH) slash = true;
+      else if (dash < 0) dash = i;
+    }
     if (colon < 0) return;
     if (this.#instructions(b, colon + 1, end)) {
-      this.#address(b, start, colon, end);
+      if (plain || (!slash && dash < 0)) {
+        this.#sink.addRecord(b, start, colon, this.#data, 0, this.#dlen);
+      } else if (slash) this.#cidr4Line(b, start, colon, end);
+      else this.#range(b, start, dash, colon, end);
       return;
     }
     // Our IPv6 syntax: the address ends at the first colon followed by allow or deny.
@@ -176,92 +314,99 @@ export class RuleCompiler {
 
   /** Parses instructions b[from, end) into #data; false when DJB's tcprules rejects them. */
   #instructions(b: Uint8Array, from: number, end: number): boolean {
+    // Never longer than 1.5 times the instructions ("deny" is "D\0", ",A" is "-A\0").
     this.#dlen = 0;
+    const d = this.#dataRoom(2 * (end - from) + 4);
+    let n = 0;
     let x = from;
-    if (startsWithAt(b, x, end, ALLOW)) x += 5;
-    else if (startsWithAt(b, x, end, DENY)) {
-      x += 4;
-      this.#dataByte(68); // D
-      this.#dataByte(0);
+    if (
+      end - x >= 5 && b[x] === 97 && b[x + 1] === 108 && b[x + 2] === 108 &&
+      b[x + 3] === 111 && b[x + 4] === 119
+    ) x += 5; // allow
+    else if (
+      end - x >= 4 && b[x] === 100 && b[x + 1] === 101 && b[x + 2] === 110 && b[x + 3] === 121
+    ) {
+      x += 4; // deny
+      d[n++] = 68; // D
+      d[n++] = 0;
     } else return false;
     while (x < end) {
       if (b[x] !== COMMA) return false;
-      const eq = indexOf(b, EQ, x, end);
-      if (eq < 0) return this.#unsets(b, x, end);
-      this.#dataByte(43); // +
-      this.#dataPut(b, x + 1, eq + 1);
-      x = eq + 1;
-      if (x >= end) return false;
-      const quote = b[x++];
-      const close = indexOf(b, quote, x, end);
-      if (close < 0) return false;
-      this.#dataPut(b, x, close);
-      this.#dataByte(0);
-      x = close + 1;
+      const mark = n;
+      d[n++] = 43; // +
+      let i = x + 1;
+      while (i < end && b[i] !== EQ) d[n++] = b[i++];
+      if (i === end) {
+        this.#dlen = mark;
+        return this.#unsets(b, x, end);
+      }
+      d[n++] = EQ;
+      if (++i >= end) return false;
+      const quote = b[i++];
+      while (i < end && b[i] !== quote) d[n++] = b[i++];
+      if (i === end) return false;
+      d[n++] = 0;
+      x = i + 1;
     }
+    this.#dlen = n;
     return true;
   }
 
   /** Our unset form ",NAME,NAME2" (no "=" left on the line): "-NAME\0" each. */
   #unsets(b: Uint8Array, x: number, end: number): boolean {
+    const d = this.#data;
+    let n = this.#dlen;
     while (x < end) {
       // b[x] is a comma
       let e = indexOf(b, COMMA, x + 1, end);
       if (e < 0) e = end;
       if (e === x + 1) return false;
-      this.#dataByte(45); // -
-      this.#dataPut(b, x + 1, e);
-      this.#dataByte(0);
+      d[n++] = 45; // -
+      for (let i = x + 1; i < e; i++) d[n++] = b[i];
+      d[n++] = 0;
       x = e;
     }
+    this.#dlen = n;
     return true;
   }
 
   #emitKey(key: Uint8Array): void {
-    this.#emit(key, this.#data.subarray(0, this.#dlen));
+    this.#sink.addRecord(key, 0, key.length, this.#data, 0, this.#dlen);
   }
 
-  /** DJB's address handling: ranges expanded, else the address as the key; plus our CIDR. */
-  #address(b: Uint8Array, start: number, end: number, lineEnd: number): void {
-    const eq = indexOf(b, EQ, start, end);
-    const at = indexOf(b, AT, start, end);
-    if (eq < 0 && at < 0) {
-      if (indexOf(b, SLASH, start, end) >= 0) {
-        const key = this.#cidr4(byteString(b.subarray(start, end)));
-        if (key === null) throw syntaxError(b, start, lineEnd);
-        this.#emitKey(encoder.encode(key));
-        return;
-      }
-      const dash = indexOf(b, DASH, start, end);
-      if (dash >= 0) {
-        let left = start;
-        for (let i = dash - 1; i >= start; i--) {
-          if (b[i] === DOT) {
-            left = i + 1;
-            break;
-          }
-        }
-        let right = indexOf(b, DOT, dash + 1, end);
-        if (right < 0) right = end;
-        let bot = wholeNumber(b, left, dash);
-        let top = wholeNumber(b, dash + 1, right);
-        if (bot < 0 || top < 0) throw syntaxError(b, start, lineEnd);
-        if (top > 255) top = 255;
-        for (; bot <= top; bot++) {
-          const digits = String(bot);
-          const len = (left - start) + digits.length + (end - right);
-          if (len > this.#key.length) this.#key = new Uint8Array(len * 2);
-          const key = this.#key;
-          key.set(b.subarray(start, left), 0);
-          let k = left - start;
-          for (let i = 0; i < digits.length; i++) key[k++] = digits.charCodeAt(i);
-          key.set(b.subarray(right, end), k);
-          this.#emitKey(key.subarray(0, len));
-        }
-        return;
+  /** Our IPv4 CIDR rule, address b[start, end) (it holds a "/"). */
+  #cidr4Line(b: Uint8Array, start: number, end: number, lineEnd: number): void {
+    const key = this.#cidr4(byteString(b.subarray(start, end)));
+    if (key === null) throw syntaxError(b, start, lineEnd);
+    this.#emitKey(encoder.encode(key));
+  }
+
+  /** DJB's range "1.2.3.37-53", address b[start, end), the first dash at `dash`: one key per number. */
+  #range(b: Uint8Array, start: number, dash: number, end: number, lineEnd: number): void {
+    let left = start;
+    for (let i = dash - 1; i >= start; i--) {
+      if (b[i] === DOT) {
+        left = i + 1;
+        break;
       }
     }
-    this.#emitKey(b.subarray(start, end));
+    let right = indexOf(b, DOT, dash + 1, end);
+    if (right < 0) right = end;
+    let bot = wholeNumber(b, left, dash);
+    let top = wholeNumber(b, dash + 1, right);
+    if (bot < 0 || top < 0) throw syntaxError(b, start, lineEnd);
+    if (top > 255) top = 255;
+    for (; bot <= top; bot++) {
+      const digits = String(bot);
+      const len = (left - start) + digits.length + (end - right);
+      if (len > this.#key.length) this.#key = new Uint8Array(len * 2);
+      const key = this.#key;
+      key.set(b.subarray(start, left), 0);
+      let k = left - start;
+      for (let i = 0; i < digits.length; i++) key[k++] = digits.charCodeAt(i);
+      key.set(b.subarray(right, end), k);
+      this.#sink.addRecord(key, 0, len, this.#data, 0, this.#dlen);
+    }
   }
 
   /**
@@ -286,7 +431,8 @@ export class RuleCompiler {
     for (const [key, set] of [[CIDR_V4_KEY, this.#v4], [CIDR_V6_KEY, this.#v6]] as const) {
       if (set.size === 0) continue;
       const lens = Uint8Array.from([...set].sort((x, y) => y - x));
-      this.#emit(encoder.encode(key), lens);
+      const k = encoder.encode(key);
+      this.#sink.addRecord(k, 0, k.length, lens, 0, lens.length);
     }
   }
 }
@@ -321,13 +467,8 @@ export function compileRules(text: Uint8Array | string): Array<[Uint8Array, Uint
   const b = typeof text === "string" ? encoder.encode(text) : text;
   const out: Array<[Uint8Array, Uint8Array]> = [];
   const c = new RuleCompiler((k, d) => out.push([k.slice(), d.slice()]));
-  let s = 0;
-  while (s < b.length) {
-    let e = indexOf(b, NL, s, b.length);
-    if (e < 0) e = b.length;
-    c.line(b, s, e);
-    s = e + 1;
-  }
+  const rest = c.lines(b);
+  if (rest < b.length) c.line(b, rest, b.length);
   c.finish();
   return out;
 }

@@ -4,7 +4,6 @@
  * program's stdio pumped): its endpoints, its streams, and how its program
  * is run. The pipeline (lib/server/server.ts) and its steps see only this.
  */
-import { isOurs, runConnectionProgram } from "../stages/chain.ts";
 import { NativeConn, spawnOnSocket } from "../native/native.ts";
 import { findProgram } from "../process/pathexec.ts";
 import { BoundedMap } from "../core/bounded.ts";
@@ -59,6 +58,25 @@ export interface Connection {
     wrapped: Io | null,
     onExit: (wstat: number) => void,
   ): Promise<number>;
+}
+
+type Chain = typeof import("../stages/chain.ts");
+let chainModule: Chain | null = null;
+
+/**
+ * Loads the in-process stages (lib/stages/chain.ts: rblsmtpd, fixcrio,
+ * TLS...) once. They bring Node compatibility modules (TLS, crypto, streams)
+ * that listening does not need: the server loads them after it listens and
+ * before it accepts (a module loaded later could meet a process out of
+ * descriptors, and Deno cannot load a module then).
+ */
+export async function loadStages(): Promise<void> {
+  chainModule ??= await import("../stages/chain.ts");
+}
+
+async function chain(): Promise<Chain> {
+  await loadStages();
+  return chainModule!;
 }
 
 const found = new BoundedMap<string, { path: string; at: number }>(1024);
@@ -154,6 +172,7 @@ export function nativeConnection(
     },
     run: async (argv, env, wrapped, onExit) => {
       const exited = (e: Ended) => onExit(waitStatus(e));
+      const { isOurs, runConnectionProgram } = chainModule ?? await chain();
       if (wrapped) {
         return waitStatus(
           await runConnectionProgram(argv, env, wrapped, { pid: id, onExit: exited }),
@@ -202,6 +221,7 @@ export function denoConnection(
     },
     run: async (argv, env, wrapped, onExit) => {
       const via = wrapped ?? (io ??= socketIo(conn, log));
+      const { runConnectionProgram } = chainModule ?? await chain();
       return waitStatus(
         await runConnectionProgram(argv, env, via, {
           pid: id,

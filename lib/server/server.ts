@@ -28,7 +28,7 @@
  */
 import { errnoName, errorText } from "../core/errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
-import { Limits } from "./limits.ts";
+import type { Limits } from "./limits.ts";
 import { nativeAvailable, NativeConn, NativeListener } from "../native/native.ts";
 import { inheritedListener } from "../native/activation.ts";
 import { stderrLine } from "../core/log.ts";
@@ -37,11 +37,17 @@ import { writeAll } from "../core/write_all.ts";
 import { RulesFile } from "../rules/rules.ts";
 
 import type { Io } from "../stages/stage.ts";
-import { PeerInfo } from "./steps/peerinfo.ts";
+import type { PeerInfo } from "./steps/peerinfo.ts";
 import { writeBanner } from "./steps/banner.ts";
 import { applyRules } from "./steps/rules.ts";
 import { turnAway } from "./steps/limits.ts";
-import { type Connection, denoConnection, type Endpoint, nativeConnection } from "./connection.ts";
+import {
+  type Connection,
+  denoConnection,
+  type Endpoint,
+  loadStages,
+  nativeConnection,
+} from "./connection.ts";
 
 export type { Endpoint };
 export type { PrepareContext, Prepared, PrepareHook } from "./steps/step.ts";
@@ -164,8 +170,12 @@ export class TcpServer {
   readonly #log: (line: string) => void;
   readonly #verbosity: number;
   readonly #rules: RulesFile | null;
-  readonly #limits: Limits;
-  readonly #peers: PeerInfo;
+  // Made once listening, before the first accept (#connectionParts): their
+  // modules bring node:net (ident) and node:fs (the load average), which
+  // listening does not need.
+  #limits: Limits | null = null;
+  #peers: PeerInfo | null = null;
+  #parts: Promise<void> | null = null;
   #listener: Deno.TcpListener | null = null;
   #native: NativeListener | null = null;
   #local: Endpoint | null = null;
@@ -183,16 +193,27 @@ export class TcpServer {
     this.#verbosity = opts.verbosity ?? 1;
     this.#log = opts.log ?? stderrLine;
     this.#rules = opts.rules ? new RulesFile(opts.rules) : null;
-    this.#peers = new PeerInfo(opts.dnsTimeoutMs ?? 10000);
-    this.#limits = new Limits({
-      maxConnIp: opts.maxConnIp,
-      // a byte string as every other message (from the command line: UTF-8)
-      maxConnIpMessage: opts.maxConnIpMessage === undefined
-        ? undefined
-        : utf8ByteString(opts.maxConnIpMessage),
-      baseEnv: opts.baseEnv,
-      log: (line) => this.#warn(line),
-    });
+  }
+
+  /** Loads the peer-info and limits modules and makes the server's one of each. */
+  #connectionParts(): Promise<void> {
+    return this.#parts ??= (async () => {
+      const [{ PeerInfo }, { Limits }] = await Promise.all([
+        import("./steps/peerinfo.ts"),
+        import("./limits.ts"),
+      ]);
+      const opts = this.opts;
+      this.#peers = new PeerInfo(opts.dnsTimeoutMs ?? 10000);
+      this.#limits = new Limits({
+        maxConnIp: opts.maxConnIp,
+        // a byte string as every other message (from the command line: UTF-8)
+        maxConnIpMessage: opts.maxConnIpMessage === undefined
+          ? undefined
+          : utf8ByteString(opts.maxConnIpMessage),
+        baseEnv: opts.baseEnv,
+        log: (line) => this.#warn(line),
+      });
+    })();
   }
 
   #warn(line: string): void {
@@ -263,6 +284,9 @@ export class TcpServer {
     const l = this.#listener;
     const native = this.#native;
     if (!l && !native) throw new Error("listen() first");
+    // The rest of the modules a connection needs, loaded now that the port is
+    // open (clients wait in the backlog): never with a connection in hand.
+    await Promise.all([this.#connectionParts(), loadStages()]);
     this.#status();
     const overLimit = this.opts.overLimitMessage ?? null;
     for (;;) {
@@ -494,7 +518,8 @@ export class TcpServer {
       const localShown = showAddress(local.ip, o.forceV6);
       const remoteShown = showAddress(remote.ip, o.forceV6);
       const plainRemote = showAddress(remote.ip).ip;
-      const { localHost, remoteHost, info } = await this.#peers.lookup(local, remote, {
+      if (this.#peers === null) await this.#connectionParts();
+      const { localHost, remoteHost, info } = await this.#peers!.lookup(local, remote, {
         localName: o.localName,
         remoteHost: o.remoteHost ?? true,
         paranoid: o.paranoid ?? false,
@@ -548,7 +573,7 @@ export class TcpServer {
         return WSTAT_DENY;
       }
 
-      const admitted = this.#limits.admit(plainRemote, env);
+      const admitted = this.#limits!.admit(plainRemote, env);
       if (!admitted.admitted) {
         if (this.#verbosity >= 2) {
           this.#log(

@@ -26,14 +26,12 @@
  * program's exit code x 256 or its signal; 25600 (exit 100) for a denied
  * connection, 28416 (exit 111) for a dropped one.
  */
-import { errnoName, errorText } from "../core/errors.ts";
+import { errorText } from "../core/errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import type { Limits } from "./limits.ts";
-import { nativeAvailable, NativeConn, NativeListener } from "../native/native.ts";
-import { inheritedListener } from "../native/activation.ts";
+import { NativeConn, type NativeListener } from "../native/native.ts";
 import { stderrLine } from "../core/log.ts";
 import { utf8ByteString } from "../core/bytes.ts";
-import { writeAll } from "../core/write_all.ts";
 import { RulesFile } from "../rules/rules.ts";
 
 import type { Io } from "../stages/stage.ts";
@@ -51,112 +49,18 @@ import {
 
 export type { Endpoint };
 export type { PrepareContext, Prepared, PrepareHook } from "./steps/step.ts";
-import type { PrepareHook } from "./steps/step.ts";
 import { decisionLine, endLine, pidLine, statusLine } from "./log.ts";
-import { CONN_SCOPE, ConnScope, installFaultHandlers } from "./scope.ts";
+import type { ServerOptions } from "./options.ts";
+import { ACCEPT_PAUSE_MS, acceptGoesOn, openListener, refuseBusy } from "./listener.ts";
 
-/** Everything tcpserver's options decide. */
-export interface ServerOptions {
-  /** The program name in log lines (default "tcpserver"). */
-  prog?: string;
-  /** Address to listen on ("::" = dual stack, "0.0.0.0", a literal address). */
-  hostname: string;
-  /** Port to listen on (0: any; -1 prints the one chosen). */
-  port: number;
-  /** SO_REUSEPORT on the listening socket (several servers on one port). */
-  reusePort?: boolean;
-  /** -b: the listen backlog (native path only; Deno.listen's is fixed at 511). */
-  backlog?: number;
-  /** -c: connections handled at once (default 40). */
-  limit: number;
-  /**
-   * -L: at the -c limit, accept each excess connection, write this message
-   * and CRLF, and close it. Null: stop accepting until a connection ends.
-   */
-  overLimitMessage?: string | null;
-  /** -x: the rules cdb, or null. */
-  rules?: string | null;
-  /** -X: allow when the rules cdb does not exist. */
-  allowNoRules?: boolean;
-  /** -B: written to the client first ("" = none). */
-  banner?: string;
-  /** -D: TCP_NODELAY (true), -d: Nagle (false, the default). */
-  noDelay?: boolean;
-  /** -h (default) / -H: look up TCPREMOTEHOST. */
-  remoteHost?: boolean;
-  /** -p: keep TCPREMOTEHOST only when the name maps back to the address. */
-  paranoid?: boolean;
-  /** -l: TCPLOCALHOST without a DNS lookup; undefined = look it up. */
-  localName?: string;
-  /** -r (default) / -R: ask the client's ident server for TCPREMOTEINFO. */
-  remoteInfo?: boolean;
-  /** -t: ident timeout in seconds (default 26). */
-  infoTimeout?: number;
-  /** DNS lookups give up after this many ms (default 10000). */
-  dnsTimeoutMs?: number;
-  /** 0 (-q), 1 (-Q, default), 2 (-v). */
-  verbosity?: number;
-  /** -6: report IPv4 clients as IPv4-mapped IPv6 with PROTO=TCP6. */
-  forceV6?: boolean;
-  /** -C n[:message]: the default MAXCONNIP and its message. */
-  maxConnIp?: number;
-  /** -C's message (after the colon), shown to a client refused by MAXCONNIP. */
-  maxConnIpMessage?: string;
-  /** The program and its arguments. */
-  argv: string[];
-  /** tcpserver's own environment: every connection's starts from a copy. */
-  baseEnv: Map<string, string>;
-  /** Where log lines go (default: stderr, one write each). */
-  log?: (line: string) => void;
-  /** The steps before the banner, in order (lib/server/steps/step.ts): PROXY, TLS. */
-  steps?: PrepareHook[];
-  /**
-   * The native path (lib/native/native.ts: libc sockets, the program gets the
-   * socket itself; -W's PROXY header is taken off with MSG_PEEK). Default:
-   * used when available; false: never (sslserver: its TLS runs over Deno's
-   * sockets).
-   */
-  native?: boolean;
-}
+export type { ServerOptions };
+export { acceptGoesOn };
+import { CONN_SCOPE, ConnScope, installFaultHandlers } from "./scope.ts";
 
 const DROP = "warning: dropping connection, ";
 
-/** How long the accept loop pauses when the process is out of descriptors or buffers. */
-const ACCEPT_PAUSE_MS = 100;
-
-/** errno names of accept failures the kernel reports for one queued connection only. */
-const CLIENT_GONE = new Set([
-  "ECONNABORTED",
-  "ECONNRESET",
-  "ENOTCONN",
-  "EPROTO",
-  "ENETDOWN",
-  "ENOPROTOOPT",
-  "EHOSTDOWN",
-  "ENONET",
-  "EHOSTUNREACH",
-  "EOPNOTSUPP",
-  "ENETUNREACH",
-  "ETIMEDOUT",
-  "EPERM",
-  "EAGAIN",
-  "EINTR",
-]);
-
-/**
- * True when an accept failure concerns only the connection being accepted
- * (reset or aborted while queued, as Linux's accept(2) lists): the loop
- * goes on at once. Exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM) and
- * anything unknown are false.
- */
-export function acceptGoesOn(e: unknown): boolean {
-  const code = errnoName(e);
-  return code !== undefined && CLIENT_GONE.has(code);
-}
 const WSTAT_DENY = 100 << 8;
 const WSTAT_DROP = 111 << 8;
-
-const enc = new TextEncoder();
 
 /** Writes one log line to stderr at once (lib/core/log.ts; re-exported for sslserver). */
 export { stderrLine };
@@ -234,34 +138,10 @@ export class TcpServer {
    * Returns the local address (port 0 picks one).
    */
   listen(): Endpoint {
-    // Socket activation (systemd, s6): accept on the passed descriptor 3.
-    const usable = this.opts.native !== false;
-    const passed = inheritedListener(this.opts.baseEnv, usable);
-    if (passed) return this.#local = { ...(this.#native = passed).local };
-    if (
-      this.opts.native !== false && !this.opts.hostname.includes("%") &&
-      nativeAvailable(this.opts.baseEnv)
-    ) {
-      // Any failure here: Deno.listen below tries again and reports it.
-      const n = NativeListener.open(
-        this.opts.hostname,
-        this.opts.port,
-        this.opts.reusePort,
-        this.opts.backlog,
-      );
-      if (n) {
-        this.#native = n;
-        this.#local = { ...n.local };
-        return this.#local;
-      }
-    }
-    const o: Deno.TcpListenOptions = { hostname: this.opts.hostname, port: this.opts.port };
-    if (this.opts.reusePort) o.reusePort = true;
-    const l = Deno.listen({ ...o, transport: "tcp" });
-    this.#listener = l;
-    const a = l.addr as Deno.NetAddr;
-    this.#local = { ip: a.hostname, port: a.port };
-    return this.#local;
+    const l = openListener(this.opts);
+    this.#native = l.native;
+    this.#listener = l.deno;
+    return this.#local = l.local;
   }
 
   /** True when listening on the native path (lib/native/native.ts). */
@@ -326,7 +206,7 @@ export class TcpServer {
         continue;
       }
       if (this.#active >= this.opts.limit && overLimit !== null) {
-        this.#refuseBusy(conn, overLimit);
+        refuseBusy(conn, overLimit);
         continue;
       }
       this.#active++;
@@ -390,22 +270,6 @@ export class TcpServer {
       this.#idle = null;
       i?.();
     }
-  }
-
-  #refuseBusy(conn: Deno.TcpConn | NativeConn, message: string): void {
-    const data = enc.encode(message + "\r\n");
-    if (conn instanceof NativeConn) {
-      conn.writeAll(data).catch(() => {}).finally(() => conn.close());
-      return;
-    }
-    (async () => {
-      try {
-        await writeAll(conn, data);
-      } catch { /* the client is gone */ }
-      try {
-        conn.close();
-      } catch { /* closed */ }
-    })();
   }
 
   /**

@@ -9,6 +9,7 @@
  * run) and `--alternations N`. Loopback only; every load is bounded in count
  * and in time.
  */
+import { serverBehind } from "../lib/server/front.ts";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { type BenchRow, median } from "./table.ts";
@@ -169,7 +170,7 @@ async function waitAccepting(
   child.status.then(() => (exited = true));
   const deadline = performance.now() + 10_000;
   while (performance.now() < deadline && !exited) {
-    const server = serverOf(child.pid);
+    const server = serverBehind(child.pid);
     if (holdsListener(server, port)) {
       try {
         const c = await Deno.connect({ hostname: host, port });
@@ -180,27 +181,6 @@ async function waitAccepting(
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(exited ? "server exited at start" : `nothing accepts on ${host}:${port}`);
-}
-
-/**
- * The process that serves for started process pid: ours on the native path
- * starts as a front (lib/server/front.ts) whose child, running the same
- * command line, is the server; anything else serves itself.
- */
-export function serverOf(pid: number): number {
-  const cmdline = (n: number) => {
-    try {
-      return Deno.readTextFileSync(`/proc/${n}/cmdline`);
-    } catch {
-      return null;
-    }
-  };
-  const own = cmdline(pid);
-  if (own === null) return pid;
-  for (const child of processTree(pid).slice(1)) {
-    if (cmdline(child) === own) return child;
-  }
-  return pid;
 }
 
 /** Spawns argv as a server and waits until it accepts on host:port. */

@@ -330,3 +330,33 @@ export function takeFront(env: Map<string, string>): FrontLink | null {
   if (L().fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return null;
   return new FrontLink(fd);
 }
+
+/**
+ * The server behind process pid when pid is a front (its child running the
+ * same command line: the one `ps`, tests and benches should look at), else
+ * pid itself. Reads /proc (children of every thread: the server is spawned
+ * from an FFI worker thread); never throws.
+ */
+export function serverBehind(pid: number): number {
+  const cmdline = (n: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${n}/cmdline`);
+    } catch {
+      return null;
+    }
+  };
+  const own = cmdline(pid);
+  if (own === null) return pid;
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      let text = "";
+      try {
+        text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`);
+      } catch { /* the thread ended */ }
+      for (const c of text.trim().split(/\s+/)) {
+        if (c !== "" && cmdline(Number(c)) === own) return Number(c);
+      }
+    }
+  } catch { /* pid ended */ }
+  return pid;
+}

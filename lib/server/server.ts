@@ -349,20 +349,28 @@ export class TcpServer {
       const io = () => wrapped ?? c.io();
       let extraEnv: Array<[string, string | null]> = [];
       const edits: Array<(env: Map<string, string>) => void> = [];
-      const cleanups: Array<() => void | Promise<void>> = [];
-      cleanup = async () => {
-        for (const f of cleanups.reverse()) await f();
-      };
       for (const step of o.steps ?? []) {
         const p = await step(c, {
           id,
-          io: io(),
+          // made on first use: the native PROXY step takes the header off
+          // the socket and never needs the streams
+          get io() {
+            return io();
+          },
           local,
           remote,
           takePrefix: wrapped ? undefined : c.takePrefix,
         });
         if (p === null || scope.fault) return WSTAT_DROP;
-        if (p.cleanup) cleanups.push(p.cleanup);
+        if (p.cleanup) {
+          const before = cleanup;
+          const own = p.cleanup;
+          // the later steps' first, as their streams sit on the earlier ones'
+          cleanup = async () => {
+            await own();
+            await before?.();
+          };
+        }
         if (p.close) closeHow = p.close;
         if (p.io) wrapped = p.io;
         if (p.local) local = p.local;

@@ -5,6 +5,7 @@
  */
 import net from "node:net";
 import { cTool, oursArgv } from "./helpers.ts";
+import { serverBehind } from "../../lib/server/front.ts";
 
 /** A running server process (tcpserver, sslserver, ...) started with -1. */
 export interface Srv {
@@ -254,23 +255,8 @@ export function childrenOf(pid: number): number[] {
   return all;
 }
 
-/**
- * The server process behind pid: on the native path the process started is
- * a front (lib/server/front.ts) and the server its child running the same
- * command line; otherwise pid itself.
- */
-export function serverOf(pid: number): number {
-  const cmdline = (n: number) => {
-    try {
-      return Deno.readTextFileSync(`/proc/${n}/cmdline`);
-    } catch {
-      return null;
-    }
-  };
-  const own = cmdline(pid);
-  const server = childrenOf(pid).find((c) => own !== null && cmdline(c) === own);
-  return server ?? pid;
-}
+/** The server process behind pid (lib/server/front.ts: a front's child, else pid). */
+export const serverOf: (pid: number) => number = serverBehind;
 
 /** Resolves when process pid has ended (gone, or a zombie); rejects after limitMs. */
 export async function waitGone(pid: number, limitMs = 20_000): Promise<void> {

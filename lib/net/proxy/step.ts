@@ -43,16 +43,30 @@ export interface ProxyStepInput {
   takePrefix?: PrepareContext["takePrefix"];
 }
 
+/** What the connection goes on with after the PROXY step. */
+export interface ProxyStepResult {
+  /** New streams (the bytes after the header first); absent: unchanged (the socket itself). */
+  io?: Io;
+  /** The announced destination, or the socket's own end. */
+  local: Endpoint;
+  /** The announced source, or the peer's own end. */
+  remote: Endpoint;
+}
+
 /**
  * Reads the PROXY header of a connection as the policy says. Resolves the
- * streams to go on with (the bytes after the header first) and the original
+ * streams to go on with (the bytes after the header first; none when the
+ * header came off the socket itself or none was due) and the original
  * endpoints, or null after logging why the connection must be dropped.
+ * `c.io` is read only when the header is read from the stream.
  */
 export async function proxyStep(
   c: ProxyStepInput,
   policy: ProxyPolicy,
-): Promise<ProxyStepInput | null> {
-  if (policy.trusted && !isTrusted(c.remote.ip, policy.trusted)) return c;
+): Promise<ProxyStepResult | null> {
+  if (policy.trusted && !isTrusted(c.remote.ip, policy.trusted)) {
+    return { local: c.local, remote: c.remote };
+  }
   if (c.takePrefix) return await proxyFromSocket(c, c.takePrefix, policy);
   const reader = c.io.input.getReader();
   let got: ProxyRead;
@@ -87,7 +101,7 @@ async function proxyFromSocket(
   c: ProxyStepInput,
   takePrefix: NonNullable<ProxyStepInput["takePrefix"]>,
   policy: ProxyPolicy,
-): Promise<ProxyStepInput | null> {
+): Promise<ProxyStepResult | null> {
   let header: ProxyHeader;
   try {
     const bytes = await takePrefix(
@@ -115,9 +129,8 @@ async function proxyFromSocket(
     return null;
   }
   const e = header.endpoints;
-  if (!e) return { io: c.io, local: c.local, remote: c.remote };
+  if (!e) return { local: c.local, remote: c.remote };
   return {
-    io: c.io,
     local: { ip: e.destIp, port: e.destPort },
     remote: { ip: e.sourceIp, port: e.sourcePort },
   };
@@ -137,8 +150,7 @@ export function proxyPrepareHook(policy: ProxyPolicy): PrepareHook {
   return async (_conn, ctx) => {
     const r = await proxyStep(ctx, policy);
     if (!r) return null;
-    // (the same io: the header came off the socket itself, which stays the program's)
-    return { io: r.io === ctx.io ? undefined : r.io, local: r.local, remote: r.remote };
+    return { io: r.io, local: r.local, remote: r.remote };
   };
 }
 

@@ -446,7 +446,8 @@ export const SOCAT: Peer = {
   version: async () => (await debVersion("socat")) || "/usr/bin/socat",
 };
 
-const S6 = Deno.env.get("S6_TCPSERVER");
+/** $S6_TCPSERVER: the built s6-tcpserver, or undefined. */
+export const S6 = Deno.env.get("S6_TCPSERVER");
 /** The directory of $S6_TCPSERVER, where its helpers (and s6's rules compiler) are looked for. */
 export const S6_DIR = S6 ? S6.slice(0, S6.lastIndexOf("/")) || "/" : "";
 
@@ -494,8 +495,30 @@ export const S6_TCPSERVER: Peer = {
       },
     );
   },
-  version: () => Promise.resolve(`${S6} (built from source)`),
+  version: () => Promise.resolve(s6Version()),
 };
+
+/**
+ * The versions of the skarnet packages in the prefix $S6_TCPSERVER was
+ * installed into (PREFIX/include/NAME/config.h, as bench/build_s6.sh leaves
+ * them), or the path alone.
+ */
+function s6Version(): string {
+  const prefix = S6_DIR.replace(/\/bin$/, "");
+  const of = (name: string) => {
+    try {
+      const h = Deno.readTextFileSync(`${prefix}/include/${name}/config.h`);
+      return /#define \S+_VERSION "([^"]+)"/.exec(h)?.[1] ?? null;
+    } catch {
+      return null;
+    }
+  };
+  const net = of("s6-networking");
+  if (!net) return `${S6} (built from source)`;
+  const deps = ["skalibs", "s6", "s6-dns", "execline"]
+    .map((n) => [n, of(n)]).filter(([, v]) => v).map(([n, v]) => `${n} ${v}`);
+  return `s6-networking ${net} (${deps.join(", ")}), built from source: ${S6}`;
+}
 
 /** Every server, in table order. */
 export const SERVERS: Peer[] = [NATIVE, PURE, C, TCPSVD, XINETD, SOCAT, S6_TCPSERVER];

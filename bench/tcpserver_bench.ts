@@ -108,8 +108,10 @@ async function connRows(
   });
 }
 
-/** A 10,000-line rules file: tcprules cdb and the same rules as an ipsvd-cdb. */
-async function makeRules(dir: string): Promise<{ tcprules: string; ipsvd?: string }> {
+/** A 10,000-line rules file: a tcprules cdb and the same rules for ipsvd-cdb and s6. */
+async function makeRules(
+  dir: string,
+): Promise<{ tcprules: string; ipsvd?: string; s6?: string }> {
   const lines: string[] = [];
   let seed = 7;
   const rnd = (k: number) => {
@@ -137,17 +139,20 @@ async function makeRules(dir: string): Promise<{ tcprules: string; ipsvd?: strin
     args: ["-c", '"$@" < "$0"', text, ...tcprules, cdb, `${cdb}.tmp`],
   }).output();
   if (!r.success) throw new Error("tcprules failed");
-  if (!(await Deno.stat("/usr/bin/ipsvd-cdb").catch(() => null))) return { tcprules: cdb };
-  for (const [name, body] of ipsvdFiles) {
-    // a deny is a file with neither read nor execute permission for the user
-    await Deno.writeTextFile(`${inst}/${name}`, body, { mode: body ? 0o644 : 0o000 });
-    if (!body) await Deno.chmod(`${inst}/${name}`, 0o000);
-  }
-  const ipsvd = `${dir}/ipsvd.cdb`;
-  const q = await new Deno.Command("/usr/bin/ipsvd-cdb", { args: [ipsvd, `${ipsvd}.tmp`, inst] })
-    .output();
   const out: { tcprules: string; ipsvd?: string; s6?: string } = { tcprules: cdb };
-  if (q.success) out.ipsvd = ipsvd;
+  if (await Deno.stat("/usr/bin/ipsvd-cdb").catch(() => null)) {
+    for (const [name, body] of ipsvdFiles) {
+      // a deny is a file with neither read nor execute permission for the user
+      await Deno.writeTextFile(`${inst}/${name}`, body, { mode: body ? 0o644 : 0o000 });
+      if (!body) await Deno.chmod(`${inst}/${name}`, 0o000);
+    }
+    const ipsvd = `${dir}/ipsvd.cdb`;
+    const q = await new Deno.Command("/usr/bin/ipsvd-cdb", {
+      args: [ipsvd, `${ipsvd}.tmp`, inst],
+    }).output();
+    if (q.success) out.ipsvd = ipsvd;
+  }
+  // the same rules for s6-tcpserver-access, however ipsvd fared
   const s6 = await s6Rules(dir, ipsvdFiles);
   if (s6) out.s6 = s6;
   return out;

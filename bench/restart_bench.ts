@@ -1,7 +1,7 @@
 /**
  * Restarts as admins do them: each server under Debian's daemontools
  * `supervise`, one session open through fixcrio (C's /usr/bin/fixcrio
- * process for C tcpserver and tcpsvd; our in-process stage for ours), then
+ * process for the C servers; our in-process stage for ours), then
  * `svc -t`: how long until a new client is greeted by the next generation,
  * and whether the open session still answers afterwards (a row of its own:
  * 1 when it does). Ours on the native path exits through its front
@@ -22,7 +22,12 @@ import {
   MOD,
   NATIVE,
   PURE,
+  S6,
+  S6_DIR,
+  S6_TCPSERVER,
+  SOCAT,
   TCPSVD,
+  XINETD,
 } from "./support.ts";
 
 const SUPERVISE = executable("/usr/bin/supervise") && executable("/usr/bin/svc") &&
@@ -31,12 +36,18 @@ const SUPERVISE = executable("/usr/bin/supervise") && executable("/usr/bin/svc")
 interface Contender {
   id: string;
   label: string;
-  /** The run script's exec line for port (the program greets with hi$GEN). */
-  exec(port: number): string;
+  /**
+   * The end of the run script in service directory dir, serving port (the
+   * program greets with hi$GEN); dir/greet is the program as a script, for
+   * the servers that cannot quote its arguments.
+   */
+  exec(port: number, dir: string): string;
   missing(): string | null;
 }
 
 const PROGRAM = `sh -c 'echo hi$GEN; exec cat'`;
+const GREET = `#!/bin/sh\nexec /usr/bin/fixcrio ${PROGRAM}\n`;
+const fixcrio = () => executable("/usr/bin/fixcrio") ? null : "no /usr/bin/fixcrio";
 
 const CONTENDERS: Contender[] = [
   {
@@ -57,14 +68,56 @@ const CONTENDERS: Contender[] = [
     id: C.id,
     label: C.label,
     exec: (port) => `exec /usr/bin/tcpserver -RHl0 ${HOST} ${port} /usr/bin/fixcrio ${PROGRAM}`,
-    missing: () => C.missing() ?? (executable("/usr/bin/fixcrio") ? null : "no /usr/bin/fixcrio"),
+    missing: () => C.missing() ?? fixcrio(),
   },
   {
     id: TCPSVD.id,
     label: TCPSVD.label,
     exec: (port) => `exec /usr/bin/tcpsvd ${HOST} ${port} /usr/bin/fixcrio ${PROGRAM}`,
-    missing: () =>
-      TCPSVD.missing() ?? (executable("/usr/bin/fixcrio") ? null : "no /usr/bin/fixcrio"),
+    missing: () => TCPSVD.missing() ?? fixcrio(),
+  },
+  {
+    id: XINETD.id,
+    label: XINETD.label,
+    // xinetd passes the program only the environment its env attribute names
+    exec: (port, dir) =>
+      [
+        "cat > xinetd.conf <<EOF",
+        "defaults",
+        "{",
+        "  log_type = FILE /dev/null",
+        "}",
+        "service bench",
+        "{",
+        "  type = UNLISTED",
+        "  socket_type = stream",
+        "  wait = no",
+        ...(Deno.uid() === 0 ? ["  user = root"] : []),
+        `  bind = ${HOST}`,
+        `  port = ${port}`,
+        `  server = ${dir}/greet`,
+        "  env = GEN=$GEN PATH=/usr/bin:/bin",
+        "  cps = 1000000 1",
+        "}",
+        "EOF",
+        "exec /usr/sbin/xinetd -dontfork -stayalive -f xinetd.conf",
+      ].join("\n"),
+    missing: () => XINETD.missing() ?? fixcrio(),
+  },
+  {
+    id: SOCAT.id,
+    label: SOCAT.label,
+    exec: (port, dir) =>
+      `exec /usr/bin/socat TCP-LISTEN:${port},bind=${HOST},fork,reuseaddr EXEC:${dir}/greet`,
+    missing: () => SOCAT.missing() ?? fixcrio(),
+  },
+  {
+    id: S6_TCPSERVER.id,
+    label: S6_TCPSERVER.label,
+    // s6-tcpserver finds its helpers by PATH
+    exec: (port) =>
+      `PATH="${S6_DIR}:$PATH" exec "${S6}" -q ${HOST} ${port} /usr/bin/fixcrio ${PROGRAM}`,
+    missing: () => S6_TCPSERVER.missing() ?? fixcrio(),
   },
 ];
 
@@ -122,10 +175,11 @@ async function restartOnce(c: Contender): Promise<Record<string, number>> {
   const service = `${dir}/svc`;
   const port = freePort(HOST);
   await Deno.mkdir(service);
+  await Deno.writeTextFile(`${service}/greet`, GREET, { mode: 0o755 });
   await Deno.writeTextFile(
     `${service}/run`,
     `#!/bin/sh\nexec 2>/dev/null\nGEN=$(( $(cat gen 2>/dev/null || echo 0) + 1 ))\necho $GEN > gen\nexport GEN\n${
-      c.exec(port)
+      c.exec(port, service)
     }\n`,
     { mode: 0o755 },
   );

@@ -611,39 +611,47 @@ export async function load(
   return { done, failed, seconds, perSecond: done / seconds };
 }
 
-/** Opens n connections that stay open (50 connects in flight at a time); resolves when each one's program has answered "x". */
+/**
+ * Opens n connections that stay open; resolves when each one's program has
+ * answered "x" (cat). At most 4 connections wait for their answer at a time:
+ * fewer than the smallest default backlog (socat's 5), so no server's accept
+ * queue overflows (a dropped handshake waits seconds for the SYN-ACK's
+ * retransmission) and the row measures memory, not the backlog.
+ */
 export async function holdIdle(host: string, port: number, n: number): Promise<net.Socket[]> {
   const socks: net.Socket[] = [];
-  try {
-    for (let at = 0; at < n; at += 50) {
-      await Promise.all(Array.from({ length: Math.min(50, n - at) }, () => {
-        const s = net.connect({ host, port });
-        socks.push(s);
-        return new Promise<void>((resolve, reject) => {
-          s.once("connect", () => {
-            s.on("error", () => {});
-            resolve();
-          });
-          s.once("error", reject);
-        });
-      }));
+  let next = 0;
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const s = net.connect({ host, port });
+      socks.push(s);
+      const t = setTimeout(() => reject(new Error("an idle connection got no answer")), 30_000);
+      s.once("error", (e) => {
+        clearTimeout(t);
+        reject(e);
+      });
+      s.once("connect", () => s.write("x"));
+      s.once("data", () => {
+        clearTimeout(t);
+        s.on("error", () => {});
+        resolve();
+      });
+    });
+  let failed = false;
+  const worker = async () => {
+    while (next < n && !failed) {
+      next++;
+      await one().catch((e) => {
+        failed = true;
+        throw e;
+      });
     }
-    // every connection answers once its program runs (cat): then all are set up
-    await Promise.all(socks.map((s) =>
-      new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error("an idle connection got no answer")), 30_000);
-        s.once("data", () => {
-          clearTimeout(t);
-          resolve();
-        });
-        s.write("x");
-      })
-    ));
-    return socks;
-  } catch (e) {
-    for (const s of socks) s.destroy();
-    throw e;
-  }
+  };
+  const all = await Promise.allSettled(Array.from({ length: 4 }, worker));
+  const bad = all.find((r) => r.status === "rejected");
+  if (!bad) return socks;
+  for (const s of socks) s.destroy();
+  throw bad.reason;
 }
 
 // ---- /proc ----

@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
     --prefix=*) prefix=${1#--prefix=}; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *)
       [ -f "$1/package/info" ] || die "$1: no package/info (not a skarnet.org source tree)"

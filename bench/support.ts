@@ -460,7 +460,7 @@ export const S6_TCPSERVER: Peer = {
       ? null
       : S6
       ? `$S6_TCPSERVER=${S6} is not an executable file`
-      : "$S6_TCPSERVER not set (build s6-networking, see bench/README.md)",
+      : "$S6_TCPSERVER not set (build s6-networking with bench/build_s6.sh, see bench/README.md)",
   unsupported: (spec) =>
     spec.rules && !spec.rules.s6
       ? "no s6-accessrules-cdb-from-fs next to $S6_TCPSERVER (s6's, for the rules cdb)"

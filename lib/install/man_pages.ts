@@ -3744,6 +3744,14 @@ ucspitlsd \\- run a program on a plaintext connection that it may switch to TLS
 .SH SYNOPSIS
 .B ucspitlsd
 [
+.B \\-S
+|
+.B \\-s
+]
+[
+.B \\-j
+]
+[
 .B \\-Y
 |
 .B \\-y
@@ -3760,6 +3768,10 @@ ucspitlsd \\- run a program on a plaintext connection that it may switch to TLS
 [
 .B \\-K
 .I kimeout
+]
+[
+.B \\-k
+.I snilevel
 ]
 .I program
 [
@@ -3825,20 +3837,44 @@ ucspitlsd runs in-process (as rblsmtpd and fixcrio do, see
 run as a process, it talks over its own descriptors 0 and 1.
 .SH OPTIONS
 .TP
+.B \\-S
+When
+.I program
+closes the tunnel's output (descriptor 5), send a close_notify alert and
+then break the connection: the tunnel's input ends too.
+Secure for protocols that do not mark their own end.
+.TP
+.B \\-s
+When
+.I program
+closes the tunnel's output, pass the end on as a TCP half-close without a
+close_notify alert; the tunnel's input stays open until the client closes.
+.IP
+With neither, the end is a close_notify alert followed by a half-close,
+and the tunnel's input stays open (the client may go on sending).
+.TP
+.B \\-j
+The client's end of the connection without a close_notify alert is a
+normal end of the tunnel's input.
+That is always so; the option is accepted for s6-ucspitlsd's command lines.
+.TP
 .B \\-Y
 Ask the client for a certificate, without requiring one; one it sends is
 verified against
 .B $CAFILE
+and
+.B $CADIR
 and reported in
 .BR SSL_CLIENT_VERIFY .
 .TP
 .B \\-y
 Ask for a client certificate and require one that verifies against
-.BR $CAFILE .
-.IP
-With neither, no certificate is asked for and
 .B $CAFILE
-is not read (the default).
+or
+.BR $CADIR .
+.IP
+With neither, no certificate is asked for and no CA is read (the
+default).
 .TP
 .B \\-Z
 Leave the variables naming the certificate and key in
@@ -3847,9 +3883,12 @@ environment.
 .TP
 .B \\-z
 Remove
-.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE ", " CAFILE ", " CADIR ", " TLS_UID
+.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE ", " CAFILE ", " CADIR ", " TLS_UID ,
+.BR TLS_GID ,
+and every
+.BI CERTFILE: name
 and
-.B TLS_GID
+.BI KEYFILE: name
 from
 .IR program 's
 environment (the default): they are for the TLS side only.
@@ -3862,12 +3901,43 @@ handshake.
 Give up on a handshake that takes more than
 .I kimeout
 milliseconds (default 0: no limit).
+.TP
+.BI \\-k " snilevel"
+Choose the certificate by the server name the client asks for (SNI).
+With
+.I snilevel
+1 or more, each variable
+.BI CERTFILE: name
+names a certificate file (which may hold its chain) for
+.IR name ,
+and
+.BI KEYFILE: name
+its key (default: the certificate file);
+.BI CERTFILE:*. domain
+serves every name one label below
+.I domain
+(not below a top-level domain).
+A client asking for no name, or for one without a certificate, gets
+.BR $CERTFILE 's;
+with
+.I snilevel
+2 or more,
+.B $CERTFILE
+is not read and such a client's handshake fails.
+Default 0: only
+.BR $CERTFILE .
 .SH ENVIRONMENT
 .SS Read
 .TP
 .BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE
 The certificate (or the certificate with its chain) and its private key, as
 .BR sslserver (1).
+.TP
+.BI CERTFILE: name ", KEYFILE:" name
+With
+.BR \\-k :
+the certificate and key for the server name
+.IR name .
 .TP
 .BR CAFILE ", " VERIFYDEPTH
 With
@@ -3876,6 +3946,30 @@ or
 .BR \\-y :
 the authorities trusted for client certificates, as
 .BR sslserver (1).
+.TP
+.B CADIR
+With
+.B \\-Y
+or
+.BR \\-y :
+a directory of more trusted authorities, one certificate per file (PEM or
+DER; other files are passed over).
+A directory without any is fatal
+.RB ( "unable to load CA list" ).
+.TP
+.BR TLS_UID ", " TLS_GID
+When ucspitlsd runs as its own process and was started as root: the
+numeric user and group id its TLS side switches to before the handshake,
+the key having been read;
+.I program
+keeps the ids it was started with.
+Inside
+.BR tcpserver (1)
+one process serves every connection, and these are not used: its
+.B \\-u
+and
+.B \\-g
+say which ids it runs with.
 .TP
 .B CIPHERS
 As
@@ -3936,6 +4030,15 @@ With
 .BR \\-y ,
 the client's certificate was missing or did not verify.
 .TP
+.BI "ucspitlsd: warning: unable to accept TLS: no certificate for " name
+With
+.BR "\\-k 2" :
+no certificate for the name the client asked for
+.RI ( name
+reads
+.B "a client without SNI"
+when it asked for none).
+.TP
 .BI "ucspitlsd: tls accept " protocol : cipher
 With
 .BR "\\-v 2" .
@@ -3948,14 +4051,23 @@ and the other messages of
 or the program cannot be run.
 .SH NOTES
 s6-ucspitlsd's
-.BR \\-S / \\-s ,
-.BR \\-J / \\-j
-and
-.B \\-k
-are not supported, nor
-.B $CADIR
-and the switch to
-.BR $TLS_UID / $TLS_GID .
+.B \\-J
+(a client's end without close_notify as an error) is not supported.
+Without
+.B \\-S
+or
+.BR \\-s ,
+the end of the tunnel's output is a close_notify followed by a half-close
+(s6-ucspitlsd's default is
+.BR \\-s ).
+The certificate files are those of
+.BR sslserver (1)
+.RB ( $CERTFILE
+holds the certificate,
+.B $CERTCHAINFILE
+the chain), while
+.BI CERTFILE: name
+may hold a chain, as s6-networking's files do.
 .SH "SEE ALSO"
 .BR sslserver (1),
 .BR sslclient (1),

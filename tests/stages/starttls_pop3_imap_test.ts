@@ -3,7 +3,8 @@
  * runs the proxy in-process in front of a small POP3 or IMAP server written
  * here (it knows no TLS and records every command it gets), and clients
  * talk to it: openssl s_client -starttls pop3 / imap, and a line client of
- * our own that upgrades with Deno.startTls.
+ * our own that upgrades with Deno.startTls. Also Debian's GNU mailutils
+ * pop3d and imap4d (--inetd, on their stdin), when installed.
  */
 import assert from "node:assert/strict";
 import { DENO, MOD, oursArgv, tempDir } from "../support/helpers.ts";
@@ -12,6 +13,18 @@ import { spawnServer, type Srv } from "../support/tcpserver_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+function which(cmd: string): string | null {
+  for (const dir of ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
+    try {
+      if (Deno.statSync(`${dir}/${cmd}`).isFile) return `${dir}/${cmd}`;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+/** GNU mailutils' servers (Debian's mailutils-pop3d, mailutils-imap4d): --inetd runs on stdin. */
+const MU_POP3D = which("pop3d");
+const MU_IMAP4D = which("imap4d");
 
 /** The part both small servers share: buffered byte input, output, the record. */
 const SERVER_COMMON = `
@@ -591,6 +604,101 @@ Deno.test("imapd-starttls-proxy: a PREAUTH greeting is relayed as is (no STARTTL
   } finally {
     c.close();
     await srv.stop();
+    await w.cleanup();
+  }
+});
+
+// ---- real servers from Debian, without TLS of their own
+
+Deno.test({
+  name: "pop3d-starttls-proxy: openssl s_client -starttls pop3 to GNU mailutils pop3d --inetd",
+  ignore: MU_POP3D === null,
+}, async () => {
+  const w = await world();
+  const srv = await server(w, "1", ["pop3d-starttls-proxy", MU_POP3D!, "--inetd"]);
+  try {
+    const r = await sClient(srv.port, "CAPA\r\nQUIT\r\n", [
+      "-starttls",
+      "pop3",
+      "-CAfile",
+      w.pki.caCert,
+      "-verify_return_error",
+    ]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /\+OK Capability list follows\r?\n(.*\r?\n)*USER\r?\n\.\r?\n\+OK/);
+    assert.doesNotMatch(r.out, /STLS/, "not offered under TLS");
+    assert.match(await srv.waitLine(/pop3d-starttls-proxy: tls/), /: tls \d+ TLSv1\.[23]:/);
+    // a plain client sees STLS in the CAPA answer, before USER's line and the end
+    const c = await Client.connect(srv.port);
+    try {
+      assert.match((await c.readLine())!, /^\+OK POP3 Ready/);
+      assert.match(await c.pop3("CAPA\r\n", true), /\r\nUSER\r\nSTLS\r\n\.\r\n$/);
+      assert.equal(await c.pop3("QUIT\r\n"), "+OK\r\n");
+    } finally {
+      c.close();
+    }
+  } finally {
+    await srv.stop();
+    await w.cleanup();
+  }
+});
+
+Deno.test({
+  name: "imapd-starttls-proxy: openssl s_client -starttls imap to GNU mailutils imap4d --inetd",
+  ignore: MU_IMAP4D === null,
+}, async () => {
+  const w = await world();
+  const srv = await server(w, "1", ["imapd-starttls-proxy", MU_IMAP4D!, "--inetd"]);
+  try {
+    const r = await sClient(srv.port, "a CAPABILITY\r\nb LOGOUT\r\n", [
+      "-starttls",
+      "imap",
+      "-CAfile",
+      w.pki.caCert,
+      "-verify_return_error",
+    ]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /\* CAPABILITY IMAP4rev1 [^\r\n]*\r?\na OK CAPABILITY Completed/);
+    assert.match(r.out, /b OK LOGOUT Completed/);
+    assert.doesNotMatch(r.out, /STARTTLS/, "not offered under TLS");
+    assert.doesNotMatch(r.err, /didn't find STARTTLS/, "offered before TLS");
+    assert.match(await srv.waitLine(/imapd-starttls-proxy: tls/), /: tls \d+ TLSv1\.[23]:/);
+  } finally {
+    await srv.stop();
+    await w.cleanup();
+  }
+});
+
+Deno.test({
+  name: "imapd-starttls-proxy: imap4d's plain session byte for byte, but STARTTLS in CAPABILITY",
+  ignore: MU_IMAP4D === null,
+}, async () => {
+  const w = await world();
+  const direct = await server(w, "0", [MU_IMAP4D!, "--inetd"]);
+  const proxied = await server(w, "0", ["imapd-starttls-proxy", MU_IMAP4D!, "--inetd"]);
+  try {
+    const run = async (port: number) => {
+      const c = await Client.connect(port);
+      try {
+        await c.readLine();
+        await c.imap("a CAPABILITY\r\n");
+        await c.imap("b NOOP\r\n");
+        await c.imap("c SELECT INBOX\r\n"); // not authenticated: the proxy stops parsing
+        await c.imap("d STARTTLS\r\n");
+        await c.imap("e LOGOUT\r\n");
+        return await c.drain();
+      } finally {
+        c.close();
+      }
+    };
+    const a = await run(direct.port);
+    const b = await run(proxied.port);
+    assert.match(a, /e OK LOGOUT Completed\r\n$/);
+    const caps = /\* CAPABILITY [^\r]*/.exec(a)![0];
+    assert.equal(b, a.replace(caps, `${caps} STARTTLS`));
+  } finally {
+    await direct.stop();
+    await proxied.stop();
     await w.cleanup();
   }
 });

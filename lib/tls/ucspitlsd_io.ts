@@ -31,12 +31,18 @@ export async function peekServerName(pair: StreamPair, deadline: Promise<void>):
   let have = 0;
   let name: string | null = null;
   let ended = false;
-  let late = false;
-  deadline.then(() => (late = true));
-  const gone = deadline.then(() => ({ value: undefined, done: true, late: true }));
+  // a read still on its way when the deadline passed: the handshake gets its bytes first
+  let pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
+  const late = deadline.then(() => "late" as const);
   for (;;) {
-    const r = await Promise.race([reader.read(), gone]);
-    if ("late" in r || late) break;
+    const read = reader.read();
+    const r = await Promise.race([read, late]);
+    if (r === "late") {
+      pending = read;
+      // its failure, if nobody reads on, is the connection's end: never an unhandled rejection
+      read.catch(() => {});
+      break;
+    }
     if (r.done) {
       ended = true;
       break;
@@ -62,7 +68,8 @@ export async function peekServerName(pair: StreamPair, deadline: Promise<void>):
       if (next) return c.enqueue(next);
       if (ended) return c.close();
       try {
-        const { value, done } = await reader.read();
+        const { value, done } = await (pending ?? reader.read());
+        pending = null;
         if (done) c.close();
         else c.enqueue(value);
       } catch (e) {

@@ -506,6 +506,23 @@ Deno.test({
   } finally {
     await two.stop();
   }
+  // -K bounds the wait for the ClientHello too
+  const slow = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", "-k1", "-K300", PYTHON!, server, "y"],
+    { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, ...sni },
+  );
+  try {
+    const c = new Conversation(slow.port);
+    await c.until("220 ready\r\n");
+    c.sock.write("STARTTLS\r\n");
+    await c.until("220 go\r\n");
+    c.sock.write(new Uint8Array([22, 3, 1, 0, 200, 1])); // a ClientHello's start, no more
+    await slow.waitLine(/^ucspitlsd: warning: unable to accept TLS: timed out$/);
+    c.sock.destroy();
+  } finally {
+    await slow.stop();
+  }
   // without -k the named ones are not looked at
   const none = await startTool(
     "tcpserver",

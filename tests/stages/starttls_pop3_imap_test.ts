@@ -7,7 +7,7 @@
  * pop3d and imap4d (--inetd, on their stdin), when installed.
  */
 import assert from "node:assert/strict";
-import { DENO, MOD, oursArgv, tempDir } from "../support/helpers.ts";
+import { cTool, DENO, MOD, oursArgv, tempDir } from "../support/helpers.ts";
 import { makePki, type Pki, sClient } from "../support/ssl_fixtures.ts";
 import { spawnServer, type Srv } from "../support/tcpserver_util.ts";
 
@@ -699,6 +699,36 @@ Deno.test({
   } finally {
     await direct.stop();
     await proxied.stop();
+    await w.cleanup();
+  }
+});
+
+Deno.test({
+  name: "imapd-starttls-proxy: as its own process under DJB's C tcpserver",
+  ignore: cTool("tcpserver") === null,
+}, async () => {
+  const w = await world();
+  const srv = await spawnServer(
+    [cTool("tcpserver")!, "-v", "-1", "127.0.0.1", "0", DENO, "run", "-A", MOD, ...imapProxy(w)],
+    {
+      name: "tcpserver",
+      env: { CERTFILE: w.pki.serverCert, KEYFILE: w.pki.serverKey, SINK_RECORD: w.record },
+    },
+  );
+  const c = await Client.connect(srv.port);
+  try {
+    assert.match((await c.readLine())!, /STARTTLS\] sink\.test ready\r\n$/);
+    assert.equal(await c.imap("a STARTTLS\r\n"), "a OK Begin TLS negotiation now\r\n");
+    await c.startTls(w.pki.caCert);
+    assert.equal(await c.imap("b LOGOUT\r\n"), "* BYE sink.test\r\nb OK bye\r\n");
+    const pid = /pid (\d+) from/.exec(await srv.waitLine(/ pid \d+ from /))![1];
+    assert.equal(
+      (await srv.waitLine(/imapd-starttls-proxy: tls/)).replace(/:\S+$/, ""),
+      `imapd-starttls-proxy: tls ${pid} TLSv1.3`,
+    );
+  } finally {
+    c.close();
+    await srv.stop();
     await w.cleanup();
   }
 });

@@ -30,6 +30,8 @@ export const TOOLS: Record<string, () => Promise<{ main: ToolMain }>> = {
   sslclient: () => import("./sslclient.ts"),
   sslprint: () => import("./sslprint.ts"),
   "smtpd-starttls-proxy": () => import("./smtpd_starttls_proxy.ts"),
+  "pop3d-starttls-proxy": () => import("./pop3d_starttls_proxy.ts"),
+  "imapd-starttls-proxy": () => import("./imapd_starttls_proxy.ts"),
   tcprulescheck: () => import("./tcprulescheck.ts"),
   ucspitlsd: () => import("./ucspitlsd.ts"),
 };

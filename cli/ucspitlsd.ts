@@ -1,8 +1,8 @@
 /** ucspitlsd as a process: the stage from lib/tls/ucspitlsd.ts over our stdio. */
-import { ucspitlsdStage } from "../lib/tls/ucspitlsd.ts";
+import { makeUcspitlsdStage } from "../lib/tls/ucspitlsd.ts";
 import { runStageAsProcess } from "../lib/process/process_stage.ts";
 
 /** Runs ucspitlsd with args (without argv[0]); resolves to the program's status. */
 export function main(args: string[]): Promise<number> {
-  return runStageAsProcess("ucspitlsd", ucspitlsdStage, args);
+  return runStageAsProcess("ucspitlsd", makeUcspitlsdStage({ ownProcess: true }), args);
 }

@@ -334,6 +334,160 @@ filter; sslclient's messages go to standard error.
 .BR http@ (1),
 .BR sslclient (1)
 `,
+  "man1/imapd-starttls-proxy.1": `.\\" ucspi-tcp (Deno) manual page
+.TH IMAPD-STARTTLS-PROXY 1 2026-12-08 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+imapd-starttls-proxy \\- give an IMAP server without TLS the STARTTLS command
+.SH SYNOPSIS
+.B imapd-starttls-proxy
+[
+.B \\-r
+]
+[
+.B \\-t
+.I timeout
+]
+.I imapd
+[
+.I arg ...
+]
+.SH DESCRIPTION
+.B imapd-starttls-proxy
+is
+.BR smtpd-starttls-proxy (1)
+for IMAP: it runs in front of an IMAP server that knows nothing of TLS,
+usually under
+.BR tcpserver (1),
+and offers the client STARTTLS (RFC 3501, RFC 9051).
+The relay, the certificate, the handshake, the log lines and the exit
+status are those of
+.BR smtpd-starttls-proxy (1);
+what differs is the dialogue.
+.PP
+Before TLS the proxy reads the client's commands one at a time, and passes
+each on only once
+.I imapd
+has completed the previous one (its tagged answer):
+.TP
+.I greeting
+An
+.B "* OK [CAPABILITY ...]"
+greeting gets
+.B STARTTLS
+added to its capability list.
+A
+.B PREAUTH
+greeting (the client is authenticated already, where STARTTLS is not
+allowed) or a
+.B BYE
+ends the parsing.
+.TP
+.BR CAPABILITY ", " NOOP ", " ID
+go to
+.IR imapd ;
+.B "* CAPABILITY"
+lines in the answer get
+.BR STARTTLS ,
+unless they name it already.
+.TP
+.B STARTTLS
+is answered by the proxy itself with a tagged
+.BR "OK Begin TLS negotiation now" ,
+then the TLS handshake runs with the client.
+Whatever the client sent after the STARTTLS line is thrown away, unread; a
+warning says how many bytes.
+.B STARTTLS
+with an argument gets a tagged
+.BR BAD .
+.TP
+.BR LOGOUT ", " LOGIN ", " AUTHENTICATE ", anything else"
+go to
+.IR imapd ,
+and the proxy stops parsing: from then on it relays bytes both ways without
+looking at them.
+So does any command whose line ends in a literal
+.RB ( {n}
+or LITERAL+'s
+.BR {n+} ):
+the bytes of a literal are never read as commands.
+A client that never says STARTTLS gets exactly the dialogue
+.I imapd
+holds, but for the capability added.
+.PP
+A command line longer than 8192 bytes, or output of
+.I imapd
+that the proxy does not follow (a continuation request, a response with a
+literal, a tagged line not awaited, anything not IMAP), ends the parsing too.
+Nothing is decoded: lines and tags are bytes.
+.PP
+Inside
+.BR tcpserver (1)
+the proxy runs in-process, as a stage of the connection; run as a process,
+it relays between its own standard input and output and
+.IR imapd .
+.SH OPTIONS
+.TP
+.B \\-r
+Require TLS: the capability lists get
+.B LOGINDISABLED
+too (RFC 3501 6.2.3), and before the handshake every command but
+CAPABILITY, NOOP, ID, STARTTLS and LOGOUT (so LOGIN and AUTHENTICATE too)
+is answered with a tagged
+.B "NO [PRIVACYREQUIRED] Must issue a STARTTLS command first"
+and not passed on.
+A refused command's LITERAL+ literals are skipped unread (its
+synchronizing literals are never sent: the client waits for a go-ahead that
+does not come); a line without a valid tag gets
+.BR "* BAD Invalid tag" .
+An overlong line gets
+.B "* BAD Line too long"
+and ends the connection.
+.B $REQUIRETLS
+overrides this per client.
+.TP
+.BI \\-t " timeout"
+Give up the TLS handshake after
+.I timeout
+seconds (default 26).
+.SH ENVIRONMENT
+.TP
+.BR CERTFILE ", " KEYFILE ", " CERTCHAINFILE ", " CAFILE ", " CIPHERS ", " VERIFYDEPTH
+As
+.BR smtpd-starttls-proxy (1).
+.TP
+.B REQUIRETLS
+When set, TLS is required (as
+.BR \\-r ),
+unless its value is
+.BR 0 ,
+which turns
+.B \\-r
+off; a
+.BR tcprules (1)
+rule sets it per client.
+.SH "LOG LINES"
+As
+.BR smtpd-starttls-proxy (1),
+named
+.BR imapd-starttls-proxy .
+.SH "EXIT STATUS"
+The status of
+.IR imapd ;
+100 for a usage error; 111 when the certificate or key cannot be loaded or
+.I imapd
+cannot be run.
+.SH EXAMPLE
+.nf
+CERTFILE=/etc/ssl/mail.pem KEYFILE=/etc/ssl/mail.key \\e
+tcpserver \\-v 0 143 imapd\\-starttls\\-proxy \\-r \\e
+  imapd Maildir
+.fi
+.SH "SEE ALSO"
+.BR smtpd-starttls-proxy (1),
+.BR pop3d-starttls-proxy (1),
+.BR tcpserver (1),
+.BR tcprules (1)
+`,
   "man1/mconnect-io.1": `.\\" ucspi-tcp (Deno) manual page
 .TH MCONNECT-IO 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
 .SH NAME
@@ -401,6 +555,149 @@ made, as tcpclient.
 .BR mconnect-io (1),
 .BR tcpclient (1),
 .BR addcr (1)
+`,
+  "man1/pop3d-starttls-proxy.1": `.\\" ucspi-tcp (Deno) manual page
+.TH POP3D-STARTTLS-PROXY 1 2026-12-08 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
+.SH NAME
+pop3d-starttls-proxy \\- give a POP3 server without TLS the STLS command
+.SH SYNOPSIS
+.B pop3d-starttls-proxy
+[
+.B \\-r
+]
+[
+.B \\-t
+.I timeout
+]
+.I pop3d
+[
+.I arg ...
+]
+.SH DESCRIPTION
+.B pop3d-starttls-proxy
+is
+.BR smtpd-starttls-proxy (1)
+for POP3: it runs in front of a POP3 server that knows nothing of TLS, such
+as
+.BR qmail-popup ,
+usually under
+.BR tcpserver (1),
+and offers the client STLS (RFC 2595).
+The relay, the certificate, the handshake, the log lines and the exit
+status are those of
+.BR smtpd-starttls-proxy (1);
+what differs is the dialogue.
+.PP
+Before TLS the proxy reads the client's commands one at a time, and passes
+each on only once
+.I pop3d
+has answered the previous one:
+.TP
+.B CAPA
+goes to
+.IR pop3d ;
+a successful answer gets the capability
+.B STLS
+(a line before its closing
+.BR . ),
+unless it names STLS already.
+A server without CAPA (qmail-popup answers it with
+.BR \\-ERR )
+does not get its answer changed: clients that try STLS without asking (as
+.B openssl s_client \\-starttls pop3
+does) still can.
+.TP
+.B STLS
+is answered by the proxy itself with
+.BR "+OK Begin TLS negotiation" ,
+then the TLS handshake runs with the client.
+Whatever the client sent after the STLS line is thrown away, unread; a
+warning says how many bytes.
+.B STLS
+with an argument gets
+.BR "\\-ERR STLS takes no argument" .
+.TP
+.BR QUIT ", " USER ", " PASS ", " APOP ", " AUTH ", anything else"
+go to
+.IR pop3d ,
+and the proxy stops parsing: from then on it relays bytes both ways without
+looking at them.
+A client that never says STLS gets exactly the dialogue
+.I pop3d
+holds, but for the capability added to the CAPA answer.
+.PP
+A command line longer than 1024 bytes, or output of
+.I pop3d
+that is not POP3 (a line that is no
+.B +OK
+or
+.B \\-ERR
+status line, outside of the CAPA list), ends the parsing too.
+Nothing is decoded: lines are bytes.
+.PP
+Inside
+.BR tcpserver (1)
+the proxy runs in-process, as a stage of the connection; run as a process,
+it relays between its own standard input and output and
+.IR pop3d .
+.SH OPTIONS
+.TP
+.B \\-r
+Require TLS: before the handshake, every command but CAPA, STLS and QUIT
+(so USER, PASS, APOP and AUTH too) is answered with
+.B "\\-ERR Must issue a STLS command first"
+and not passed on.
+An overlong line gets
+.B "\\-ERR Line too long"
+and ends the connection.
+.B $REQUIRETLS
+overrides this per client.
+.TP
+.BI \\-t " timeout"
+Give up the TLS handshake after
+.I timeout
+seconds (default 26).
+.SH ENVIRONMENT
+.TP
+.BR CERTFILE ", " KEYFILE ", " CERTCHAINFILE ", " CAFILE ", " CIPHERS ", " VERIFYDEPTH
+As
+.BR smtpd-starttls-proxy (1).
+.TP
+.B REQUIRETLS
+When set, TLS is required (as
+.BR \\-r ),
+unless its value is
+.BR 0 ,
+which turns
+.B \\-r
+off; a
+.BR tcprules (1)
+rule sets it per client.
+.SH "LOG LINES"
+As
+.BR smtpd-starttls-proxy (1),
+named
+.BR pop3d-starttls-proxy ;
+the warning reads
+.BI "pop3d-starttls-proxy: warning: " N " discarded " bytes " bytes sent after STLS" .
+.SH "EXIT STATUS"
+The status of
+.IR pop3d ;
+100 for a usage error; 111 when the certificate or key cannot be loaded or
+.I pop3d
+cannot be run.
+.SH EXAMPLE
+.nf
+CERTFILE=/etc/ssl/mail.pem KEYFILE=/etc/ssl/mail.key \\e
+tcpserver \\-v \\-R 0 110 \\e
+  pop3d\\-starttls\\-proxy \\-r \\e
+  qmail\\-popup mail.example.org checkpassword qmail\\-pop3d Maildir
+.fi
+.SH "SEE ALSO"
+.BR smtpd-starttls-proxy (1),
+.BR imapd-starttls-proxy (1),
+.BR tcpserver (1),
+.BR tcprules (1)
 `,
   "man1/rblsmtpd.1": `.\\" ucspi-tcp (Deno) manual page
 .TH RBLSMTPD 1 2026-12-02 "ucspi-tcp 0.88-deno.1" "ucspi-tcp"
@@ -864,6 +1161,10 @@ tcpserver \\-v \\-x /etc/tcp.submission.cdb \\-u 7791 \\-g 2108 0 587 \\e
   smtpd\\-starttls\\-proxy qmail\\-smtpd
 .fi
 .SH "SEE ALSO"
+.BR pop3d-starttls-proxy (1)
+and
+.BR imapd-starttls-proxy (1),
+the same for POP3 and IMAP;
 .BR rblsmtpd (1),
 .BR sslserver (1),
 .BR tcprules (1),
@@ -3252,6 +3553,9 @@ The tools are:
 .BR tcprulescheck (1),
 .BR rblsmtpd (1),
 .BR smtpd-starttls-proxy (1),
+.BR pop3d-starttls-proxy (1),
+.BR imapd-starttls-proxy (1),
+.BR ucspitlsd (1),
 .BR addcr (1),
 .BR delcr (1),
 .BR fixcrio (1),
@@ -3443,6 +3747,14 @@ ucspitlsd \\- run a program on a plaintext connection that it may switch to TLS
 .SH SYNOPSIS
 .B ucspitlsd
 [
+.B \\-S
+|
+.B \\-s
+]
+[
+.B \\-j
+]
+[
 .B \\-Y
 |
 .B \\-y
@@ -3459,6 +3771,10 @@ ucspitlsd \\- run a program on a plaintext connection that it may switch to TLS
 [
 .B \\-K
 .I kimeout
+]
+[
+.B \\-k
+.I snilevel
 ]
 .I program
 [
@@ -3524,20 +3840,44 @@ ucspitlsd runs in-process (as rblsmtpd and fixcrio do, see
 run as a process, it talks over its own descriptors 0 and 1.
 .SH OPTIONS
 .TP
+.B \\-S
+When
+.I program
+closes the tunnel's output (descriptor 5), send a close_notify alert and
+then break the connection: the tunnel's input ends too.
+Secure for protocols that do not mark their own end.
+.TP
+.B \\-s
+When
+.I program
+closes the tunnel's output, pass the end on as a TCP half-close without a
+close_notify alert; the tunnel's input stays open until the client closes.
+.IP
+With neither, the end is a close_notify alert followed by a half-close,
+and the tunnel's input stays open (the client may go on sending).
+.TP
+.B \\-j
+The client's end of the connection without a close_notify alert is a
+normal end of the tunnel's input.
+That is always so; the option is accepted for s6-ucspitlsd's command lines.
+.TP
 .B \\-Y
 Ask the client for a certificate, without requiring one; one it sends is
 verified against
 .B $CAFILE
+and
+.B $CADIR
 and reported in
 .BR SSL_CLIENT_VERIFY .
 .TP
 .B \\-y
 Ask for a client certificate and require one that verifies against
-.BR $CAFILE .
-.IP
-With neither, no certificate is asked for and
 .B $CAFILE
-is not read (the default).
+or
+.BR $CADIR .
+.IP
+With neither, no certificate is asked for and no CA is read (the
+default).
 .TP
 .B \\-Z
 Leave the variables naming the certificate and key in
@@ -3546,9 +3886,12 @@ environment.
 .TP
 .B \\-z
 Remove
-.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE ", " CAFILE ", " CADIR ", " TLS_UID
+.BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE ", " CAFILE ", " CADIR ", " TLS_UID ,
+.BR TLS_GID ,
+and every
+.BI CERTFILE: name
 and
-.B TLS_GID
+.BI KEYFILE: name
 from
 .IR program 's
 environment (the default): they are for the TLS side only.
@@ -3561,12 +3904,43 @@ handshake.
 Give up on a handshake that takes more than
 .I kimeout
 milliseconds (default 0: no limit).
+.TP
+.BI \\-k " snilevel"
+Choose the certificate by the server name the client asks for (SNI).
+With
+.I snilevel
+1 or more, each variable
+.BI CERTFILE: name
+names a certificate file (which may hold its chain) for
+.IR name ,
+and
+.BI KEYFILE: name
+its key (default: the certificate file);
+.BI CERTFILE:*. domain
+serves every name one label below
+.I domain
+(not below a top-level domain).
+A client asking for no name, or for one without a certificate, gets
+.BR $CERTFILE 's;
+with
+.I snilevel
+2 or more,
+.B $CERTFILE
+is not read and such a client's handshake fails.
+Default 0: only
+.BR $CERTFILE .
 .SH ENVIRONMENT
 .SS Read
 .TP
 .BR CERTFILE ", " CERTCHAINFILE ", " KEYFILE
 The certificate (or the certificate with its chain) and its private key, as
 .BR sslserver (1).
+.TP
+.BI CERTFILE: name ", KEYFILE:" name
+With
+.BR \\-k :
+the certificate and key for the server name
+.IR name .
 .TP
 .BR CAFILE ", " VERIFYDEPTH
 With
@@ -3575,6 +3949,30 @@ or
 .BR \\-y :
 the authorities trusted for client certificates, as
 .BR sslserver (1).
+.TP
+.B CADIR
+With
+.B \\-Y
+or
+.BR \\-y :
+a directory of more trusted authorities, one certificate per file (PEM or
+DER; other files are passed over).
+A directory without any is fatal
+.RB ( "unable to load CA list" ).
+.TP
+.BR TLS_UID ", " TLS_GID
+When ucspitlsd runs as its own process and was started as root: the
+numeric user and group id its TLS side switches to before the handshake,
+the key having been read;
+.I program
+keeps the ids it was started with.
+Inside
+.BR tcpserver (1)
+one process serves every connection, and these are not used: its
+.B \\-u
+and
+.B \\-g
+say which ids it runs with.
 .TP
 .B CIPHERS
 As
@@ -3635,6 +4033,15 @@ With
 .BR \\-y ,
 the client's certificate was missing or did not verify.
 .TP
+.BI "ucspitlsd: warning: unable to accept TLS: no certificate for " name
+With
+.BR "\\-k 2" :
+no certificate for the name the client asked for
+.RI ( name
+reads
+.B "a client without SNI"
+when it asked for none).
+.TP
 .BI "ucspitlsd: tls accept " protocol : cipher
 With
 .BR "\\-v 2" .
@@ -3647,14 +4054,23 @@ and the other messages of
 or the program cannot be run.
 .SH NOTES
 s6-ucspitlsd's
-.BR \\-S / \\-s ,
-.BR \\-J / \\-j
-and
-.B \\-k
-are not supported, nor
-.B $CADIR
-and the switch to
-.BR $TLS_UID / $TLS_GID .
+.B \\-J
+(a client's end without close_notify as an error) is not supported.
+Without
+.B \\-S
+or
+.BR \\-s ,
+the end of the tunnel's output is a close_notify followed by a half-close
+(s6-ucspitlsd's default is
+.BR \\-s ).
+The certificate files are those of
+.BR sslserver (1)
+.RB ( $CERTFILE
+holds the certificate,
+.B $CERTCHAINFILE
+the chain), while
+.BI CERTFILE: name
+may hold a chain, as s6-networking's files do.
 .SH "SEE ALSO"
 .BR sslserver (1),
 .BR sslclient (1),

@@ -29,7 +29,7 @@ import { findProgram } from "../process/pathexec.ts";
 import { makeRblsmtpdStage } from "./rblsmtpd.ts";
 import { WRAPPER_MARK } from "../install/install.ts";
 import { recordioStage } from "./recordio.ts";
-import { makeStarttlsProxyStage } from "./starttls_proxy.ts";
+import { makeStarttlsProxyStage, STARTTLS_PROTOCOLS } from "./starttls_proxy.ts";
 import { runPumped } from "../process/spawn.ts";
 import type { Ended } from "../process/status.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
@@ -57,6 +57,8 @@ export interface ChainContext {
 export const CHAINABLE = [
   "argv0",
   "fixcrio",
+  "imapd-starttls-proxy",
+  "pop3d-starttls-proxy",
   "rblsmtpd",
   "recordio",
   "smtpd-starttls-proxy",
@@ -74,7 +76,9 @@ function stageByName(name: string, ctx: ChainContext): Stage {
     case "recordio":
       return recordioStage;
     case "smtpd-starttls-proxy":
-      return makeStarttlsProxyStage({ pid: ctx.pid });
+    case "pop3d-starttls-proxy":
+    case "imapd-starttls-proxy":
+      return makeStarttlsProxyStage({ pid: ctx.pid }, STARTTLS_PROTOCOLS[name]);
     case "ucspitlsd":
       // loaded on first use: TLS is no start-up cost for tcpserver
       return async (argv, env, io) =>

@@ -1,6 +1,10 @@
 /**
  * smtpd-starttls-proxy as a stage (skarnet's name and idea; our own code):
  * gives an SMTP server that knows nothing of TLS (qmail-smtpd) STARTTLS.
+ * pop3d-starttls-proxy and imapd-starttls-proxy do the same for POP3 (STLS)
+ * and IMAP (STARTTLS): one relay, one row per protocol in the table
+ * STARTTLS_PROTOCOLS (the protocol's knowledge in starttls/smtp.ts,
+ * pop3.ts, imap.ts); what follows is said for SMTP, the rows say the rest.
  * It returns `{ next: smtpd, io }`, io being a relay between the client and
  * the program that
  * - adds STARTTLS to the program's successful EHLO answers (before TLS only);
@@ -25,13 +29,25 @@
  *
  * The parts, in lib/stages/starttls/: args.ts (the command line),
  * credentials.ts (the certificate), relay.ts (one connection's relay),
- * smtp.ts (lines, commands and replies as bytes).
+ * protocol.ts (what a row of the table is), smtp.ts, pop3.ts, imap.ts
+ * (lines, commands and replies as bytes).
  */
 import { SSL_SESSION_VARIABLES, sslSideVariables } from "../tls/ssl_env.ts";
 import { parseStarttlsProxyArgs, requiresTls } from "./starttls/args.ts";
 import { proxyCredentials, proxyServerFiles } from "./starttls/credentials.ts";
+import { IMAP_PROTOCOL } from "./starttls/imap.ts";
+import { POP3_PROTOCOL } from "./starttls/pop3.ts";
+import type { StarttlsProtocol } from "./starttls/protocol.ts";
 import { startTlsRelay } from "./starttls/relay.ts";
+import { SMTP_PROTOCOL } from "./starttls/smtp.ts";
 import type { Outcome, Stage } from "./stage.ts";
+
+/** The protocol table: each STARTTLS proxy's row, by its tool name. */
+export const STARTTLS_PROTOCOLS: Readonly<Record<string, StarttlsProtocol>> = {
+  [SMTP_PROTOCOL.tool]: SMTP_PROTOCOL,
+  [POP3_PROTOCOL.tool]: POP3_PROTOCOL,
+  [IMAP_PROTOCOL.tool]: IMAP_PROTOCOL,
+};
 
 /** Per-connection facts (inside tcpserver: its connection number). */
 export interface StarttlsProxyContext {
@@ -47,19 +63,24 @@ const SSL_NAMES = [
 ];
 
 /**
- * Makes the stage: `smtpd-starttls-proxy [ -r ] [ -t timeout ] smtpd ...`
- * (argv without the tool's name). Loads the certificate before the program
+ * Makes the stage of `protocol` (default SMTP): `smtpd-starttls-proxy [ -r ]
+ * [ -t timeout ] smtpd ...` (argv without the tool's name), and the same
+ * for pop3d- and imapd-starttls-proxy. Loads the certificate before the program
  * starts (a broken one is fatal, exit 111, as for sslserver), removes
  * inherited SSL_* variables (the program starts before any handshake, so
  * none could describe this connection) and returns the program with the
  * relaying io.
  */
-export function makeStarttlsProxyStage(ctx: StarttlsProxyContext = {}): Stage {
+export function makeStarttlsProxyStage(
+  ctx: StarttlsProxyContext = {},
+  protocol: StarttlsProtocol = SMTP_PROTOCOL,
+): Stage {
   return async (argv, env, io): Promise<Outcome> => {
-    const args = parseStarttlsProxyArgs(argv);
-    const creds = await proxyCredentials(proxyServerFiles(env));
+    const args = parseStarttlsProxyArgs(protocol, argv);
+    const creds = await proxyCredentials(protocol.tool, proxyServerFiles(env));
     for (const k of SSL_NAMES) env.delete(k);
     const relayed = startTlsRelay(io, {
+      protocol,
       creds,
       requireTls: requiresTls(args, env),
       timeoutMs: Math.max(args.timeout, 1) * 1000,
@@ -69,5 +90,10 @@ export function makeStarttlsProxyStage(ctx: StarttlsProxyContext = {}): Stage {
   };
 }
 
-/** The stage with our own pid in its log lines (as a process). */
+/** The SMTP stage with our own pid in its log lines (as a process). */
 export const starttlsProxyStage: Stage = makeStarttlsProxyStage();
+
+/** The stage of the proxy called `tool` (a key of STARTTLS_PROTOCOLS), our pid in its log lines. */
+export function starttlsProxyStageFor(tool: string): Stage {
+  return makeStarttlsProxyStage({}, STARTTLS_PROTOCOLS[tool]);
+}

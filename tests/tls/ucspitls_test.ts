@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
+import { X509Certificate } from "node:crypto";
 import { ours, oursArgv, program } from "../support/helpers.ts";
 import { makePki, type Pki, sClient, startTool } from "../support/ssl_fixtures.ts";
 import { concat } from "../support/tcpserver_util.ts";
@@ -20,7 +21,9 @@ const OPENSSL = program("openssl");
  * byte at a time, so nothing past STARTTLS is read ahead. Commands: EHLO,
  * STARTTLS, VARS (the UCSPI-TLS variables), ENV NAME (what the control
  * socket sent for NAME), OSENV NAME (NAME in its environment), STDIN (what
- * was left on descriptor 0 after STARTTLS, up to its end), QUIT; anything
+ * was left on descriptor 0 after STARTTLS, up to its end), HALF (answers,
+ * closes its output and logs the next line it reads as "got LINE" on
+ * stderr), IDS (its euid, its parent's euid:egid), QUIT; anything
  * else is echoed as "500 got LINE". "ECHO" as argv[1]: copy 0 to 1 only.
  */
 const SERVER_PY = String.raw`
@@ -70,6 +73,16 @@ while True:
     elif c == b"OSENV":
         os.write(wr, b"250 " + w[1] + b"=" + os.environ.get(w[1].decode(), "unset").encode() + b"\r\n")
     elif c == b"STDIN": os.write(wr, b"250 stdin=" + repr(left).encode() + b"\r\n")
+    elif c == b"HALF":
+        os.write(wr, b"250 half\r\n")
+        os.close(wr)
+        os.write(2, b"got " + line(rd).rstrip(b"\r\n") + b"\n")
+        break
+    elif c == b"IDS":
+        st = open("/proc/%d/status" % os.getppid()).read().split("\n")
+        uid = [l.split()[2] for l in st if l.startswith("Uid:")][0]
+        gid = [l.split()[2] for l in st if l.startswith("Gid:")][0]
+        os.write(wr, ("250 me=%d parent=%s:%s\r\n" % (os.geteuid(), uid, gid)).encode())
     elif c == b"QUIT":
         os.write(wr, b"221 bye\r\n")
         break
@@ -350,6 +363,264 @@ Deno.test({
   const c = await ours("ucspitlsd", ["true"], { env: { CERTFILE: "/nonexistent" } });
   assert.equal(c.code, 111);
   assert.equal(c.err, "ucspitlsd: fatal: unable to load certificate\n");
+});
+
+/** STARTTLS by hand with a Deno client (rustls): it tells a close_notify from a bare EOF. */
+async function denoStarttls(
+  port: number,
+  ca: string,
+): Promise<Deno.TlsConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let text = "";
+  const until = async (end: string) => {
+    const b = new Uint8Array(4096);
+    while (!text.endsWith(end)) {
+      const n = await conn.read(b);
+      if (n === null) throw new Error(`EOF waiting for ${JSON.stringify(end)}`);
+      text += new TextDecoder().decode(b.subarray(0, n));
+    }
+    text = "";
+  };
+  await until("220 ready\r\n");
+  await conn.write(new TextEncoder().encode("EHLO test\r\n"));
+  await until("250 STARTTLS\r\n");
+  await conn.write(new TextEncoder().encode("STARTTLS\r\n"));
+  await until("220 go\r\n");
+  return await Deno.startTls(conn, { hostname: "localhost", caCerts: [ca] });
+}
+
+/** Reads tls to its end: the text, and how it ended ("eof" with close_notify, else the error). */
+async function readToEnd(tls: Deno.TlsConn): Promise<{ text: string; end: string }> {
+  let text = "";
+  const b = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await tls.read(b);
+    } catch (e) {
+      return { text, end: (e as Error).name };
+    }
+    if (n === null) return { text, end: "eof" };
+    text += new TextDecoder().decode(b.subarray(0, n));
+  }
+}
+
+Deno.test({
+  name: why("ucspitlsd -S, -s and neither: how the end of the program's output reaches the client"),
+  ignore: NEEDS,
+}, async () => {
+  const { pki, server } = await setup();
+  const ca = await Deno.readTextFile(pki.caCert);
+  const env = { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, UCSPI_CHAIN: "force" };
+  // [option, how the client's read ends, what the program then reads]
+  const cases: Array<[string[], string, string]> = [
+    [[], "eof", "got after"], // close_notify, then a half-close: the tunnel's input stays open
+    [["-S"], "eof", "got "], // close_notify, then the connection is broken
+    [["-s"], "UnexpectedEof", "got after"], // a half-close without close_notify
+  ];
+  for (const [opt, end, got] of cases) {
+    const srv = await startTool(
+      "tcpserver",
+      ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", ...opt, PYTHON!, server, "y"],
+      env,
+    );
+    try {
+      const tls = await denoStarttls(srv.port, ca);
+      await tls.write(new TextEncoder().encode("HALF\r\n"));
+      const r = await readToEnd(tls);
+      assert.equal(r.text, "250 half\r\n", `${opt}`);
+      assert.equal(r.end, end, `${opt}: the end`);
+      await tls.write(new TextEncoder().encode("after\r\n")).catch(() => {});
+      assert.equal(await srv.waitLine(/^got /), got, `${opt}`);
+      try {
+        tls.close();
+      } catch { /* closed */ }
+    } finally {
+      await srv.stop();
+    }
+  }
+});
+
+Deno.test({
+  name: why("ucspitlsd -k: the certificate by the name the client asks for (SNI)"),
+  ignore: NEEDS,
+}, async () => {
+  const { pki, server } = await setup();
+  const ca = await Deno.readTextFile(pki.caCert);
+  const sni = {
+    "CERTFILE:second.test": pki.otherCert,
+    "KEYFILE:second.test": pki.otherKey,
+    "CERTFILE:*.wild.test": pki.otherCert,
+    "KEYFILE:*.wild.test": pki.otherKey,
+    UCSPI_CHAIN: "force",
+  };
+  const subject = async (port: number, servername: string) => {
+    const c = new Conversation(port);
+    await c.until("220 ready\r\n");
+    c.sock.write("EHLO test\r\n");
+    await c.until("250 STARTTLS\r\n");
+    c.sock.write("STARTTLS\r\n");
+    await c.until("220 go\r\n");
+    const t = tls.connect({ socket: c.release(), ca, servername, rejectUnauthorized: false });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        t.once("secureConnect", resolve);
+        t.once("error", reject);
+        t.once("close", () => reject(new Error("closed")));
+      });
+      return t.getPeerCertificate().subject.CN;
+    } catch (e) {
+      return `failed: ${(e as Error).message}`;
+    } finally {
+      t.destroy();
+    }
+  };
+  const one = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", "-k", "1", PYTHON!, server, "y"],
+    { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, ...sni },
+  );
+  try {
+    assert.equal(await subject(one.port, "second.test"), "second.test");
+    assert.equal(await subject(one.port, "SECOND.test"), "second.test", "names have no case");
+    assert.equal(await subject(one.port, "x.wild.test"), "second.test", "a wildcard name");
+    assert.equal(await subject(one.port, "x.y.wild.test"), "localhost", "one level only");
+    assert.equal(await subject(one.port, "localhost"), "localhost", "the default certificate");
+    const s = await starttls(one.port, ca);
+    s.send("OSENV CERTFILE:second.test\r\nQUIT\r\n");
+    assert.equal(await s.lines(), "250 CERTFILE:second.test=unset\r\n221 bye\r\n", "-z");
+    s.tlsSock.destroy();
+  } finally {
+    await one.stop();
+  }
+  // -k 2: only the named certificates; $CERTFILE is not even read
+  const two = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", "-k", "2", PYTHON!, server, "y"],
+    { CERTFILE: "/nonexistent", ...sni },
+  );
+  try {
+    assert.equal(await subject(two.port, "second.test"), "second.test");
+    assert.match(await subject(two.port, "localhost"), /^failed: /);
+    await two.waitLine(/^ucspitlsd: warning: unable to accept TLS: no certificate for localhost$/);
+  } finally {
+    await two.stop();
+  }
+  // -K bounds the wait for the ClientHello too
+  const slow = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", "-k1", "-K300", PYTHON!, server, "y"],
+    { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, ...sni },
+  );
+  try {
+    const c = new Conversation(slow.port);
+    await c.until("220 ready\r\n");
+    c.sock.write("STARTTLS\r\n");
+    await c.until("220 go\r\n");
+    c.sock.write(new Uint8Array([22, 3, 1, 0, 200, 1])); // a ClientHello's start, no more
+    await slow.waitLine(/^ucspitlsd: warning: unable to accept TLS: timed out$/);
+    c.sock.destroy();
+  } finally {
+    await slow.stop();
+  }
+  // without -k the named ones are not looked at
+  const none = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", PYTHON!, server, "y"],
+    { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, ...sni },
+  );
+  try {
+    assert.equal(await subject(none.port, "second.test"), "localhost");
+  } finally {
+    await none.stop();
+  }
+});
+
+Deno.test({
+  name: why("ucspitlsd -y with $CADIR: client certificates verified against a CA directory"),
+  ignore: NEEDS,
+}, async () => {
+  const { pki, server } = await setup();
+  const ca = await Deno.readTextFile(pki.caCert);
+  const dir = await Deno.makeTempDir();
+  try {
+    // one anchor as DER, a file that is no certificate beside it
+    const der = new X509Certificate(ca).raw;
+    await Deno.writeFile(`${dir}/root.der`, new Uint8Array(der));
+    await Deno.writeTextFile(`${dir}/README`, "not a certificate\n");
+    const srv = await startTool(
+      "tcpserver",
+      ["-1", "-RH", "-l0", "127.0.0.1", "0", "ucspitlsd", "-y", PYTHON!, server, "Y"],
+      { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, CADIR: dir, UCSPI_CHAIN: "force" },
+    );
+    try {
+      const talk = async (cert: string, key: string) => {
+        const c = new Conversation(srv.port);
+        await c.until("220 ready\r\n");
+        c.sock.write("EHLO test\r\n");
+        await c.until("250 STARTTLS\r\n");
+        c.sock.write("STARTTLS\r\n");
+        await c.until("220 go\r\n");
+        const t = tls.connect({
+          socket: c.release(),
+          ca,
+          servername: "localhost",
+          cert: await Deno.readTextFile(cert),
+          key: await Deno.readTextFile(key),
+        });
+        let text = "";
+        t.on("data", (d: Uint8Array) => (text += new TextDecoder().decode(d)));
+        t.on("error", () => {});
+        t.once("secureConnect", () => t.write("ENV SSL_CLIENT_VERIFY\r\nQUIT\r\n"));
+        await new Promise((r) => t.once("close", r));
+        return text;
+      };
+      assert.equal(
+        await talk(pki.clientCert, pki.clientKey),
+        "250 SSL_CLIENT_VERIFY=SUCCESS\r\n221 bye\r\n",
+        srv.lines.join("\n"),
+      );
+      assert.equal(await talk(pki.strangerCert, pki.strangerKey), "", "not from a CA of $CADIR");
+      await srv.waitLine(/^ucspitlsd: warning: missing credentials \(CA\) or unable to validate/);
+    } finally {
+      await srv.stop();
+    }
+    const empty = await Deno.makeTempDir();
+    const r = await ours("ucspitlsd", ["-Y", "true"], {
+      env: { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, CADIR: empty },
+    });
+    await Deno.remove(empty);
+    assert.equal(r.code, 111);
+    assert.equal(r.err, "ucspitlsd: fatal: unable to load CA list\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: why("ucspitlsd as a process started as root: the TLS side takes $TLS_UID/$TLS_GID"),
+  ignore: NEEDS || Deno.uid() !== 0,
+}, async () => {
+  const { pki, server } = await setup();
+  const ca = await Deno.readTextFile(pki.caCert);
+  // the key is read before the switch: it may be root's alone
+  await Deno.chmod(pki.serverKey, 0o600);
+  const srv = await startTool(
+    "tcpserver",
+    ["-1", "-RH", "-l0", "127.0.0.1", "0", ...oursArgv("ucspitlsd", []), PYTHON!, server, "y"],
+    { CERTFILE: pki.serverCert, KEYFILE: pki.serverKey, TLS_UID: "65534", TLS_GID: "65534" },
+  );
+  try {
+    const t = await denoStarttls(srv.port, ca);
+    await t.write(new TextEncoder().encode("IDS\r\nOSENV TLS_UID\r\nQUIT\r\n"));
+    assert.equal(
+      (await readToEnd(t)).text,
+      "250 me=0 parent=65534:65534\r\n250 TLS_UID=unset\r\n221 bye\r\n",
+    );
+    t.close();
+  } finally {
+    await srv.stop();
+  }
 });
 
 /** A STARTTLS server written with node:tls: 220, EHLO, STARTTLS, then a TLS echo of "250 " lines. */

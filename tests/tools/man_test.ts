@@ -121,6 +121,8 @@ const USAGE_TOOLS: Record<string, Record<string, string>> = {
   argv0: {},
   sslprint: {},
   "smtpd-starttls-proxy": {},
+  "pop3d-starttls-proxy": {},
+  "imapd-starttls-proxy": {},
   ucspitlsd: {},
 };
 /** Tools without options or usage line: the stream filters and the client scripts. */

@@ -13,7 +13,6 @@ import {
   type ServerFiles,
   serverFilesFromEnv,
 } from "../../tls/credentials.ts";
-import { PROG } from "./args.ts";
 
 /** The certificate files of env ($CERTFILE, $KEYFILE, ... as sslserver reads them). */
 export function proxyServerFiles(env: Map<string, string>): ServerFiles {
@@ -45,10 +44,13 @@ function stampOf(files: ServerFiles): string {
 /**
  * The server credentials for files, loaded once per distinct set of files
  * and again when one of them changes (a renewed certificate is picked up by
- * the next connection). Throws the ToolError sslserver would print
- * (`smtpd-starttls-proxy: fatal: unable to load certificate`, exit 111).
+ * the next connection). Throws the ToolError sslserver would print, as
+ * `tool` (`smtpd-starttls-proxy: fatal: unable to load certificate`, exit 111).
  */
-export async function proxyCredentials(files: ServerFiles): Promise<ServerCredentials> {
+export async function proxyCredentials(
+  tool: string,
+  files: ServerFiles,
+): Promise<ServerCredentials> {
   const key = JSON.stringify(files);
   const stamp = stampOf(files);
   let hit = credentialCache.get(key);
@@ -61,7 +63,7 @@ export async function proxyCredentials(files: ServerFiles): Promise<ServerCreden
     return await hit.creds;
   } catch (e) {
     if (credentialCache.get(key) === hit) credentialCache.delete(key);
-    if (e instanceof CredentialError) throw fatal(PROG, CREDENTIAL_MESSAGES[e.failure]);
+    if (e instanceof CredentialError) throw fatal(tool, CREDENTIAL_MESSAGES[e.failure]);
     throw e;
   }
 }

@@ -1,31 +1,18 @@
 /**
- * The relay of one smtpd-starttls-proxy connection, between the client and
- * the SMTP program (lib/stages/starttls_proxy.ts says what it does): before
- * TLS it takes one command at a time, adds STARTTLS to EHLO answers,
- * answers STARTTLS itself (dropping what was pipelined after it) and runs
- * the handshake; after TLS, or once it stops parsing, it relays bytes.
+ * The relay of one STARTTLS proxy connection, between the client and the
+ * program (lib/stages/starttls_proxy.ts says what it does), for any row of
+ * the protocol table (protocol.ts): before TLS it takes one command at a
+ * time and does what the protocol's dialogue decides (pass it on, answer
+ * it, start TLS, stop parsing), passing the program's answers through the
+ * dialogue (which adds the STARTTLS capability); after TLS, or once it
+ * stops parsing, it relays bytes.
  */
 import { concatBytes } from "../../core/bytes.ts";
 import type { ServerCredentials } from "../../tls/credentials.ts";
 import { acceptTls } from "../../tls/tls.ts";
 import type { Io } from "../stage.ts";
-import { PROG } from "./args.ts";
-import { LineSplitter, parseCommand, ReplyTracker } from "./smtp.ts";
-
-/** The longest client command line parsed before TLS (RFC 5321 allows 512). */
-export const COMMAND_MAX = 1024;
-/** The longest program reply line parsed before TLS (RFC 5321 allows 512). */
-export const REPLY_MAX = 4096;
-
-const enc = new TextEncoder();
-/** The answer to STARTTLS, as skarnet's proxy words it. */
-export const READY = "220 Ready to start TLS";
-/** The answer to a command refused before STARTTLS (RFC 3207). */
-export const MUST_STARTTLS = "530 Must issue a STARTTLS command first";
-const READY_BYTES = enc.encode(`${READY}\r\n`);
-const MUST_BYTES = enc.encode(`${MUST_STARTTLS}\r\n`);
-const NO_PARAMS = enc.encode("501 5.5.4 Syntax error (no parameters allowed)\r\n");
-const TOO_LONG = enc.encode("500 5.5.2 Line too long\r\n");
+import type { Dialogue, StarttlsProtocol } from "./protocol.ts";
+import { LineSplitter } from "./smtp.ts";
 
 /** The relay of one connection; see the module comment. */
 class Relay {
@@ -39,9 +26,9 @@ class Relay {
   /** Replies the program owes (the greeting first). */
   outstanding = 1;
   idleWaiters: Array<() => void> = [];
-  commands = new LineSplitter(COMMAND_MAX);
-  replies = new LineSplitter(REPLY_MAX);
-  tracker = new ReplyTracker();
+  commands: LineSplitter;
+  replies: LineSplitter;
+  dialogue: Dialogue;
   clientReader: ReadableStreamDefaultReader<Uint8Array>;
   clientWriter: WritableStreamDefaultWriter<Uint8Array>;
   /** Resolved while client output may be written (held during the handshake). */
@@ -50,11 +37,15 @@ class Relay {
 
   constructor(
     readonly io: Io,
+    readonly protocol: StarttlsProtocol,
     readonly creds: ServerCredentials,
     readonly requireTls: boolean,
     readonly timeoutMs: number,
     readonly pid: number,
   ) {
+    this.commands = new LineSplitter(protocol.commandMax);
+    this.replies = new LineSplitter(protocol.replyMax);
+    this.dialogue = protocol.dialogue(requireTls);
     this.clientReader = io.input.getReader();
     this.clientWriter = io.output.getWriter();
   }
@@ -102,9 +93,9 @@ class Relay {
         this.outputPlain();
         break;
       }
-      const r = this.tracker.line(t.line);
+      const r = this.dialogue.reply(t.line);
       if (!r) {
-        // not SMTP: relay it and everything after as it comes
+        // not the protocol (or nothing the proxy follows): relay it and everything after as it comes
         out.push(t.line, this.replies.rest());
         this.outputPlain();
         break;
@@ -166,7 +157,7 @@ class Relay {
     for (;;) {
       if (this.mode !== "parse") return this.passOn(c);
       await this.idle();
-      if (this.outPlain) this.mode = "plain"; // the program speaks no SMTP
+      if (this.outPlain) this.mode = "plain"; // the program speaks nothing the proxy follows
       if (this.mode !== "parse") continue;
       const t = await this.nextLine();
       if ("end" in t) {
@@ -179,64 +170,73 @@ class Relay {
       }
       if ("overlong" in t) {
         if (!this.requireTls) return this.goPlain(c, t.overlong);
-        await this.send(TOO_LONG);
-        this.mode = "plain";
-        this.outputPlain();
-        c.close();
+        await this.send(this.protocol.tooLong);
+        this.endInput(c);
         return;
       }
-      const line = t.line;
-      const { verb, hasArgs } = parseCommand(line);
-      switch (verb) {
-        case "STARTTLS":
-          if (hasArgs) {
-            await this.send(NO_PARAMS);
-            continue;
+      const d = this.dialogue.command(t.line);
+      switch (d.to) {
+        case "program":
+          this.outstanding++;
+          c.enqueue(t.line);
+          return;
+        case "plain":
+          return this.goPlain(c, t.line);
+        case "client":
+          if (d.literal && !(await this.discardLiteral(d.literal))) {
+            this.endInput(c);
+            return;
           }
-          if (!(await this.startTls())) {
+          await this.send(d.answer);
+          continue;
+        case "tls":
+          if (!(await this.startTls(d.answer))) {
             c.close();
             return;
           }
           continue;
-        case "EHLO":
-          this.tracker.expectEhlo();
-          this.outstanding++;
-          c.enqueue(line);
-          return;
-        case "NOOP":
-        case "RSET":
-        case "HELP":
-        case "VRFY":
-        case "EXPN":
-          this.outstanding++;
-          c.enqueue(line);
-          return;
-        case "HELO":
-          if (this.requireTls) {
-            this.outstanding++;
-            c.enqueue(line);
-            return;
-          }
-          return this.goPlain(c, line);
-        case "QUIT":
-          return this.goPlain(c, line);
-        default:
-          if (this.requireTls) {
-            await this.send(MUST_BYTES);
-            continue;
-          }
-          return this.goPlain(c, line);
       }
     }
   }
 
-  /** STARTTLS: the 220, the handshake; true when TLS is up. */
-  async startTls(): Promise<boolean> {
+  /**
+   * Discards a refused command's non-synchronizing literal of n bytes and
+   * the lines that continue the command (with their own literals); false
+   * when the client ended or overran a line meanwhile.
+   */
+  async discardLiteral(n: number): Promise<boolean> {
+    while (n > 0) {
+      while (n > 0) {
+        n -= this.commands.skip(n);
+        if (n === 0) break;
+        const { value, done } = await this.clientReader.read();
+        if (done) return false;
+        this.commands.push(value);
+      }
+      const t = await this.nextLine();
+      if (!("line" in t)) return false;
+      n = this.dialogue.continued(t.line);
+    }
+    return true;
+  }
+
+  /** The client is gone or hostile while TLS is required: the program's input ends. */
+  endInput(c: ReadableStreamDefaultController<Uint8Array>): void {
+    this.mode = "plain";
+    this.outputPlain();
+    c.close();
+  }
+
+  /** STARTTLS: the go-ahead answer, the handshake; true when TLS is up. */
+  async startTls(answer: Uint8Array): Promise<boolean> {
+    const tool = this.protocol.tool;
     const dropped = this.commands.rest().length;
     if (dropped) {
-      this.io.log(`${PROG}: warning: ${this.pid} discarded ${dropped} bytes sent after STARTTLS`);
+      this.io.log(
+        `${tool}: warning: ${this.pid} discarded ${dropped} bytes sent after ${this.protocol.verb}`,
+      );
     }
-    await this.send(READY_BYTES);
+    await this.send(answer);
     let release!: () => void;
     this.outReady = new Promise((r) => (release = r));
     this.clientReader.releaseLock();
@@ -251,11 +251,11 @@ class Relay {
       this.clientWriter = session.writable.getWriter();
       this.mode = "tls";
       this.outputPlain();
-      this.io.log(`${PROG}: tls ${this.pid} ${session.info.protocol}:${session.info.cipher}`);
+      this.io.log(`${tool}: tls ${this.pid} ${session.info.protocol}:${session.info.cipher}`);
       return true;
     } catch (e) {
       this.mode = "dead";
-      this.io.log(`${PROG}: tls ${this.pid} failed: ${(e as Error).message}`);
+      this.io.log(`${tool}: tls ${this.pid} failed: ${(e as Error).message}`);
       return false;
     } finally {
       release();
@@ -287,9 +287,11 @@ class Relay {
 
 /** What the relay of one connection is told. */
 export interface RelayOptions {
+  /** The protocol's row of the table. */
+  protocol: StarttlsProtocol;
   /** The certificate the handshake presents. */
   creds: ServerCredentials;
-  /** Refuse mail commands before TLS (-r, $REQUIRETLS). */
+  /** Refuse mail and authentication before TLS (-r, $REQUIRETLS). */
   requireTls: boolean;
   /** The time the handshake may take, in milliseconds. */
   timeoutMs: number;
@@ -302,5 +304,5 @@ export interface RelayOptions {
  * over (its input is the client's commands, its output goes to the client).
  */
 export function startTlsRelay(io: Io, o: RelayOptions): Io {
-  return new Relay(io, o.creds, o.requireTls, o.timeoutMs, o.pid).programIo();
+  return new Relay(io, o.protocol, o.creds, o.requireTls, o.timeoutMs, o.pid).programIo();
 }

@@ -1,11 +1,21 @@
 /**
  * The SMTP pieces smtpd-starttls-proxy parses, as pure functions over bytes
- * (no I/O, so the fuzz target can drive them): a bounded line splitter, the
- * command verb of a client line, and the reply tracker that finds where a
- * (multi-line, RFC 5321 4.2.1) reply ends and adds STARTTLS to an EHLO
- * answer. Nothing here decodes text: only ASCII letters, digits, SP, '-',
- * CR and LF are ever looked at.
+ * (no I/O, so the fuzz target can drive them): a bounded line splitter (the
+ * relay's for every protocol), the command verb of a client line, the reply
+ * tracker that finds where a (multi-line, RFC 5321 4.2.1) reply ends and
+ * adds STARTTLS to an EHLO answer, and SMTP's row of the protocol table
+ * (protocol.ts). Nothing here decodes text: only ASCII letters, digits, SP,
+ * '-', CR and LF are ever looked at.
  */
+import {
+  ascii,
+  type Decision,
+  type Dialogue,
+  type Relayed,
+  type StarttlsProtocol,
+} from "./protocol.ts";
+
+export type { Relayed };
 
 const CR = 13;
 const LF = 10;
@@ -41,6 +51,14 @@ export class LineSplitter {
   /** Whether the buffer holds a partial line of `max` bytes or more: take() first. */
   get full(): boolean {
     return this.pending >= this.max;
+  }
+
+  /** Throws away up to n buffered bytes (an IMAP literal); returns how many. */
+  skip(n: number): number {
+    const k = Math.min(n, this.pending);
+    this.#start += k;
+    if (this.pending === 0) this.rest();
+    return k;
   }
 
   /** Appends chunk (the caller calls take() until null before pushing more). */
@@ -192,14 +210,6 @@ export function namesStarttls(line: Uint8Array): boolean {
 const STARTTLS_MORE = new TextEncoder().encode("250-STARTTLS\r\n");
 const STARTTLS_LAST = new TextEncoder().encode("250 STARTTLS\r\n");
 
-/** What ReplyTracker.line made of one server line. */
-export interface Relayed {
-  /** The bytes to send the client for this line (the line, maybe with STARTTLS added). */
-  out: Uint8Array[];
-  /** True when this line ended a reply. */
-  ended: boolean;
-}
-
 /**
  * Follows the server's replies line by line. For a reply marked as the
  * answer to EHLO (`expectEhlo`), a successful (2xx) one gets the STARTTLS
@@ -257,3 +267,65 @@ export class ReplyTracker {
     return { out: [more, STARTTLS_LAST], ended: true };
   }
 }
+
+/** The answer to STARTTLS, as skarnet's proxy words it. */
+export const SMTP_READY = "220 Ready to start TLS";
+/** The answer to a command refused before STARTTLS (RFC 3207). */
+export const SMTP_MUST_STARTTLS = "530 Must issue a STARTTLS command first";
+const READY_BYTES = ascii(`${SMTP_READY}\r\n`);
+const MUST_BYTES = ascii(`${SMTP_MUST_STARTTLS}\r\n`);
+const NO_PARAMS = ascii("501 5.5.4 Syntax error (no parameters allowed)\r\n");
+
+/**
+ * One SMTP connection before TLS: EHLO answers get STARTTLS; EHLO, NOOP,
+ * RSET, HELP, VRFY and EXPN are passed on one at a time; HELO, QUIT and
+ * anything else end the parsing, unless TLS is required: then HELO is
+ * passed on too and everything else but QUIT is answered with 530.
+ */
+class SmtpDialogue implements Dialogue {
+  #tracker = new ReplyTracker();
+  constructor(readonly requireTls: boolean) {}
+
+  command(line: Uint8Array): Decision {
+    const { verb, hasArgs } = parseCommand(line);
+    switch (verb) {
+      case "STARTTLS":
+        return hasArgs ? { to: "client", answer: NO_PARAMS } : { to: "tls", answer: READY_BYTES };
+      case "EHLO":
+        this.#tracker.expectEhlo();
+        return { to: "program" };
+      case "NOOP":
+      case "RSET":
+      case "HELP":
+      case "VRFY":
+      case "EXPN":
+        return { to: "program" };
+      case "HELO":
+        return this.requireTls ? { to: "program" } : { to: "plain" };
+      case "QUIT":
+        return { to: "plain" };
+      default:
+        return this.requireTls ? { to: "client", answer: MUST_BYTES } : { to: "plain" };
+    }
+  }
+
+  continued(): number {
+    return 0;
+  }
+
+  reply(line: Uint8Array): Relayed | null {
+    return this.#tracker.line(line);
+  }
+}
+
+/** SMTP's row of the protocol table: smtpd-starttls-proxy (RFC 3207). */
+export const SMTP_PROTOCOL: StarttlsProtocol = {
+  tool: "smtpd-starttls-proxy",
+  verb: "STARTTLS",
+  server: "smtpd",
+  // RFC 5321 allows 512 for both
+  commandMax: 1024,
+  replyMax: 4096,
+  tooLong: ascii("500 5.5.2 Line too long\r\n"),
+  dialogue: (requireTls) => new SmtpDialogue(requireTls),
+};

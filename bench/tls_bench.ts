@@ -3,14 +3,22 @@
  * puts in front of a plain server), each running a program per connection
  * with the same certificate: handshakes per second at 1 and 8 clients
  * (RSA-2048 and ECDSA P-256, program /bin/true) and bulk MB/s both ways
- * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`). The
- * client is node:tls in this process, the same for both.
+ * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`, on a
+ * server that has done one such transfer already). The client is node:tls
+ * in this process, the same for both.
  *
- *   deno run -A bench/tls_bench.ts [--quick] [--alternations N]
+ * The bulk rows also give the server's own CPU time per transfer
+ * (utime+stime from /proc, the TLS work; the programs are not counted):
+ * steadier than MB/s on a busy machine.
+ *
+ *   deno run -A bench/tls_bench.ts [--quick] [--alternations N] [--bulk]
+ *
+ * --bulk: only the bulk rows.
  */
 import tls from "node:tls";
 import {
   alternate,
+  cpuMs,
   emitRow,
   executable,
   freePort,
@@ -26,6 +34,8 @@ const STUNNEL = executable("/usr/bin/stunnel4");
 const OPENSSL = executable("/usr/bin/openssl");
 const HANDSHAKES = pick(400, 60);
 const BULK_MB = pick(32, 8);
+/** --bulk: only the bulk rows (what a TLS record path change moves). */
+const BULK_ONLY = Deno.args.includes("--bulk");
 
 /** The reference column's id (bench/run.ts adds the column). */
 export const STUNNEL_ID = "stunnel";
@@ -145,7 +155,8 @@ try {
   const send = await script("send", `exec cat ${bulkFile}`);
   const sink = await script("sink", "exec cat > /dev/null");
 
-  for (const [kind, clientsList] of [["rsa", [1, 8]], ["ec", [8]]] as const) {
+  const handshakeRows = BULK_ONLY ? [] : [["rsa", [1, 8]], ["ec", [8]]] as const;
+  for (const [kind, clientsList] of handshakeRows) {
     for (const clients of clientsList) {
       const { samples, failed } = await alternate(
         `tls ${kind} ${clients}`,
@@ -177,22 +188,36 @@ try {
     }
   }
 
+  /**
+   * MB/s of one transfer through server s, and the server's own CPU ms for
+   * it. One transfer goes first unmeasured: a server's first connection
+   * pays its one-time costs (ours: compiling the code on the path, loading
+   * node:tls and the spawn machinery), which a running server has paid.
+   */
+  const transfer = async (s: Server, upload?: Uint8Array) => {
+    await session(s.port, upload);
+    const cpu0 = cpuMs(s.pid).own;
+    const t0 = performance.now();
+    const got = await session(s.port, upload);
+    const mbs = BULK_MB / ((performance.now() - t0) / 1000);
+    const cpu = cpuMs(s.pid).own - cpu0;
+    if (!upload && got !== bulk.length) {
+      throw new Error(`downloaded ${got} of ${bulk.length} bytes`);
+    }
+    return { mbs, cpu };
+  };
   const { samples, failed } = await alternate("tls bulk", contenders, async (c) => {
     const down = await c.start(certs!.rsa, send);
-    let mbDown: number;
+    let d: { mbs: number; cpu: number };
     try {
-      const t0 = performance.now();
-      const got = await session(down.port);
-      if (got !== bulk.length) throw new Error(`downloaded ${got} of ${bulk.length} bytes`);
-      mbDown = BULK_MB / ((performance.now() - t0) / 1000);
+      d = await transfer(down);
     } finally {
       await down.stop();
     }
     const up = await c.start(certs!.rsa, sink);
     try {
-      const t0 = performance.now();
-      await session(up.port, bulk);
-      return { down: mbDown, up: BULK_MB / ((performance.now() - t0) / 1000) };
+      const u = await transfer(up, bulk);
+      return { down: d.mbs, up: u.mbs, downCpu: d.cpu, upCpu: u.cpu };
     } finally {
       await up.stop();
     }
@@ -204,6 +229,21 @@ try {
         label: `TLS ${what} ${BULK_MB} MB, RSA-2048`,
         unit: "MB/s",
         better: "higher",
+      },
+      STUNNEL_ID,
+      samples,
+      key,
+      { ...skipped, ...failed },
+    );
+  }
+  for (const [key, what] of [["downCpu", "download"], ["upCpu", "upload"]] as const) {
+    emitRow(
+      {
+        id: `tls-${key.toLowerCase()}`,
+        label: `TLS ${what} ${BULK_MB} MB, server CPU`,
+        unit: "ms",
+        better: "lower",
+        note: "tls CPU: the server process's own utime+stime over the transfer (not its programs')",
       },
       STUNNEL_ID,
       samples,

@@ -189,18 +189,24 @@ export function tieDown(sock: tls.TLSSocket, duplex: Duplex): tls.TLSSocket {
  * paused (see keepEofDeliverable); when the reader falls behind, `gate`
  * (if any) stops reading the connection underneath until it catches up.
  *
- * `endAfterInput`, for a socket on a native handle: closing the writable
- * while the peer is still sending leaves the TLS end (close_notify) until
- * the peer's input has ended or the socket closes. On a native handle Deno
- * sends the TCP FIN together with the close_notify, and a Deno or Node
- * client still uploading then stops sending (the upload is cut short);
- * over the JS adapter no FIN goes before the session ends, and a client
- * finishes its upload. The lingering close ends the session in any case.
+ * `onNativeHandle`, for a server's socket on Deno's native TCP handle whose
+ * session ends with lingeringClose:
+ * - closing the writable while the peer is still sending leaves the TLS
+ *   end (close_notify) until the peer's input has ended or the socket
+ *   closes. On a native handle Deno sends the TCP FIN together with the
+ *   close_notify, and a Deno or Node client still uploading then stops
+ *   sending (the upload is cut short); over the JS adapter no FIN goes
+ *   before the session ends, and a client finishes its upload.
+ * - cancelling the readable only discards the input, and aborting the
+ *   writable does nothing: destroying a native socket closes it at once,
+ *   and with the peer's unread data in it the kernel resets the connection
+ *   and throws away our last data (the JS adapter's destroy lingers
+ *   itself). The session's lingering close ends it.
  */
 export function streamsOf(
   sock: tls.TLSSocket,
   gate?: InputGate,
-  endAfterInput = false,
+  onNativeHandle = false,
 ): StreamPair {
   let ended = false;
   let cancelled = false;
@@ -231,6 +237,7 @@ export function streamsOf(
       // close), and close the connection once our own data is out.
       cancelled = true;
       gate?.release();
+      if (onNativeHandle) return;
       if (sock.writableFinished || sock.destroyed) sock.destroy();
       else sock.once("finish", () => sock.destroy());
     },
@@ -258,7 +265,7 @@ export function streamsOf(
     close() {
       return new Promise<void>((resolve) => {
         if (sock.destroyed) return resolve();
-        if (endAfterInput && !sock.readableEnded) {
+        if (onNativeHandle && !sock.readableEnded) {
           const endNow = () => {
             sock.off("end", endNow);
             sock.off("close", endNow);
@@ -273,7 +280,8 @@ export function streamsOf(
       });
     },
     abort() {
-      sock.destroy();
+      // on a native handle the session's lingering close ends it (see above)
+      if (!onNativeHandle) sock.destroy();
     },
   });
   return { readable, writable };

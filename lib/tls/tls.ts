@@ -4,9 +4,11 @@
  * for sslserver, sslclient and smtpd-starttls-proxy: acceptTls and
  * connectTls give the plaintext side as a TlsSession. Uses node:tls
  * TLSSocket over a node Duplex adapter (lib/tls/streams.ts), which Deno
- * supports for both server and client handshakes. Client certificates are
- * verified here against $CAFILE (lib/tls/verify.ts), because Deno's server
- * side only checks that one was sent. Credentials: lib/tls/credentials.ts;
+ * supports for both server and client handshakes, or, for a server given
+ * the untouched accepted socket (sslserver without -W), over Deno's native
+ * TCP handle of it (lib/tls/tcp_handle.ts: half the CPU). Client
+ * certificates are verified here against $CAFILE (lib/tls/verify.ts),
+ * because Deno's server side only checks that one was sent. Credentials: lib/tls/credentials.ts;
  * the environment: lib/tls/ssl_env.ts.
  */
 import { X509Certificate } from "node:crypto";

@@ -3,14 +3,23 @@
  * puts in front of a plain server), each running a program per connection
  * with the same certificate: handshakes per second at 1 and 8 clients
  * (RSA-2048 and ECDSA P-256, program /bin/true) and bulk MB/s both ways
- * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`). The
- * client is node:tls in this process, the same for both.
+ * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`): on a
+ * fresh server's first connection, and on its second (a running server's
+ * case: the first pays one-time costs, for ours compiling the code on the
+ * path). The client is node:tls in this process, the same for both.
  *
- *   deno run -A bench/tls_bench.ts [--quick] [--alternations N]
+ * The bulk rows also give the server's own CPU time for the second
+ * transfer (utime+stime from /proc, the TLS work; the programs are not
+ * counted): steadier than MB/s on a busy machine.
+ *
+ *   deno run -A bench/tls_bench.ts [--quick] [--alternations N] [--bulk] [--mb N]
+ *
+ * --bulk: only the bulk rows; --mb N: transfers of N MB (default 32).
  */
 import tls from "node:tls";
 import {
   alternate,
+  cpuMs,
   emitRow,
   executable,
   freePort,
@@ -25,7 +34,10 @@ import {
 const STUNNEL = executable("/usr/bin/stunnel4");
 const OPENSSL = executable("/usr/bin/openssl");
 const HANDSHAKES = pick(400, 60);
-const BULK_MB = pick(32, 8);
+const mbAt = Deno.args.indexOf("--mb");
+const BULK_MB = mbAt >= 0 ? Math.max(1, Number(Deno.args[mbAt + 1]) || 32) : pick(32, 8);
+/** --bulk: only the bulk rows (what a TLS record path change moves). */
+const BULK_ONLY = Deno.args.includes("--bulk");
 
 /** The reference column's id (bench/run.ts adds the column). */
 export const STUNNEL_ID = "stunnel";
@@ -145,7 +157,8 @@ try {
   const send = await script("send", `exec cat ${bulkFile}`);
   const sink = await script("sink", "exec cat > /dev/null");
 
-  for (const [kind, clientsList] of [["rsa", [1, 8]], ["ec", [8]]] as const) {
+  const handshakeRows = BULK_ONLY ? [] : [["rsa", [1, 8]], ["ec", [8]]] as const;
+  for (const [kind, clientsList] of handshakeRows) {
     for (const clients of clientsList) {
       const { samples, failed } = await alternate(
         `tls ${kind} ${clients}`,
@@ -177,33 +190,70 @@ try {
     }
   }
 
+  /** MB/s of one transfer through server s, and the server's own CPU ms for it. */
+  const transfer = async (s: Server, upload?: Uint8Array) => {
+    const cpu0 = cpuMs(s.pid).own;
+    const t0 = performance.now();
+    const got = await session(s.port, upload);
+    const mbs = BULK_MB / ((performance.now() - t0) / 1000);
+    const cpu = cpuMs(s.pid).own - cpu0;
+    if (!upload && got !== bulk.length) {
+      throw new Error(`downloaded ${got} of ${bulk.length} bytes`);
+    }
+    return { mbs, cpu };
+  };
+  /** The first and the second transfer through a fresh server running program. */
+  const twice = async (c: Contender, program: string, upload?: Uint8Array) => {
+    const s = await c.start(certs!.rsa, program);
+    try {
+      const first = await transfer(s, upload);
+      return { first, second: await transfer(s, upload) };
+    } finally {
+      await s.stop();
+    }
+  };
   const { samples, failed } = await alternate("tls bulk", contenders, async (c) => {
-    const down = await c.start(certs!.rsa, send);
-    let mbDown: number;
-    try {
-      const t0 = performance.now();
-      const got = await session(down.port);
-      if (got !== bulk.length) throw new Error(`downloaded ${got} of ${bulk.length} bytes`);
-      mbDown = BULK_MB / ((performance.now() - t0) / 1000);
-    } finally {
-      await down.stop();
-    }
-    const up = await c.start(certs!.rsa, sink);
-    try {
-      const t0 = performance.now();
-      await session(up.port, bulk);
-      return { down: mbDown, up: BULK_MB / ((performance.now() - t0) / 1000) };
-    } finally {
-      await up.stop();
-    }
+    const d = await twice(c, send);
+    const u = await twice(c, sink, bulk);
+    return {
+      down: d.second.mbs,
+      up: u.second.mbs,
+      downFirst: d.first.mbs,
+      upFirst: u.first.mbs,
+      downCpu: d.second.cpu,
+      upCpu: u.second.cpu,
+    };
   });
-  for (const [key, what] of [["down", "download"], ["up", "upload"]] as const) {
+  const rows = [
+    ["down", "tls-down", `TLS download ${BULK_MB} MB, RSA-2048`],
+    ["up", "tls-up", `TLS upload ${BULK_MB} MB, RSA-2048`],
+    ["downFirst", "tls-down-first", `TLS download ${BULK_MB} MB, first connection after start`],
+    ["upFirst", "tls-up-first", `TLS upload ${BULK_MB} MB, first connection after start`],
+  ] as const;
+  for (const [key, id, label] of rows) {
     emitRow(
       {
-        id: `tls-${key}`,
-        label: `TLS ${what} ${BULK_MB} MB, RSA-2048`,
+        id,
+        label,
         unit: "MB/s",
         better: "higher",
+        note:
+          "tls bulk: the second transfer through a fresh server (the first also pays its start-up)",
+      },
+      STUNNEL_ID,
+      samples,
+      key,
+      { ...skipped, ...failed },
+    );
+  }
+  for (const [key, what] of [["downCpu", "download"], ["upCpu", "upload"]] as const) {
+    emitRow(
+      {
+        id: `tls-${key.toLowerCase()}`,
+        label: `TLS ${what} ${BULK_MB} MB, server CPU`,
+        unit: "ms",
+        better: "lower",
+        note: "tls CPU: the server process's own utime+stime over the transfer (not its programs')",
       },
       STUNNEL_ID,
       samples,

@@ -313,7 +313,7 @@ export class TcpServer {
     const c = conn instanceof NativeConn
       ? nativeConnection(conn, id, this.#log)
       : denoConnection(conn, id, this.#log);
-    return this.#pipeline(id, scope, end, c);
+    return this.#pipeline(id, scope, end, c, conn instanceof NativeConn ? undefined : conn);
   }
 
   async #pipeline(
@@ -321,6 +321,7 @@ export class TcpServer {
     scope: ConnScope,
     end: (wstat: number) => void,
     c: Connection,
+    tcp?: Deno.TcpConn,
   ): Promise<number> {
     const o = this.opts;
     const prog = this.prog;
@@ -360,6 +361,7 @@ export class TcpServer {
           local,
           remote,
           takePrefix: wrapped ? undefined : c.takePrefix,
+          tcp: wrapped ? undefined : tcp,
         });
         if (p === null || scope.fault) return WSTAT_DROP;
         if (p.cleanup) {

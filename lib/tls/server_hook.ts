@@ -220,12 +220,19 @@ export function sslPrepareHook(
 ): PrepareHook {
   const failed = handshakeFailure(prog, ssl);
   return async (conn, ctx) => {
+    // (with ctx.tcp the streams are made but never read: their pull reads)
     const { io, local, remote } = ctx;
     const { realClose, secured, close } = closeThroughSession(conn);
     let session: TlsSession;
     try {
       session = await acceptTls(
-        { readable: io.input, writable: io.output, close: realClose, lingerMs: LINGER_MS },
+        {
+          readable: io.input,
+          writable: io.output,
+          close: realClose,
+          lingerMs: LINGER_MS,
+          tcp: ctx.tcp,
+        },
         current(),
         {
           timeoutMs: Math.max(ssl.sslTimeout, 1) * 1000,

@@ -25,28 +25,46 @@ export interface StreamPair {
    * program exited would lose the end of the answer.
    */
   lingerMs?: number;
+  /**
+   * The accepted Deno socket under `readable` and `writable`, untouched:
+   * acceptTls then runs node:tls on its native handle instead (see
+   * lib/tls/tcp_handle.ts) and closes it with `close`.
+   */
+  tcp?: Deno.TcpConn;
 }
 
 /**
  * Flow control for the encrypted input: open while the plaintext reader has
  * room. Closing it stops reading the connection (so the peer's sending
  * blocks in TCP, as with a plain socket), instead of asking node:tls to stop
- * reading (see keepEofDeliverable).
+ * reading (see keepEofDeliverable). `reading`, for a TLS socket on a native
+ * handle, stops and starts that handle's reads; duplexOver checks `open`
+ * itself.
  */
 export class InputGate {
   #open = true;
   #waiters: Array<() => void> = [];
+  #reading?: { stop(): void; start(): void };
+  /** `reading`: what stops and restarts the reads of a native handle. */
+  constructor(reading?: { stop(): void; start(): void }) {
+    this.#reading = reading;
+  }
   /** Whether the connection may be read now. */
   get open(): boolean {
     return this.#open;
   }
   /** Stops reading: the plaintext reader is full. */
   close(): void {
+    if (!this.#open) return;
     this.#open = false;
+    this.#reading?.stop();
   }
   /** Reads on, running what waited for it. */
   release(): void {
-    this.#open = true;
+    if (!this.#open) {
+      this.#open = true;
+      this.#reading?.start();
+    }
     for (const w of this.#waiters.splice(0)) w();
   }
   /** Runs f now if open, else once released. */
@@ -170,8 +188,26 @@ export function tieDown(sock: tls.TLSSocket, duplex: Duplex): tls.TLSSocket {
  * The plaintext side of a TLS connection as Web streams. The socket is never
  * paused (see keepEofDeliverable); when the reader falls behind, `gate`
  * (if any) stops reading the connection underneath until it catches up.
+ *
+ * `onNativeHandle`, for a server's socket on Deno's native TCP handle whose
+ * session ends with lingeringClose:
+ * - closing the writable while the peer is still sending leaves the TLS
+ *   end (close_notify) until the peer's input has ended or the socket
+ *   closes. On a native handle Deno sends the TCP FIN together with the
+ *   close_notify, and a Deno or Node client still uploading then stops
+ *   sending (the upload is cut short); over the JS adapter no FIN goes
+ *   before the session ends, and a client finishes its upload.
+ * - cancelling the readable only discards the input, and aborting the
+ *   writable does nothing: destroying a native socket closes it at once,
+ *   and with the peer's unread data in it the kernel resets the connection
+ *   and throws away our last data (the JS adapter's destroy lingers
+ *   itself). The session's lingering close ends it.
  */
-export function streamsOf(sock: tls.TLSSocket, gate?: InputGate): StreamPair {
+export function streamsOf(
+  sock: tls.TLSSocket,
+  gate?: InputGate,
+  onNativeHandle = false,
+): StreamPair {
   let ended = false;
   let cancelled = false;
   const readable = new ReadableStream<Uint8Array>({
@@ -201,6 +237,7 @@ export function streamsOf(sock: tls.TLSSocket, gate?: InputGate): StreamPair {
       // close), and close the connection once our own data is out.
       cancelled = true;
       gate?.release();
+      if (onNativeHandle) return;
       if (sock.writableFinished || sock.destroyed) sock.destroy();
       else sock.once("finish", () => sock.destroy());
     },
@@ -228,12 +265,23 @@ export function streamsOf(sock: tls.TLSSocket, gate?: InputGate): StreamPair {
     close() {
       return new Promise<void>((resolve) => {
         if (sock.destroyed) return resolve();
+        if (onNativeHandle && !sock.readableEnded) {
+          const endNow = () => {
+            sock.off("end", endNow);
+            sock.off("close", endNow);
+            if (!sock.destroyed && !sock.writableEnded) sock.end();
+          };
+          sock.once("end", endNow);
+          sock.once("close", endNow);
+          return resolve();
+        }
         sock.end(() => resolve());
         sock.once("close", () => resolve());
       });
     },
     abort() {
-      sock.destroy();
+      // on a native handle the session's lingering close ends it (see above)
+      if (!onNativeHandle) sock.destroy();
     },
   });
   return { readable, writable };

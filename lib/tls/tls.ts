@@ -4,9 +4,11 @@
  * for sslserver, sslclient and smtpd-starttls-proxy: acceptTls and
  * connectTls give the plaintext side as a TlsSession. Uses node:tls
  * TLSSocket over a node Duplex adapter (lib/tls/streams.ts), which Deno
- * supports for both server and client handshakes. Client certificates are
- * verified here against $CAFILE (lib/tls/verify.ts), because Deno's server
- * side only checks that one was sent. Credentials: lib/tls/credentials.ts;
+ * supports for both server and client handshakes, or, for a server given
+ * the untouched accepted socket (sslserver without -W), over Deno's native
+ * TCP handle of it (lib/tls/tcp_handle.ts: half the CPU). Client
+ * certificates are verified here against $CAFILE (lib/tls/verify.ts),
+ * because Deno's server side only checks that one was sent. Credentials: lib/tls/credentials.ts;
  * the environment: lib/tls/ssl_env.ts.
  */
 import { X509Certificate } from "node:crypto";
@@ -17,10 +19,12 @@ import {
   duplexOver,
   InputGate,
   keepEofDeliverable,
+  lingeringClose,
   type StreamPair,
   streamsOf,
   tieDown,
 } from "./streams.ts";
+import { handleReading, nodeSocketOn } from "./tcp_handle.ts";
 import { VerifiableCert, verifyClientChain } from "./verify.ts";
 
 /** What the handshake settled, for the environment and the log. */
@@ -171,6 +175,51 @@ function peerCertificates(
 }
 
 /**
+ * What a server's TLS socket runs on: Deno's native TCP handle when the
+ * pair carries its untouched socket (pair.tcp) and this Deno can make one
+ * (lib/tls/tcp_handle.ts), else the portable adapter over the pair's
+ * streams (duplexOver); the gate that holds the client back when the
+ * program reads slowly; and how a session over it ends (the lingering
+ * close when pair.lingerMs is set, then pair.close).
+ */
+function underneath(
+  pair: StreamPair,
+): { under: Duplex; gate: InputGate; shutdown: (sock: tls.TLSSocket) => void; native: boolean } {
+  const native = pair.tcp ? nodeSocketOn(pair.tcp) : null;
+  const reading = native ? handleReading(native) : null;
+  if (!native || !reading) {
+    native?.destroy();
+    const gate = new InputGate();
+    return {
+      under: duplexOver(pair, gate),
+      gate,
+      shutdown: (sock) => sock.destroy(),
+      native: false,
+    };
+  }
+  native.on("error", () => {/* reported by the TLS socket */});
+  const gate = new InputGate({
+    stop: reading.stop,
+    // not once the socket is gone: a closed handle has nothing to read
+    start: () => native.destroyed || reading.start(),
+  });
+  const closePair = () => {
+    try {
+      pair.close?.();
+    } catch { /* already closed */ }
+  };
+  // the descriptor underneath is a duplicate: the pair's own is closed too
+  native.once("close", closePair);
+  const shutdown = (sock: tls.TLSSocket) => {
+    gate.release();
+    const ms = pair.lingerMs ?? 0;
+    if (ms > 0) lingeringClose(sock, ms).catch(() => sock.destroy());
+    else sock.destroy();
+  };
+  return { under: native, gate, shutdown, native: true };
+}
+
+/**
  * Runs the server side of a handshake over `pair` and returns the plaintext
  * streams. Throws HandshakeError (with the reason) on failure or timeout, or
  * when a required client certificate is missing or not trusted; the
@@ -182,16 +231,15 @@ export async function acceptTls(
   opts: AcceptOptions,
 ): Promise<TlsSession> {
   const wantCert = opts.clientCert !== "none" || creds.cas.length > 0;
-  const gate = new InputGate();
-  const duplex = duplexOver(pair, gate);
+  const { under, gate, shutdown, native } = underneath(pair);
   const sock = tieDown(
-    new tls.TLSSocket(duplex, {
+    new tls.TLSSocket(under, {
       isServer: true,
       secureContext: creds.context,
       requestCert: wantCert,
       rejectUnauthorized: false,
     }),
-    duplex,
+    under,
   );
   keepEofDeliverable(sock);
   await handshake(sock, "secure", opts.timeoutMs);
@@ -216,8 +264,8 @@ export async function acceptTls(
   }
   const cipher = sock.getCipher();
   return {
-    ...streamsOf(sock, gate),
-    shutdown: () => sock.destroy(),
+    ...streamsOf(sock, gate, native),
+    shutdown: () => shutdown(sock),
     info: {
       protocol: sock.getProtocol() ?? "",
       cipher: cipher?.name ?? "",

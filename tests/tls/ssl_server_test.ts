@@ -426,6 +426,76 @@ Deno.test("sslserver: the program exits while the client still sends; the client
   }
 });
 
+for (const proxy of [false, true]) {
+  // Without -W node:tls runs on the accepted socket's native handle; with
+  // -W (the header read through the connection's streams) over the adapter.
+  const how = proxy ? "-W, over the stream adapter" : "on the native handle";
+  Deno.test(`sslserver: 16 MB both ways through cat, byte for byte, half-closed (${how})`, async () => {
+    const p = await pki();
+    const size = 16 << 20;
+    const srv = await startTool(
+      "sslserver",
+      ["-1", "-v", "-RH", "-l0", ...(proxy ? ["-W"] : []), "127.0.0.1", "0", "cat"],
+      { CERTFILE: p.serverCert, KEYFILE: p.serverKey },
+    );
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: srv.port });
+    try {
+      if (proxy) {
+        await conn.write(new TextEncoder().encode("PROXY TCP4 192.0.2.1 127.0.0.1 4321 443\r\n"));
+      }
+      const k = await connectTls(conn, {
+        host: "localhost",
+        verifyServer: true,
+        checkName: true,
+        ca: await Deno.readTextFile(p.caCert),
+        timeoutMs: 10000,
+      });
+      const block = new Uint8Array(65536 + 17); // never aligned with TLS records
+      for (let i = 0; i < block.length; i++) block[i] = (i * 31 + 7) & 0xff;
+      const st = { sent: 0, got: 0, bad: 0 };
+      const sending = (async () => {
+        const w = k.writable.getWriter();
+        while (st.sent < size) {
+          const part = block.subarray(0, Math.min(block.length, size - st.sent));
+          await w.write(part);
+          st.sent += part.length;
+        }
+        await w.close();
+      })();
+      const reading = (async () => {
+        for await (const chunk of k.readable) {
+          for (let i = 0; i < chunk.length; i++) {
+            if (chunk[i] !== block[(st.got + i) % block.length]) st.bad++;
+          }
+          st.got += chunk.length;
+        }
+      })();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const hang = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+          reject(new Error(`hung: ${JSON.stringify(st)}`));
+        }, 120_000);
+      });
+      try {
+        await Promise.race([Promise.all([sending, reading]), hang]);
+      } finally {
+        clearTimeout(timer);
+      }
+      assert.equal(st.bad, 0, "corrupted bytes");
+      assert.equal(st.got, size);
+      await srv.waitLine(/^sslserver: end 1 status 0$/);
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed with its streams */ }
+      await srv.stop();
+    }
+  });
+}
+
 Deno.test("PKI cleanup (sslserver)", async () => {
   if (pkiPromise) await (await pkiPromise).cleanup();
 });

@@ -27,6 +27,13 @@ export interface PrepareContext {
    * fd 0 and 1. Absent otherwise: read `io` instead.
    */
   takePrefix?: (measure: PrefixMeasure, max: number, timeoutMs: number) => Promise<Uint8Array>;
+  /**
+   * The accepted Deno socket itself (the pure path, while no step has
+   * wrapped or read the stream): sslserver's TLS step runs node:tls on it
+   * natively (Deno's TLS layer on the socket, no JS stream adapter per
+   * record). A step that takes it over closes it through Prepared.close.
+   */
+  tcp?: Deno.TcpConn;
 }
 
 /** What a step hands back (each field replaces or adds to what the steps before it gave). */

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
+import { ours, tempDir } from "../support/helpers.ts";
 import { fdCount, startSrv, talk } from "../support/tcpserver_util.ts";
 
 const HANDOFF = { UCSPI_NATIVE: "0", UCSPI_HANDOFF: "1" };
@@ -111,5 +112,37 @@ Deno.test("tcpserver handoff: -B (we write first) keeps the pumped path", async 
     assert.match(lines[1], /^pipe:/);
   } finally {
     await srv.stop();
+  }
+});
+
+Deno.test("tcpserver handoff: a rule value that is not UTF-8 reaches the program byte for byte", async () => {
+  const dir = await tempDir();
+  try {
+    const cdb = `${dir.path}/rules.cdb`;
+    const r = await ours("tcprules", [cdb, `${dir.path}/rules.tmp`], {
+      stdin: new Uint8Array([...new TextEncoder().encode(':allow,U="'), 0xe4, 0x78, 0x22, 0x0a]),
+    });
+    assert.equal(r.code, 0, r.err);
+    const srv = await startSrv("ours", [
+      "-1",
+      "-RHq",
+      "-l0",
+      "-x",
+      cdb,
+      "127.0.0.1",
+      "0",
+      "sh",
+      "-c",
+      'printf %s "$U"; readlink /proc/self/fd/0',
+    ], { env: HANDOFF });
+    try {
+      const t = await talk(srv.port);
+      assert.deepEqual([...t.data.subarray(0, 2)], [0xe4, 0x78]);
+      assert.match(t.text.slice(2), /^socket:/);
+    } finally {
+      await srv.stop();
+    }
+  } finally {
+    await dir.cleanup();
   }
 });

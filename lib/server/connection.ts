@@ -11,6 +11,8 @@ import { writeAll } from "../core/write_all.ts";
 import { getRunAs } from "../process/spawn.ts";
 import { type Ended, endedOf, waitStatus } from "../process/status.ts";
 import type { Io } from "../stages/stage.ts";
+import { socketHandOff } from "../process/socket_spawn.ts";
+import type { Socket } from "node:net";
 
 /** An address and port. */
 export interface Endpoint {
@@ -228,6 +230,118 @@ export function denoConnection(
           onExit: (e) => onExit(waitStatus(e)),
         }),
       );
+    },
+  };
+}
+
+/**
+ * The Io of a node:net socket (accepted paused and half-open, as
+ * lib/server/node_listener.ts does): the same contract as socketIo. `onRead`
+ * is called before the first read: from then on the socket is no longer
+ * pristine (bytes may sit in our buffers).
+ */
+export function nodeSocketIo(sock: Socket, log: (line: string) => void, onRead: () => void): Io {
+  let ended = false;
+  const input = new ReadableStream<Uint8Array>({
+    start(c) {
+      const finish = () => {
+        if (ended) return;
+        ended = true;
+        c.close();
+      };
+      sock.on("data", (chunk: Uint8Array) => {
+        if (ended) return;
+        c.enqueue(chunk);
+        if ((c.desiredSize ?? 0) <= 0) sock.pause();
+      });
+      // a reset reads as the end, as socketIo's failed read
+      sock.once("end", finish);
+      sock.once("error", finish);
+      sock.once("close", finish);
+    },
+    pull() {
+      onRead();
+      sock.resume();
+    },
+    cancel() {
+      ended = true;
+      sock.pause();
+    },
+  }, { highWaterMark: 0 });
+  const output = new WritableStream<Uint8Array>({
+    write(chunk) {
+      return new Promise<void>((resolve, reject) => {
+        sock.write(chunk, (e) => (e ? reject(e) : resolve()));
+      });
+    },
+    close() {
+      // half-close: FIN after everything written; a dead socket is no error
+      return new Promise<void>((resolve) => {
+        if (sock.destroyed || sock.writableEnded) return resolve();
+        sock.once("close", () => resolve());
+        sock.end(() => resolve());
+      });
+    },
+  });
+  return { input, output, log };
+}
+
+/**
+ * A connection accepted by node:net (the pure path, lib/server/node_listener.ts):
+ * a program that is not ours gets the socket itself as fd 0/1 while nothing
+ * has read from it (lib/process/socket_spawn.ts), as on the native path;
+ * in-process stages, PROXY and TLS talk over nodeSocketIo, and the program
+ * after them is pumped.
+ */
+export function nodeConnection(
+  sock: Socket,
+  id: number,
+  log: (line: string) => void,
+): Connection {
+  let pristine = true;
+  let io: Io | null = null;
+  const getIo = (): Io => (io ??= nodeSocketIo(sock, log, () => (pristine = false)));
+  const runAs = getRunAs();
+  const start = (file: string, argv: string[], env: Map<string, string>): Promise<Ended> | null =>
+    socketHandOff(sock, file, argv, env, runAs);
+  return {
+    local: { ip: sock.localAddress ?? "", port: sock.localPort ?? 0 },
+    remote: { ip: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 },
+    io: getIo,
+    write: (data) =>
+      new Promise<void>((resolve, reject) => {
+        sock.write(data, (e) => (e ? reject(e) : resolve()));
+      }),
+    close: () => void sock.destroy(),
+    setNoDelay: (on) => void sock.setNoDelay(on),
+    run: async (argv, env, wrapped, onExit) => {
+      const exited = (e: Ended) => onExit(waitStatus(e));
+      const { isOurs, runConnectionProgram } = chainModule ?? await chain();
+      if (wrapped) {
+        return waitStatus(
+          await runConnectionProgram(argv, env, wrapped, { pid: id, onExit: exited }),
+        );
+      }
+      if (pristine && argv.length > 0 && !isOurs(argv[0], env)) {
+        const file = findCached(argv[0], env);
+        const direct = start(file.path, argv, env);
+        if (direct) {
+          try {
+            return waitStatus(await direct);
+          } catch (e) {
+            if (!file.cached) throw e;
+            // what PATH found a moment ago is gone (nothing started): search again
+            const again = start(findCached(argv[0], env, true).path, argv, env);
+            if (again) return waitStatus(await again);
+          }
+        }
+      }
+      const ended = await runConnectionProgram(argv, env, getIo(), {
+        pid: id,
+        onExit: exited,
+        spawnDirect: (file, a, via) => (via === io && pristine ? start(file, a, env) : null),
+      });
+      return waitStatus(ended);
     },
   };
 }

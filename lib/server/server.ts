@@ -16,7 +16,10 @@
  * Two paths share this pipeline: the native one (lib/native/native.ts: libc
  * sockets through FFI; a foreign program gets the socket itself as fd 0/1,
  * as under C) when FFI is available and nothing wraps the stream, else the
- * pure-Deno one (Deno.listen; the program's stdin/stdout pumped).
+ * pure-Deno one: node:net (lib/server/node_listener.ts; a foreign program
+ * gets the socket itself when nothing read from it, else is pumped), or
+ * Deno.listen (the program's stdin/stdout pumped) where node:net cannot
+ * hand a socket over.
  *
  * Log lines are DJB's (lib/server/log.ts). Where C prints a child's pid, this
  * server prints a connection number (1, 2, ...): a connection is not a
@@ -45,7 +48,10 @@ import {
   type Endpoint,
   loadStages,
   nativeConnection,
+  nodeConnection,
 } from "./connection.ts";
+import { Socket } from "node:net";
+import type { NodeListener } from "./node_listener.ts";
 
 export type { Endpoint };
 export type { PrepareContext, Prepared, PrepareHook } from "./steps/step.ts";
@@ -82,6 +88,7 @@ export class TcpServer {
   #parts: Promise<void> | null = null;
   #listener: Deno.TcpListener | null = null;
   #native: NativeListener | null = null;
+  #node: NodeListener | null = null;
   #local: Endpoint | null = null;
   #active = 0;
   #nextId = 0;
@@ -141,6 +148,7 @@ export class TcpServer {
     const l = openListener(this.opts);
     this.#native = l.native;
     this.#listener = l.deno;
+    this.#node = l.node;
     return this.#local = l.local;
   }
 
@@ -163,7 +171,8 @@ export class TcpServer {
   async #acceptLoop(): Promise<void> {
     const l = this.#listener;
     const native = this.#native;
-    if (!l && !native) throw new Error("listen() first");
+    const node = this.#node;
+    if (!l && !native && !node) throw new Error("listen() first");
     // The rest of the modules a connection needs, loaded now that the port is
     // open (clients wait in the backlog): never with a connection in hand.
     await Promise.all([this.#connectionParts(), loadStages()]);
@@ -174,10 +183,10 @@ export class TcpServer {
         await new Promise<void>((r) => (this.#wake = r));
       }
       if (this.#stopping) break;
-      let conn: Deno.TcpConn | NativeConn;
+      let conn: Deno.TcpConn | NativeConn | Socket;
       try {
-        if (native) {
-          const c = await native.accept();
+        if (native || node) {
+          const c = await (native ?? node)!.accept();
           if (c === null) break; // closed
           conn = c;
         } else conn = await l!.accept();
@@ -239,7 +248,7 @@ export class TcpServer {
    * closes the socket; the pipeline is told (scope.fault) not to go on.
    */
   async #guarded(
-    conn: Deno.TcpConn | NativeConn,
+    conn: Deno.TcpConn | NativeConn | Socket,
     id: number,
     scope: ConnScope,
     end: (wstat: number) => void,
@@ -252,7 +261,8 @@ export class TcpServer {
       scope.raise(e);
       work.catch(() => {}); // it ends on its own (the socket is closed below)
       try {
-        conn.close();
+        if (conn instanceof Socket) conn.destroy();
+        else conn.close();
       } catch { /* closed */ }
       throw e;
     }
@@ -283,6 +293,7 @@ export class TcpServer {
     try {
       this.#listener?.close();
     } catch { /* closed already: a second stop (TERM after the front's stop) */ }
+    this.#node?.close();
     await this.#native?.close();
     listenerClosed?.();
     const w = this.#wake;
@@ -305,13 +316,15 @@ export class TcpServer {
    * `end` is called at the program's exit (before its output is drained).
    */
   #handle(
-    conn: Deno.TcpConn | NativeConn,
+    conn: Deno.TcpConn | NativeConn | Socket,
     id: number,
     scope: ConnScope,
     end: (wstat: number) => void,
   ): Promise<number> {
     const c = conn instanceof NativeConn
       ? nativeConnection(conn, id, this.#log)
+      : conn instanceof Socket
+      ? nodeConnection(conn, id, this.#log)
       : denoConnection(conn, id, this.#log);
     return this.#pipeline(id, scope, end, c, conn instanceof NativeConn ? undefined : conn);
   }

@@ -31,6 +31,7 @@ import { WRAPPER_MARK } from "../install/install.ts";
 import { recordioStage } from "./recordio.ts";
 import { makeStarttlsProxyStage, STARTTLS_PROTOCOLS } from "./starttls_proxy.ts";
 import { runPumped } from "../process/spawn.ts";
+import { CHAINABLE } from "./chainable.ts";
 import type { Ended } from "../process/status.ts";
 import type { Io, Outcome, Stage } from "./stage.ts";
 
@@ -53,17 +54,7 @@ export interface ChainContext {
   onExit?: (ended: Ended) => void;
 }
 
-/** The tools that run in-process, by name. */
-export const CHAINABLE = [
-  "argv0",
-  "fixcrio",
-  "imapd-starttls-proxy",
-  "pop3d-starttls-proxy",
-  "rblsmtpd",
-  "recordio",
-  "smtpd-starttls-proxy",
-  "ucspitlsd",
-] as const;
+export { CHAINABLE } from "./chainable.ts";
 
 const defaultRblsmtpd = makeRblsmtpdStage();
 

@@ -321,12 +321,14 @@ export class TcpServer {
     scope: ConnScope,
     end: (wstat: number) => void,
   ): Promise<number> {
-    const c = conn instanceof NativeConn
-      ? nativeConnection(conn, id, this.#log)
-      : conn instanceof Socket
-      ? nodeConnection(conn, id, this.#log)
-      : denoConnection(conn, id, this.#log);
-    return this.#pipeline(id, scope, end, c, conn instanceof NativeConn ? undefined : conn);
+    if (conn instanceof NativeConn) {
+      return this.#pipeline(id, scope, end, nativeConnection(conn, id, this.#log));
+    }
+    if (conn instanceof Socket) {
+      return this.#pipeline(id, scope, end, nodeConnection(conn, id, this.#log));
+    }
+    // the untouched Deno socket goes along: sslserver runs node:tls on its handle
+    return this.#pipeline(id, scope, end, denoConnection(conn, id, this.#log), conn);
   }
 
   async #pipeline(

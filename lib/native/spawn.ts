@@ -32,27 +32,24 @@ function reapOne(pid: number, done: (wstat: number) => void): boolean {
 
 function reap(): void {
   for (const [pid, done] of waiting) reapOne(pid, done);
-  idle();
 }
 
-function idle(): void {
-  if (waiting.size === 0 && sigchldInstalled) {
-    Deno.removeSignalListener("SIGCHLD", reap);
-    sigchldInstalled = false;
+/**
+ * Calls done with pid's wait status when it ends. The SIGCHLD listener, once
+ * added, stays: adding and removing it each time no program runs cost a
+ * signal stream bind and unbind per moment of calm, and a listener neither
+ * keeps the process alive nor reaps anyone else's child (waitpid names our
+ * own pids).
+ */
+function watch(pid: number, done: (wstat: number) => void): void {
+  waiting.set(pid, done);
+  if (!sigchldInstalled) {
+    Deno.addSignalListener("SIGCHLD", reap);
+    sigchldInstalled = true;
   }
-}
-
-function watch(pid: number): Promise<number> {
-  return new Promise((resolve) => {
-    waiting.set(pid, resolve);
-    if (!sigchldInstalled) {
-      Deno.addSignalListener("SIGCHLD", reap);
-      sigchldInstalled = true;
-    }
-    // it may have ended before the listener was in place
-    queueMicrotask(() => {
-      if (waiting.get(pid) === resolve && reapOne(pid, resolve)) idle();
-    });
+  // it may have ended before it was in the table (its SIGCHLD reaped nothing)
+  queueMicrotask(() => {
+    if (waiting.get(pid) === done) reapOne(pid, done);
   });
 }
 
@@ -75,41 +72,92 @@ function spawnAttr(): Uint8Array {
 }
 
 const enc = new TextEncoder();
+const TWO_32 = 2 ** 32;
+/** The smallest buffer V8 surely keeps off its heap (see Poller). */
+const MIN_OFF_HEAP = 128;
 
 /**
- * NUL-terminated strings and the NULL-terminated pointer array to them, for
- * argv and envp. Each string is a byte string (lib/core/bytes.ts: one char, one
- * byte), written byte for byte; a NUL in one ends it there, as C reads it
- * (execEnvironment already cut env values at their NUL), so a NUL can never
- * split one entry into two.
+ * NUL-terminated C strings in one buffer and the NULL-terminated pointer
+ * array to them, for argv and envp. `count` strings, each written by `put`
+ * (see putByteString) at the offset it is given; `bytes` is an upper bound
+ * of the total. The buffer must stay referenced until the call using the
+ * pointers returned.
  */
-function cStrings(list: string[]): { ptrs: Uint8Array; keep: Uint8Array } {
+class CStrings {
+  /** The strings, back to back. */
+  readonly keep: Uint8Array;
+  /** The pointer array (char *[count + 1]), as bytes. */
+  readonly ptrs: Uint8Array;
+  readonly #words: Uint32Array;
+  readonly #base: number;
+  #n = 0;
+  #off = 0;
+
+  constructor(count: number, bytes: number) {
+    // (at least MIN_OFF_HEAP bytes each: V8 keeps small typed arrays in its
+    // heap, where they could move while the worker thread reads them)
+    this.keep = new Uint8Array(Math.max(bytes, MIN_OFF_HEAP));
+    // one address for the buffer, each string's pointer an offset from it
+    // (as two 32-bit halves: no BigInt per string)
+    this.#base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.keep)));
+    this.#words = new Uint32Array(Math.max(2 * (count + 1), MIN_OFF_HEAP / 4));
+    this.ptrs = new Uint8Array(this.#words.buffer);
+  }
+
+  /** Appends a pointer to the string written next, then writes it with its NUL. */
+  add(s: string, tail?: string): void {
+    const at = this.#base + this.#off;
+    this.#words[2 * this.#n] = at % TWO_32;
+    this.#words[2 * this.#n + 1] = Math.floor(at / TWO_32);
+    this.#n++;
+    let off = putByteString(this.keep, this.#off, s);
+    if (tail !== undefined && off === this.#off + s.length) {
+      off = putByteString(this.keep, off, tail);
+    }
+    this.keep[off] = 0;
+    this.#off = off + 1;
+  }
+}
+
+/**
+ * Writes byte string s (lib/core/bytes.ts: one char, one byte) at off, byte
+ * for byte, up to its first NUL, as C reads it (execEnvironment already cut
+ * env values at their NUL, so a NUL can never split one entry into two).
+ * Returns the offset after the last byte written.
+ */
+function putByteString(buf: Uint8Array, off: number, s: string): number {
+  for (let j = 0; j < s.length; j++) {
+    const c = s.charCodeAt(j) & 0xff;
+    if (c === 0) return off + j;
+    buf[off + j] = c;
+  }
+  return off + s.length;
+}
+
+/** argv's strings as a C argv. */
+function cArgv(list: string[]): CStrings {
   let total = 0;
   for (const s of list) total += s.length + 1;
-  const keep = new Uint8Array(total);
-  const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(keep)));
-  const ptrs = new BigUint64Array(list.length + 1);
-  let off = 0;
-  for (let i = 0; i < list.length; i++) {
-    ptrs[i] = base + BigInt(off);
-    const s = list[i];
-    let j = 0;
-    for (; j < s.length; j++) {
-      const c = s.charCodeAt(j) & 0xff;
-      if (c === 0) break;
-      keep[off + j] = c;
-    }
-    keep[off + j] = 0;
-    off += s.length + 1;
-  }
-  return { ptrs: new Uint8Array(ptrs.buffer), keep };
+  const out = new CStrings(list.length, total);
+  for (const s of list) out.add(s);
+  return out;
+}
+
+/** env as a C envp ("NAME=value" each), as execEnvironment passes it. */
+function cEnvp(env: Map<string, string>): CStrings {
+  const vars = execEnvironment(env);
+  let total = 0;
+  for (const [k, v] of vars) total += k.length + v.length + 2;
+  const out = new CStrings(vars.length, total);
+  for (const [k, v] of vars) out.add(k + "=", v);
+  return out;
 }
 
 /** A program started on a socket. */
 export interface Spawned {
   /** Its process id. */
   pid: number;
-  /** Resolves with the wait(2) status when the program ended. */
+  /** Resolves with the wait(2) status when the program ended (never, with onEnd). */
   status: Promise<number>;
 }
 
@@ -121,20 +169,23 @@ export interface Spawned {
  * refused (throws) rather than run with the wrong ones. Throws (with
  * `code`: ENOENT, EACCES...) when the program cannot be started.
  */
-export async function spawnOnSocket(
+export function spawnOnSocket(
   file: string,
   argv: string[],
   env: Map<string, string>,
   fd: number,
   creds: { uid?: number; gid?: number } = {},
+  onEnd?: (wstat: number) => void,
 ): Promise<Spawned> {
   if (creds.uid !== undefined || creds.gid !== undefined) {
-    throw new Error(
-      `unable to run ${file}: the native path runs programs with the server's ids (dropIds)`,
+    return Promise.reject(
+      new Error(
+        `unable to run ${file}: the native path runs programs with the server's ids (dropIds)`,
+      ),
     );
   }
   // argv is text (our command line): its UTF-8 bytes; env is byte strings.
-  return await spawnProcess(file, argv.map(utf8ByteString), env, [[fd, 0], [fd, 1]]);
+  return spawnProcess(file, argv.map(utf8ByteString), env, [[fd, 0], [fd, 1]], onEnd);
 }
 
 /**
@@ -142,24 +193,26 @@ export async function spawnOnSocket(
  * each [from, to] of `dups` dup2'ed in the child before the exec, every
  * other descriptor as the parent has it (close-on-exec ones closed), signal
  * dispositions reset and no signal blocked. Throws (with `code`) when the
- * program cannot be started.
+ * program cannot be started. Its wait status goes to `onEnd` when given
+ * (then `status` never settles: a caller that only needs a callback keeps
+ * no promise per program), else `status` resolves with it.
  */
 export async function spawnProcess(
   file: string,
   argv: string[],
   env: Map<string, string>,
   dups: Array<[from: number, to: number]>,
+  onEnd?: (wstat: number) => void,
 ): Promise<Spawned> {
   const l = L();
   const fa = new Uint8Array(128);
   l.posix_spawn_file_actions_init(fa);
   try {
     for (const [from, to] of dups) l.posix_spawn_file_actions_adddup2(fa, from, to);
-    const path = enc.encode(file + "\0");
-    const args = cStrings(argv);
-    const envs: string[] = [];
-    for (const [k, v] of execEnvironment(env)) envs.push(k + "=" + v);
-    const envp = cStrings(envs);
+    const path = new Uint8Array(Math.max(MIN_OFF_HEAP, 3 * file.length + 1));
+    enc.encodeInto(file, path);
+    const args = cArgv(argv);
+    const envp = cEnvp(env);
     const pidOut = new Int32Array(32); // [0]; off V8's heap, as the poll buffer
     const r = await l.posix_spawn(
       new Uint8Array(pidOut.buffer),
@@ -174,8 +227,15 @@ export async function spawnProcess(
     void envp.keep;
     if (r !== 0) throw sysError(`unable to run ${file}`, r);
     const pid = pidOut[0];
-    return { pid, status: watch(pid) };
+    if (onEnd) {
+      watch(pid, onEnd);
+      return { pid, status: NEVER };
+    }
+    return { pid, status: new Promise((resolve) => watch(pid, resolve)) };
   } finally {
     l.posix_spawn_file_actions_destroy(fa);
   }
 }
+
+/** The status of a program whose end goes to a callback instead. */
+const NEVER: Promise<number> = new Promise(() => {});

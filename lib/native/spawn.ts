@@ -6,7 +6,7 @@
  * own pids only (Deno reaps its own children).
  */
 import { utf8ByteString } from "../core/bytes.ts";
-import { execEnvironment } from "../core/environ.ts";
+import { execEntry } from "../core/environ.ts";
 import { E } from "./errno.ts";
 import { errno, L, sysError } from "./libc.ts";
 
@@ -104,16 +104,25 @@ class CStrings {
     this.ptrs = new Uint8Array(this.#words.buffer);
   }
 
-  /** Appends a pointer to the string written next, then writes it with its NUL. */
-  add(s: string, tail?: string): void {
-    const at = this.#base + this.#off;
+  /** Appends a pointer to bytes (holding no NUL), copied with a NUL after them. */
+  addBytes(bytes: Uint8Array): void {
+    this.#pointTo(this.#off);
+    this.keep.set(bytes, this.#off);
+    this.keep[this.#off + bytes.length] = 0;
+    this.#off += bytes.length + 1;
+  }
+
+  #pointTo(off: number): void {
+    const at = this.#base + off;
     this.#words[2 * this.#n] = at % TWO_32;
     this.#words[2 * this.#n + 1] = Math.floor(at / TWO_32);
     this.#n++;
-    let off = putByteString(this.keep, this.#off, s);
-    if (tail !== undefined && off === this.#off + s.length) {
-      off = putByteString(this.keep, off, tail);
-    }
+  }
+
+  /** Appends a pointer to the string written next, then writes it with its NUL. */
+  add(s: string): void {
+    this.#pointTo(this.#off);
+    const off = putByteString(this.keep, this.#off, s);
     this.keep[off] = 0;
     this.#off = off + 1;
   }
@@ -143,13 +152,51 @@ function cArgv(list: string[]): CStrings {
   return out;
 }
 
+/**
+ * Each variable's "NAME=value" bytes as last encoded (null: left out, see
+ * execEntry), by name: a server's programs get the same base environment
+ * every time, so most entries are copied, not encoded again; a value that
+ * differs from the remembered one (TCPREMOTEPORT) is encoded afresh.
+ */
+const encodedEntries = new Map<string, { value: string; bytes: Uint8Array | null }>();
+/** How many names encodedEntries remembers (a server sets a few dozen). */
+const ENCODED_ENTRIES_MAX = 1024;
+
+function encodedEntry(name: string, value: string): Uint8Array | null {
+  const hit = encodedEntries.get(name);
+  if (hit !== undefined && hit.value === value) return hit.bytes;
+  const entry = execEntry(name, value);
+  let bytes: Uint8Array | null = null;
+  if (entry !== null) {
+    const [k, v] = entry;
+    bytes = new Uint8Array(k.length + 1 + v.length);
+    const end = putByteString(bytes, putByteString(bytes, 0, k) + 1, v);
+    bytes[k.length] = 0x3d; // "="
+    if (end < bytes.length) bytes = bytes.subarray(0, end); // (execEntry cut any NUL)
+  }
+  if (hit === undefined && encodedEntries.size < ENCODED_ENTRIES_MAX) {
+    encodedEntries.set(name, { value, bytes });
+  } else if (hit !== undefined) {
+    // the newest value: a per-connection one is replaced each time, a base
+    // one seen again is found
+    hit.value = value;
+    hit.bytes = bytes;
+  }
+  return bytes;
+}
+
 /** env as a C envp ("NAME=value" each), as execEnvironment passes it. */
 function cEnvp(env: Map<string, string>): CStrings {
-  const vars = execEnvironment(env);
+  const entries: Uint8Array[] = [];
   let total = 0;
-  for (const [k, v] of vars) total += k.length + v.length + 2;
-  const out = new CStrings(vars.length, total);
-  for (const [k, v] of vars) out.add(k + "=", v);
+  for (const [k, v] of env) {
+    const bytes = encodedEntry(k, v);
+    if (bytes === null) continue;
+    entries.push(bytes);
+    total += bytes.length + 1;
+  }
+  const out = new CStrings(entries.length, total);
+  for (const bytes of entries) out.addBytes(bytes);
   return out;
 }
 

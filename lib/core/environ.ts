@@ -164,14 +164,20 @@ const WIDE = /[^\u0000-\u00ff]/;
  */
 export function execEnvironment(env: Map<string, string>): Array<[name: string, value: string]> {
   const out: Array<[string, string]> = [];
-  for (let [name, value] of env) {
-    if (WIDE.test(name)) name = utf8ByteString(name);
-    if (name === "" || name.includes("=") || name.includes("\0")) continue;
-    if (WIDE.test(value)) value = utf8ByteString(value);
-    const nul = value.indexOf("\0");
-    out.push([name, nul >= 0 ? value.slice(0, nul) : value]);
+  for (const [name, value] of env) {
+    const entry = execEntry(name, value);
+    if (entry !== null) out.push(entry);
   }
   return out;
+}
+
+/** One variable as execEnvironment passes it: [name, value], or null when it is left out. */
+export function execEntry(name: string, value: string): [name: string, value: string] | null {
+  if (WIDE.test(name)) name = utf8ByteString(name);
+  if (name === "" || name.includes("=") || name.includes("\0")) return null;
+  if (WIDE.test(value)) value = utf8ByteString(value);
+  const nul = value.indexOf("\0");
+  return [name, nul >= 0 ? value.slice(0, nul) : value];
 }
 
 const ENVIRON_SYMBOLS = {

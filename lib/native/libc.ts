@@ -31,6 +31,7 @@ export const LIBC_SYMBOLS = {
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  waitid: { parameters: ["i32", "u32", "buffer", "i32"], result: "i32" },
   // On a worker thread: the parent waits in posix_spawn until the child's
   // execve is done, which is most of a spawn's cost (C pays it in the child).
   posix_spawn: {

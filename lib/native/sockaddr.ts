@@ -43,10 +43,16 @@ export function endpointOf(b: Uint8Array): NativeEndpoint {
   return { ip: scope ? `${ip}%${scope}` : ip, port };
 }
 
+// nameOf's buffers, reused: the calls are synchronous, on the main thread
+const nameBuf = new Uint8Array(128);
+const nameLen = new Uint32Array(1);
+
 /** The local (getsockname) or, with peer, remote (getpeername) end of socket fd; throws on failure. */
 export function nameOf(fd: number, peer: boolean): NativeEndpoint {
-  const b = new Uint8Array(128);
-  const len = new Uint32Array([128]);
+  const b = nameBuf;
+  const len = nameLen;
+  b.fill(0);
+  len[0] = 128;
   const r = peer ? L().getpeername(fd, b, len) : L().getsockname(fd, b, len);
   if (r !== 0) throw sysError(peer ? "getpeername" : "getsockname", errno());
   return endpointOf(b);

@@ -50,6 +50,19 @@ export interface Connection {
   /** -D (true) / -d: TCP_NODELAY; a failure (the client gone) is ignored. */
   setNoDelay(on: boolean): void;
   /**
+   * Starts the program with the socket itself as its fd 0 and 1 when it
+   * can (the native path, the socket pristine, the program not one of our
+   * in-process stages): resolves true once it runs, and `onExit` gets its
+   * wait status at its exit; nothing of the connection is kept meanwhile.
+   * Resolves false when it cannot (then use run); throws when the program
+   * cannot be started.
+   */
+  startOnSocket?(
+    argv: string[],
+    env: Map<string, string>,
+    onExit: (wstat: number) => void,
+  ): Promise<boolean>;
+  /**
    * Runs the program; resolves with its wait status once its output is
    * drained; `onExit` gets the status at its exit (a grandchild may hold
    * its stdout longer).
@@ -155,10 +168,31 @@ export function nativeConnection(
 ): Connection {
   const io = (): Io => conn.io(log);
   const runAs = getRunAs();
-  const start = async (file: string, argv: string[], env: Map<string, string>) => {
-    const child = await spawnOnSocket(file, argv, env, conn.fd, runAs);
-    await conn.close(); // as C's parent after fork: the program owns the socket
-    return await child.status;
+  const start = async (
+    file: string,
+    argv: string[],
+    env: Map<string, string>,
+    onEnd?: (wstat: number) => void,
+  ) => {
+    const child = await spawnOnSocket(file, argv, env, conn.fd, runAs, onEnd);
+    conn.close(); // as C's parent after fork: the program owns the socket
+    return child;
+  };
+  // the program found on PATH (remembered: see findCached), started on the socket
+  const startFound = async (
+    argv: string[],
+    env: Map<string, string>,
+    onEnd?: (wstat: number) => void,
+  ) => {
+    let file = findCached(argv[0], env);
+    try {
+      return await start(file.path, argv, env, onEnd);
+    } catch (e) {
+      if (!file.cached) throw e;
+      // what PATH found a moment ago is gone: search again
+      file = findCached(argv[0], env, true);
+      return await start(file.path, argv, env, onEnd);
+    }
   };
   return {
     local: { ...conn.local },
@@ -172,6 +206,12 @@ export function nativeConnection(
     setNoDelay: (on) => {
       if (on) conn.setNoDelay(true);
     },
+    startOnSocket: async (argv, env, onExit) => {
+      const { isOurs } = chainModule ?? await chain();
+      if (!conn.pristine || argv.length === 0 || isOurs(argv[0], env)) return false;
+      await startFound(argv, env, onExit);
+      return true;
+    },
     run: async (argv, env, wrapped, onExit) => {
       const exited = (e: Ended) => onExit(waitStatus(e));
       const { isOurs, runConnectionProgram } = chainModule ?? await chain();
@@ -181,21 +221,15 @@ export function nativeConnection(
         );
       }
       if (conn.pristine && argv.length > 0 && !isOurs(argv[0], env)) {
-        let file = findCached(argv[0], env);
-        try {
-          return await start(file.path, argv, env);
-        } catch (e) {
-          if (!file.cached) throw e;
-          // what PATH found a moment ago is gone: search again
-          file = findCached(argv[0], env, true);
-          return await start(file.path, argv, env);
-        }
+        return await (await startFound(argv, env)).status;
       }
       const ended = await runConnectionProgram(argv, env, io(), {
         pid: id,
         onExit: exited,
         spawnDirect: (file, a, via) =>
-          via === io() && conn.pristine ? start(file, a, env).then((w) => endedOf(w)) : null,
+          via === io() && conn.pristine
+            ? start(file, a, env).then(async (child) => endedOf(await child.status))
+            : null,
       });
       return waitStatus(ended);
     },

@@ -68,6 +68,57 @@ const DROP = "warning: dropping connection, ";
 const WSTAT_DENY = 100 << 8;
 const WSTAT_DROP = 111 << 8;
 
+/**
+ * A connection's place under -c: given back once, with its end line, at
+ * the program's exit (as C's wait) or when the connection's handling ended
+ * without one. Holds only its number and the server's one callback, as it
+ * is what a connection whose program owns the socket keeps.
+ */
+class Slot {
+  #ended = false;
+  readonly #id: number;
+  readonly #finished: (id: number, wstat: number) => void;
+
+  constructor(id: number, finished: (id: number, wstat: number) => void) {
+    this.#id = id;
+    this.#finished = finished;
+  }
+
+  /** Ends the slot with wait status wstat (once; later calls do nothing). */
+  readonly end = (wstat: number): void => {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#finished(this.#id, wstat);
+  };
+}
+
+/**
+ * What runs at the exit of a program that owns its socket: the per-IP
+ * counts released, the slot ended (its end line), the steps' cleanup. Made
+ * outside the pipeline so that it keeps only these, not the pipeline's
+ * variables. It runs from the SIGCHLD reaper, outside the connection's
+ * scope: an error in it is reported through `fault` instead of escaping
+ * into the reaper.
+ */
+function programExit(
+  release: () => void,
+  end: (wstat: number) => void,
+  cleanup: (() => void | Promise<void>) | undefined,
+  fault: (e: unknown) => void,
+): (wstat: number) => void {
+  return (wstat) => {
+    try {
+      release();
+      end(wstat);
+    } catch (e) {
+      fault(e);
+    }
+    if (cleanup) {
+      (async () => await cleanup())().catch(() => {/* as the pipeline's own cleanup */});
+    }
+  };
+}
+
 /** Writes one log line to stderr at once (lib/core/log.ts; re-exported for sslserver). */
 export { stderrLine };
 
@@ -221,25 +272,24 @@ export class TcpServer {
       this.#active++;
       this.#status();
       const id = ++this.#nextId;
-      // The slot is released once: at the program's exit (as C's wait), or
-      // when the connection's handling ends without a program.
-      let ended = false;
-      const end = (wstat: number) => {
-        if (ended) return;
-        ended = true;
-        this.#finished(id, wstat);
-      };
+      const slot = new Slot(id, this.#finishedOne);
       const scope = new ConnScope();
       const c = conn;
-      CONN_SCOPE.run(scope, () => this.#guarded(c, id, scope, end)).then(end, (e) => {
+      CONN_SCOPE.run(scope, () => this.#guarded(c, id, scope, slot.end)).then((wstat) => {
+        // null: the program owns the socket; its exit ends the slot
+        if (wstat !== null) slot.end(wstat);
+      }, (e) => {
         // Whatever failed inside this connection's handling (a missing Deno
         // permission, a bug): logged once, the connection dropped, the
         // server goes on.
         this.#warn(`${this.prog}: ${DROP}${errorText(e)}`);
-        end(WSTAT_DROP);
+        slot.end(WSTAT_DROP);
       });
     }
   }
+
+  /** #finished, made once for every Slot. */
+  readonly #finishedOne = (id: number, wstat: number) => this.#finished(id, wstat);
 
   /**
    * One connection, with its failures contained: a rejection of the
@@ -252,7 +302,7 @@ export class TcpServer {
     id: number,
     scope: ConnScope,
     end: (wstat: number) => void,
-  ): Promise<number> {
+  ): Promise<number | null> {
     installFaultHandlers();
     const work = this.#handle(conn, id, scope, end);
     try {
@@ -267,6 +317,9 @@ export class TcpServer {
       throw e;
     }
   }
+
+  /** An error at a program's exit (programExit): logged, the server goes on. */
+  readonly #exitFault = (e: unknown) => this.#warn(`${this.prog}: warning: ${errorText(e)}`);
 
   #finished(id: number, wstat: number): void {
     if (this.#verbosity >= 2) this.#log(endLine(this.prog, id, wstat));
@@ -312,15 +365,17 @@ export class TcpServer {
   }
 
   /**
-   * One connection, start to end; resolves with the wait status to log.
-   * `end` is called at the program's exit (before its output is drained).
+   * One connection, start to end; resolves with the wait status to log, or
+   * null once a program owns the socket (startOnSocket): `end` then gets
+   * the status at its exit. `end` is also called at the program's exit
+   * when the status comes later (its output still being drained).
    */
   #handle(
     conn: Deno.TcpConn | NativeConn | Socket,
     id: number,
     scope: ConnScope,
     end: (wstat: number) => void,
-  ): Promise<number> {
+  ): Promise<number | null> {
     if (conn instanceof NativeConn) {
       return this.#pipeline(id, scope, end, nativeConnection(conn, id, this.#log));
     }
@@ -337,7 +392,7 @@ export class TcpServer {
     end: (wstat: number) => void,
     c: Connection,
     tcp?: Deno.TcpConn,
-  ): Promise<number> {
+  ): Promise<number | null> {
     const o = this.opts;
     const prog = this.prog;
     let cleanup: (() => void | Promise<void>) | undefined;
@@ -488,10 +543,22 @@ export class TcpServer {
         released = true;
         admitted.release();
       };
+      // true once the program owns the socket: its exit releases the counts
+      let handedOver = false;
       try {
         if (scope.fault) return WSTAT_DROP;
         if (this.#verbosity >= 2) this.#log(decisionLine(prog, "ok", id, facts));
         try {
+          if (wrapped === null && c.startOnSocket) {
+            // Nothing of this connection is kept while its program runs but
+            // what programExit holds (its counts, its slot, the cleanup).
+            const atExit = programExit(admitted.release, end, cleanup, this.#exitFault);
+            if (await c.startOnSocket(o.argv, env, atExit)) {
+              handedOver = true;
+              cleanup = undefined;
+              return null;
+            }
+          }
           // At the program's exit its slot and per-IP count are free, as
           // C's: a grandchild still writing is pumped outside the count.
           return await c.run(o.argv, env, wrapped, (wstat) => {
@@ -504,7 +571,7 @@ export class TcpServer {
         }
       } finally {
         closeOnce();
-        release();
+        if (!handedOver) release();
       }
     } finally {
       if (closeHere) closeOnce();

@@ -11,7 +11,9 @@
  *
  * The net.Server accepts as fast as connections come; accept() hands them
  * out in order. Under -c the surplus waits here, accepted, instead of in
- * the kernel's backlog.
+ * the kernel's backlog, and at most as many as the backlog: past that a
+ * new connection is closed at once (a full backlog), so a flood cannot
+ * turn the wait into one descriptor per attacker's connection.
  */
 import net from "node:net";
 import process from "node:process";
@@ -67,12 +69,14 @@ export class NodeListener {
   #waiter: ((s: net.Socket | null | Error) => void) | null = null;
   #closed = false;
   readonly #rearm: () => void;
+  readonly #backlog: number;
   #rearming: ReturnType<typeof setInterval> | undefined;
 
-  private constructor(server: net.Server, local: Endpoint, rearm: () => void) {
+  private constructor(server: net.Server, local: Endpoint, rearm: () => void, backlog: number) {
     this.#server = server;
     this.local = local;
     this.#rearm = rearm;
+    this.#backlog = backlog;
     server.on("connection", (sock: net.Socket) => {
       // a reset fails only its own reads and writes
       sock.on("error", () => {});
@@ -94,6 +98,7 @@ export class NodeListener {
       clearInterval(this.#rearming);
       w(s);
     } else if (s instanceof Error) this.#failure = s;
+    else if (this.#ready.length >= this.#backlog) s.destroy(); // the queue is full
     else this.#ready.push(s);
   }
 
@@ -119,6 +124,7 @@ export class NodeListener {
         server,
         { ip: name.address ?? hostname, port: name.port },
         () => handle.listen(backlog),
+        backlog,
       );
       server.listen(h, backlog);
       return l;

@@ -147,3 +147,54 @@ Deno.test("tcpserver handoff: a rule value that is not UTF-8 reaches the program
     await dir.cleanup();
   }
 });
+
+Deno.test("tcpserver handoff: past -c, at most the backlog's count wait accepted; more are closed at once", async () => {
+  const srv = await startSrv("ours", [
+    "-1",
+    "-RHq",
+    "-l0",
+    "-c1",
+    "-b2",
+    "127.0.0.1",
+    "0",
+    "sh",
+    "-c",
+    "echo ok; exec cat",
+  ], { env: HANDOFF });
+  const first = await held(srv.port);
+  const waiting: net.Socket[] = [];
+  try {
+    // -c 1 is taken: of 5 more, 2 wait (the backlog), 3 are closed unanswered
+    const closed: number[] = [];
+    const allClosed = new Promise<void>((resolve) => {
+      for (let i = 0; i < 5; i++) {
+        const s = net.connect({ host: "127.0.0.1", port: srv.port });
+        s.on("error", () => {});
+        s.once("close", () => {
+          closed.push(i);
+          if (closed.length === 3) resolve();
+        });
+        waiting.push(s);
+      }
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      allClosed,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`only ${closed.length} closed`)), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const open = waiting.filter((s) => !s.destroyed && s.readyState === "open");
+    assert.equal(open.length, 2, "two wait their turn");
+    // the first program's end lets the next one run on a waiting socket
+    first.destroy();
+    const answered = await Promise.race(
+      open.map((s) => new Promise<string>((r) => s.once("data", (d) => r(String(d))))),
+    );
+    assert.equal(answered, "ok\n");
+  } finally {
+    first.destroy();
+    for (const s of waiting) s.destroy();
+    await srv.stop();
+  }
+});

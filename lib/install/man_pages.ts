@@ -3316,7 +3316,10 @@ no stage tool first in the program's argv, and no
 otherwise the bytes are copied as usual.
 Surplus connections over
 .B \\-c
-then wait accepted (a descriptor each), not in the kernel's backlog.
+then wait accepted (a descriptor each), not in the kernel's backlog, at most
+as many as the backlog
+.RB ( \\-b );
+more are closed at once.
 The program may find two more copies of the socket above descriptor 2
 (Deno does not mark them close-on-exec): the client sees FIN when the
 program and whatever it started have exited, even if they closed 0 and 1

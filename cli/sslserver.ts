@@ -33,6 +33,7 @@ import {
   type SslSessionOptions,
   ucspiTlsPrepareHook,
 } from "../lib/tls/server_hook.ts";
+import { warmUpTls } from "../lib/tls/warm_up.ts";
 import { parseServerArgs, runServer, type TcpserverArgs } from "./tcpserver.ts";
 
 const PROG = "sslserver";
@@ -170,6 +171,10 @@ export async function main(args: string[]): Promise<number> {
       ...(proxy ? [proxyPrepareHook(proxy)] : []),
       (ssl.delayed ? ucspiTlsPrepareHook : sslPrepareHook)(PROG, ssl, () => creds!),
     ];
+    // After -1's line, before the first accept: one TLS session with
+    // ourselves in memory takes the process's first-use costs off the
+    // first client (lib/tls/warm_up.ts).
+    tcp.server.beforeAccept = () => warmUpTls(creds!);
     // As ucspi-ssl: bind first (a port in use fails before any credential
     // is read or logged), then the password (-3) and the credentials, read
     // with the ids we started with; then the ids are dropped.

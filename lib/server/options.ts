@@ -61,6 +61,13 @@ export interface ServerOptions {
   /** The steps before the banner, in order (lib/server/steps/step.ts): PROXY, TLS. */
   steps?: PrepareHook[];
   /**
+   * Run once after listening, before the first accept (clients wait in the
+   * backlog): sslserver's in-memory TLS session (lib/tls/warm_up.ts), so
+   * the first client does not pay the process's first-use costs. Its
+   * failure is ignored.
+   */
+  beforeAccept?: () => Promise<unknown>;
+  /**
    * The native path (lib/native/native.ts: libc sockets, the program gets the
    * socket itself; -W's PROXY header is taken off with MSG_PEEK). Default:
    * used when available; false: never (sslserver: its TLS runs over Deno's

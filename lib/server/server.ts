@@ -227,6 +227,7 @@ export class TcpServer {
     // The rest of the modules a connection needs, loaded now that the port is
     // open (clients wait in the backlog): never with a connection in hand.
     await Promise.all([this.#connectionParts(), loadStages()]);
+    await this.opts.beforeAccept?.().catch(() => {});
     this.#status();
     const overLimit = this.opts.overLimitMessage ?? null;
     for (;;) {

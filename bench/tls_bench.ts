@@ -5,9 +5,9 @@
  * (RSA-2048 and ECDSA P-256, program /bin/true) and bulk MB/s both ways
  * (a 32 MB file sent by `cat`, and received by `cat > /dev/null`): on a
  * fresh server's first connection, and on its second (a running server's
- * case). The first connects as soon as the server's port takes
- * connections, so it also waits for what the server still does before its
- * first accept (for ours loading the connection's modules and its TLS
+ * case). The first connects once the bench's readiness probe got through
+ * (support.ts waitAccepting), so it may also wait for what the server
+ * still does before its first accept (for ours loading the connection's modules and its TLS
  * warm-up, lib/tls/warm_up.ts) and pays the process's first uses (the first
  * program spawned, code compiled on the path). The client is node:tls in
  * this process, the same for both.
@@ -229,8 +229,8 @@ try {
     };
   });
   const running = "tls bulk: the second transfer through a fresh server (a running server's case)";
-  const first = "tls bulk first: the first transfer, begun as soon as the server accepts a " +
-    "connection (it waits in the backlog while the server finishes starting): a restart's cost";
+  const first = "tls bulk first: the first transfer, begun once a readiness probe got through " +
+    "(it may wait in the backlog while the server finishes starting): a restart's cost";
   const rows = [
     ["down", "tls-down", `TLS download ${BULK_MB} MB, RSA-2048`, running],
     ["up", "tls-up", `TLS upload ${BULK_MB} MB, RSA-2048`, running],

@@ -388,7 +388,6 @@ Deno.test("against openssl s_server: sslclient side verifies and talks", async (
   await srv.status;
 });
 
-/** A connected pair of sessions, ours on both ends. */
 /**
  * The server's side of a raw connection as acceptTls gets it in sslserver:
  * with `native`, the untouched socket too (node:tls then runs on Deno's
@@ -419,6 +418,7 @@ async function nativeAvailable(): Promise<boolean> {
 }
 const NATIVE = await nativeAvailable();
 
+/** A connected pair of sessions, ours on both ends. */
 async function sessions(native = false): Promise<{
   s: Awaited<ReturnType<typeof acceptTls>>;
   k: Awaited<ReturnType<typeof connectTls>>;

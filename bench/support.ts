@@ -270,7 +270,12 @@ function tcpserverArgs(spec: ServerSpec, host: string, port: number, ours: boole
   ];
 }
 
-function ourPeer(id: string, label: string, native: boolean): Peer {
+function ourPeer(
+  id: string,
+  label: string,
+  native: boolean,
+  extraEnv: Record<string, string> = {},
+): Peer {
   return {
     id,
     label,
@@ -282,13 +287,15 @@ function ourPeer(id: string, label: string, native: boolean): Peer {
         oursArgv("tcpserver", tcpserverArgs(spec, host, port, true)),
         host,
         port,
-        { ...spec.env, ...spec.ourEnv, UCSPI_NATIVE: native ? "1" : "0" },
+        { ...spec.env, ...spec.ourEnv, ...extraEnv, UCSPI_NATIVE: native ? "1" : "0" },
       );
     },
     async version() {
       const commit = await commandOut(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]);
       const v = await commandOut([DENO, "run", "-A", MOD, "--version"]);
-      return `${v}, commit ${commit}, ${native ? "native (FFI) path" : "UCSPI_NATIVE=0"}`;
+      const path = native ? "native (FFI) path" : "UCSPI_NATIVE=0";
+      const extra = Object.entries(extraEnv).map(([k, v]) => ` ${k}=${v}`).join("");
+      return `${v}, commit ${commit}, ${path}${extra}`;
     },
   };
 }
@@ -318,6 +325,13 @@ export const C: Peer = {
 export const NATIVE: Peer = ourPeer("native", "ours native", true);
 /** Ours, pure-Deno path (UCSPI_NATIVE=0). */
 export const PURE: Peer = ourPeer("pure", "ours pure", false);
+/**
+ * Ours, pure-Deno path with $UCSPI_HANDOFF=1: the program gets the socket
+ * itself without FFI where nothing runs before it (tcpserver(1)).
+ */
+export const HANDOFF: Peer = ourPeer("handoff", "ours pure hand-off", false, {
+  UCSPI_HANDOFF: "1",
+});
 
 /** ipsvd's tcpsvd. */
 export const TCPSVD: Peer = {
@@ -521,7 +535,7 @@ function s6Version(): string {
 }
 
 /** Every server, in table order. */
-export const SERVERS: Peer[] = [NATIVE, PURE, C, TCPSVD, XINETD, SOCAT, S6_TCPSERVER];
+export const SERVERS: Peer[] = [NATIVE, PURE, HANDOFF, C, TCPSVD, XINETD, SOCAT, S6_TCPSERVER];
 
 /** The servers present on this machine; prints a reason for each one that is not. */
 export function presentServers(peers: Peer[] = SERVERS): Peer[] {

@@ -16,13 +16,13 @@
  * "* CAPABILITY ..." and the greeting's "* OK [CAPABILITY ...]" response
  * code, with LOGINDISABLED when TLS is required (RFC 3501 6.2.3).
  */
+import { concatBytes } from "../../core/bytes.ts";
 import {
   ascii,
   type Decision,
   type Dialogue,
   hasMore,
   isWordEnd,
-  joinBytes,
   letterWord,
   type Relayed,
   type StarttlsProtocol,
@@ -101,7 +101,7 @@ export const IMAP_READY = "OK Begin TLS negotiation now";
 export const IMAP_MUST_STARTTLS = "NO [PRIVACYREQUIRED] Must issue a STARTTLS command first";
 
 function tagged(tag: Uint8Array, text: string): Uint8Array {
-  return joinBytes(tag, ascii(` ${text}\r\n`));
+  return concatBytes(tag, ascii(` ${text}\r\n`));
 }
 
 /** Whether the capability words in line[from, to) include `upper` (any case). */
@@ -120,7 +120,7 @@ function listHas(line: Uint8Array, from: number, to: number, upper: string): boo
 function withWords(line: Uint8Array, from: number, to: number, add: string[]): Uint8Array {
   const missing = add.filter((w) => !listHas(line, from, to, w));
   if (missing.length === 0) return line;
-  return joinBytes(
+  return concatBytes(
     line.subarray(0, to),
     ascii(missing.map((w) => ` ${w}`).join("")),
     line.subarray(to),

@@ -80,19 +80,6 @@ export function ascii(text: string): Uint8Array {
   return enc.encode(text);
 }
 
-/** Concatenates byte arrays. */
-export function joinBytes(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  n = 0;
-  for (const p of parts) {
-    out.set(p, n);
-    n += p.length;
-  }
-  return out;
-}
-
 /** Whether b is SP, CR or LF (where a word ends on a command or reply line). */
 export function isWordEnd(b: number | undefined): boolean {
   return b === undefined || b === 32 || b === 13 || b === 10;

@@ -16,7 +16,7 @@ export const LIBC_SYMBOLS = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
-  // The one call that blocks (lib/native/poller.ts): on Deno's FFI worker thread.
+  // A call that blocks (lib/native/poller.ts): on Deno's FFI worker thread.
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
@@ -32,12 +32,19 @@ export const LIBC_SYMBOLS = {
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   waitid: { parameters: ["i32", "u32", "buffer", "i32"], result: "i32" },
-  // On a worker thread: the parent waits in posix_spawn until the child's
-  // execve is done, which is most of a spawn's cost (C pays it in the child).
+  // Blocked until a child ends, on an FFI worker thread (lib/native/reaper.ts).
+  waitid_blocking: {
+    name: "waitid",
+    parameters: ["i32", "u32", "buffer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // On the main thread, as C tcpserver's fork: the parent waits until the
+  // child's execve is done (CLONE_VFORK), which costs it less CPU than a
+  // worker thread's hand-off and wake-up (lib/native/spawn.ts).
   posix_spawn: {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
-    nonblocking: true,
   },
   posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
   posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },

@@ -3,7 +3,8 @@
  * inherited from a supervisor, see `inheritedListener`), non-blocking;
  * connections are taken with accept4 on the main thread (SOCK_CLOEXEC, so
  * only the program started on a connection inherits it), and the shared
- * poller (lib/native/poller.ts) waits while the queue is empty.
+ * poller (lib/native/poller.ts) waits while the queue is empty. Ended
+ * programs are reaped here, before each accept (lib/native/reaper.ts).
  */
 import { NativeConn } from "./conn.ts";
 import { E } from "./errno.ts";
@@ -25,6 +26,7 @@ import {
   sysError,
 } from "./libc.ts";
 import { POLLIN, thePoller } from "./poller.ts";
+import { reapEnded } from "./reaper.ts";
 import { nameOf, type NativeEndpoint, sockaddr } from "./sockaddr.ts";
 
 /**
@@ -128,6 +130,9 @@ export class NativeListener {
   async accept(): Promise<NativeConn | null> {
     const l = L();
     while (!this.#closed) {
+      // Programs that ended are reaped before a connection is judged (their
+      // per-IP counts given back), as C's SIGCHLD handler runs first.
+      reapEnded();
       const fd = l.accept4(this.fd, null, null, SOCK_CLOEXEC);
       if (fd >= 0) {
         try {

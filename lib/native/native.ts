@@ -4,8 +4,9 @@
  * inherited from a supervisor (listener.ts, activation.ts), connections taken with
  * non-blocking accept4 and read/written with recv/send on the main thread,
  * one poll(2) on an FFI worker thread waiting for all of them (poller.ts),
- * and each connection's program started with posix_spawn with the socket
- * itself as its fd 0 and 1 (spawn.ts). libc's symbols, errno and
+ * each connection's program started with posix_spawn with the socket
+ * itself as its fd 0 and 1 (spawn.ts) and reaped without SIGCHLD
+ * (reaper.ts). libc's symbols, errno and
  * `nativeAvailable` are in libc.ts, the errno table in errno.ts, the
  * process-wide id switch in ids.ts.
  *
@@ -20,4 +21,5 @@ export { NativeListener } from "./listener.ts";
 export { inheritedListener, listenFds } from "./activation.ts";
 export { NativeConn } from "./conn.ts";
 export { type Spawned, spawnOnSocket } from "./spawn.ts";
+export { promptReaping } from "./reaper.ts";
 export { dropIds } from "./ids.ts";

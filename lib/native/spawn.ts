@@ -2,81 +2,19 @@
  * Starting a connection's program on the native path: posix_spawn with the
  * socket itself as its fd 0 and 1, as C tcpserver's fork/exec gives it, so
  * no byte passes through the server and the program owns half-close and
- * FIN. Children are reaped on SIGCHLD with waitpid(pid, WNOHANG) for our
- * own pids only (Deno reaps its own children): waitid(WNOWAIT) names the
- * children that ended, so a SIGCHLD costs a call per ended child, not one
- * per program still running.
+ * FIN. The call is synchronous, on the main thread, as C's fork: the
+ * buffers it reads (argv, envp, file actions) are therefore made once and
+ * reused. Programs are reaped by lib/native/reaper.ts.
  */
 import { utf8ByteString } from "../core/bytes.ts";
 import { execEntry } from "../core/environ.ts";
-import { E } from "./errno.ts";
-import { errno, L, sysError } from "./libc.ts";
+import { L, sysError } from "./libc.ts";
+import { statusOf, watch } from "./reaper.ts";
 
-const WNOHANG = 1;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 
-const waiting = new Map<number, (wstat: number) => void>();
-let sigchldInstalled = false;
-const statusBuf = new Int32Array(1);
 let attr: Uint8Array | null = null;
-
-/** Reaps pid if it ended; true when it did. */
-function reapOne(pid: number, done: (wstat: number) => void): boolean {
-  const r = L().waitpid(pid, statusBuf, WNOHANG);
-  if (r === pid || (r < 0 && errno() === E.ECHILD)) {
-    waiting.delete(pid);
-    done(r === pid ? statusBuf[0] : 0);
-    return true;
-  }
-  return false;
-}
-
-const P_ALL = 0;
-const WEXITED = 4;
-const WNOWAIT = 0x01000000;
-/** siginfo_t (128 bytes on Linux; si_pid at 16), off V8's heap. */
-const siginfo = new Uint8Array(128);
-const siginfoView = new DataView(siginfo.buffer);
-
-/**
- * Reaps every program of ours that ended: waitid(WNOWAIT) names an ended
- * child without reaping it; ours is reaped and the next one asked for. A
- * child that is not ours (Deno's own, about to be reaped by Deno) would be
- * named again and again: then, as when waitid fails, every pid of ours is
- * asked in turn.
- */
-function reap(): void {
-  const l = L();
-  for (;;) {
-    siginfo.fill(0);
-    if (l.waitid(P_ALL, 0, siginfo, WEXITED | WNOHANG | WNOWAIT) !== 0) break;
-    const pid = siginfoView.getInt32(16, true);
-    if (pid === 0) return; // no child has ended
-    const done = waiting.get(pid);
-    if (done === undefined || !reapOne(pid, done)) break;
-  }
-  for (const [pid, done] of waiting) reapOne(pid, done);
-}
-
-/**
- * Calls done with pid's wait status when it ends. The SIGCHLD listener, once
- * added, stays: adding and removing it each time no program runs cost a
- * signal stream bind and unbind per moment of calm, and a listener neither
- * keeps the process alive nor reaps anyone else's child (waitpid names our
- * own pids).
- */
-function watch(pid: number, done: (wstat: number) => void): void {
-  waiting.set(pid, done);
-  if (!sigchldInstalled) {
-    Deno.addSignalListener("SIGCHLD", reap);
-    sigchldInstalled = true;
-  }
-  // it may have ended before it was in the table (its SIGCHLD reaped nothing)
-  queueMicrotask(() => {
-    if (waiting.get(pid) === done) reapOne(pid, done);
-  });
-}
 
 function spawnAttr(): Uint8Array {
   if (attr) return attr;
@@ -103,30 +41,39 @@ const MIN_OFF_HEAP = 128;
 
 /**
  * NUL-terminated C strings in one buffer and the NULL-terminated pointer
- * array to them, for argv and envp. `count` strings, each written by `put`
- * (see putByteString) at the offset it is given; `bytes` is an upper bound
- * of the total. The buffer must stay referenced until the call using the
- * pointers returned.
+ * array to them, for argv and envp, reused from one spawn to the next (the
+ * call reading them is synchronous). `reset` makes room for `count` strings
+ * of at most `bytes` in all; `add`/`addBytes` append one; `finish` ends the
+ * pointer array.
  */
 class CStrings {
   /** The strings, back to back. */
-  readonly keep: Uint8Array;
+  keep = new Uint8Array(0);
   /** The pointer array (char *[count + 1]), as bytes. */
-  readonly ptrs: Uint8Array;
-  readonly #words: Uint32Array;
-  readonly #base: number;
+  ptrs = new Uint8Array(0);
+  #words = new Uint32Array(0);
+  #base = 0;
   #n = 0;
   #off = 0;
 
-  constructor(count: number, bytes: number) {
-    // (at least MIN_OFF_HEAP bytes each: V8 keeps small typed arrays in its
-    // heap, where they could move while the worker thread reads them)
-    this.keep = new Uint8Array(Math.max(bytes, MIN_OFF_HEAP));
-    // one address for the buffer, each string's pointer an offset from it
-    // (as two 32-bit halves: no BigInt per string)
-    this.#base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.keep)));
-    this.#words = new Uint32Array(Math.max(2 * (count + 1), MIN_OFF_HEAP / 4));
-    this.ptrs = new Uint8Array(this.#words.buffer);
+  /** Empties the array, with room for count strings of bytes in all. */
+  reset(count: number, bytes: number): void {
+    if (this.keep.length < bytes) {
+      // (at least MIN_OFF_HEAP bytes: V8 keeps small typed arrays in its
+      // heap, where they could move between taking an address and the call)
+      this.keep = new Uint8Array(Math.max(bytes, MIN_OFF_HEAP, 2 * this.keep.length));
+      // one address for the buffer, each string's pointer an offset from it
+      // (as two 32-bit halves: no BigInt per string)
+      this.#base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.keep)));
+    }
+    if (this.#words.length < 2 * (count + 1)) {
+      this.#words = new Uint32Array(
+        Math.max(2 * (count + 1), MIN_OFF_HEAP / 4, 2 * this.#words.length),
+      );
+      this.ptrs = new Uint8Array(this.#words.buffer);
+    }
+    this.#n = 0;
+    this.#off = 0;
   }
 
   /** Appends a pointer to bytes (holding no NUL), copied with a NUL after them. */
@@ -151,6 +98,12 @@ class CStrings {
     this.keep[off] = 0;
     this.#off = off + 1;
   }
+
+  /** Ends the pointer array with its NULL. */
+  finish(): void {
+    this.#words[2 * this.#n] = 0;
+    this.#words[2 * this.#n + 1] = 0;
+  }
 }
 
 /**
@@ -168,12 +121,17 @@ function putByteString(buf: Uint8Array, off: number, s: string): number {
   return off + s.length;
 }
 
-/** argv's strings as a C argv. */
+const argvStrings = new CStrings();
+const envpStrings = new CStrings();
+
+/** argv's strings as a C argv (in the one reused buffer). */
 function cArgv(list: string[]): CStrings {
   let total = 0;
   for (const s of list) total += s.length + 1;
-  const out = new CStrings(list.length, total);
+  const out = argvStrings;
+  out.reset(list.length, total);
   for (const s of list) out.add(s);
+  out.finish();
   return out;
 }
 
@@ -220,8 +178,10 @@ function cEnvp(env: Map<string, string>): CStrings {
     entries.push(bytes);
     total += bytes.length + 1;
   }
-  const out = new CStrings(entries.length, total);
+  const out = envpStrings;
+  out.reset(entries.length, total);
   for (const bytes of entries) out.addBytes(bytes);
+  out.finish();
   return out;
 }
 
@@ -269,44 +229,80 @@ export function spawnOnSocket(
  * (then `status` never settles: a caller that only needs a callback keeps
  * no promise per program), else `status` resolves with it.
  */
-export async function spawnProcess(
+export function spawnProcess(
   file: string,
   argv: string[],
   env: Map<string, string>,
   dups: Array<[from: number, to: number]>,
   onEnd?: (wstat: number) => void,
 ): Promise<Spawned> {
-  const l = L();
-  const fa = new Uint8Array(128);
-  l.posix_spawn_file_actions_init(fa);
   try {
-    for (const [from, to] of dups) l.posix_spawn_file_actions_adddup2(fa, from, to);
-    const path = new Uint8Array(Math.max(MIN_OFF_HEAP, 3 * file.length + 1));
-    enc.encodeInto(file, path);
-    const args = cArgv(argv);
-    const envp = cEnvp(env);
-    const pidOut = new Int32Array(32); // [0]; off V8's heap, as the poll buffer
-    const r = await l.posix_spawn(
-      new Uint8Array(pidOut.buffer),
-      path,
-      fa,
-      spawnAttr(),
-      args.ptrs,
-      envp.ptrs,
-    );
-    // keep the strings alive until here
-    void args.keep;
-    void envp.keep;
-    if (r !== 0) throw sysError(`unable to run ${file}`, r);
-    const pid = pidOut[0];
-    if (onEnd) {
-      watch(pid, onEnd);
-      return { pid, status: NEVER };
-    }
-    return { pid, status: new Promise((resolve) => watch(pid, resolve)) };
-  } finally {
-    l.posix_spawn_file_actions_destroy(fa);
+    return Promise.resolve(spawnNow(file, argv, env, dups, onEnd));
+  } catch (e) {
+    return Promise.reject(e);
   }
+}
+
+/** The path, reused (grown when a longer one comes). */
+let pathBuf = new Uint8Array(MIN_OFF_HEAP);
+/** posix_spawn's pid out-parameter ([0]), off V8's heap. */
+const pidOut = new Int32Array(MIN_OFF_HEAP / 4);
+const pidOutBytes = new Uint8Array(pidOut.buffer);
+
+/**
+ * File actions by their dups ("from>to,..."): a server's sockets come back
+ * under the same few descriptor numbers, and glibc's adddup2 asks the
+ * descriptor limit (getrlimit) on every call.
+ */
+const fileActions = new Map<string, Uint8Array>();
+const FILE_ACTIONS_MAX = 256;
+
+function fileActionsFor(dups: Array<[from: number, to: number]>): Uint8Array {
+  let key = "";
+  for (const [from, to] of dups) key += `${from}>${to},`;
+  const hit = fileActions.get(key);
+  if (hit) return hit;
+  const l = L();
+  const fa = new Uint8Array(MIN_OFF_HEAP);
+  l.posix_spawn_file_actions_init(fa);
+  for (const [from, to] of dups) {
+    const r = l.posix_spawn_file_actions_adddup2(fa, from, to);
+    if (r !== 0) {
+      l.posix_spawn_file_actions_destroy(fa);
+      throw sysError("unable to prepare descriptors", r);
+    }
+  }
+  if (fileActions.size >= FILE_ACTIONS_MAX) {
+    const [oldKey, old] = fileActions.entries().next().value!;
+    fileActions.delete(oldKey);
+    l.posix_spawn_file_actions_destroy(old);
+  }
+  fileActions.set(key, fa);
+  return fa;
+}
+
+function spawnNow(
+  file: string,
+  argv: string[],
+  env: Map<string, string>,
+  dups: Array<[from: number, to: number]>,
+  onEnd?: (wstat: number) => void,
+): Spawned {
+  const l = L();
+  const fa = fileActionsFor(dups);
+  if (pathBuf.length < 3 * file.length + 1) pathBuf = new Uint8Array(3 * file.length + 1);
+  const { written } = enc.encodeInto(file, pathBuf);
+  pathBuf[written] = 0;
+  const args = cArgv(argv);
+  const envp = cEnvp(env);
+  const r = l.posix_spawn(pidOutBytes, pathBuf, fa, spawnAttr(), args.ptrs, envp.ptrs);
+  if (r !== 0) throw sysError(`unable to run ${file}`, r);
+  const pid = pidOut[0];
+  if (onEnd) {
+    watch(pid, onEnd);
+    return { pid, status: NEVER };
+  }
+  return { pid, status: statusOf(pid) };
 }
 
 /** The status of a program whose end goes to a callback instead. */

@@ -32,7 +32,7 @@
 import { errorText } from "../core/errors.ts";
 import { applyEnviron, showAddress, tcpEnviron } from "../core/environ.ts";
 import type { Limits } from "./limits.ts";
-import { NativeConn, type NativeListener } from "../native/native.ts";
+import { NativeConn, type NativeListener, promptReaping } from "../native/native.ts";
 import { stderrLine } from "../core/log.ts";
 import { utf8ByteString } from "../core/bytes.ts";
 import { RulesFile } from "../rules/rules.ts";
@@ -147,6 +147,8 @@ export class TcpServer {
   #wake: (() => void) | null = null;
   #idle: (() => void) | null = null;
   #done: Promise<void> | null = null;
+  /** Gives back the prompt reaping asked for while draining (native path). */
+  #draining: (() => void) | null = null;
 
   /** Nothing listens until listen(). */
   constructor(opts: ServerOptions) {
@@ -232,7 +234,12 @@ export class TcpServer {
     const overLimit = this.opts.overLimitMessage ?? null;
     for (;;) {
       while (!this.#stopping && overLimit === null && this.#active >= this.opts.limit) {
-        await new Promise<void>((r) => (this.#wake = r));
+        const freed = new Promise<void>((r) => (this.#wake = r));
+        // a slot is given back at a program's end: noticed as it happens
+        // (promptReaping reaps at once what already ended: #wake may run)
+        const given = native ? promptReaping() : null;
+        await freed;
+        given?.();
       }
       if (this.#stopping) break;
       let conn: Deno.TcpConn | NativeConn | Socket;
@@ -253,7 +260,7 @@ export class TcpServer {
         // once. Pause briefly (until a connection ends frees a descriptor,
         // at most ACCEPT_PAUSE_MS), one log line per pause.
         this.#warn(`${this.prog}: warning: unable to accept: ${errorText(e)}; pausing`);
-        await new Promise<void>((r) => {
+        const resumed = new Promise<void>((r) => {
           const t = setTimeout(() => {
             if (this.#wake === done) this.#wake = null;
             r();
@@ -264,6 +271,10 @@ export class TcpServer {
           };
           this.#wake = done;
         });
+        // a program's end frees a descriptor: noticed as it happens
+        const given = native ? promptReaping() : null;
+        await resumed;
+        given?.();
         continue;
       }
       if (this.#active >= this.opts.limit && overLimit !== null) {
@@ -330,6 +341,8 @@ export class TcpServer {
     this.#wake = null;
     w?.();
     if (this.#active === 0) {
+      this.#draining?.();
+      this.#draining = null;
       const i = this.#idle;
       this.#idle = null;
       i?.();
@@ -354,6 +367,13 @@ export class TcpServer {
     this.#wake = null;
     w?.();
     await this.#done?.catch(() => {});
+    if (this.#native && this.#draining === null) {
+      // No accept reaps any more: the rest end as they happen (and what
+      // already ended, at once).
+      const given = promptReaping();
+      if (this.#active === 0) given();
+      else this.#draining = given;
+    }
     if (this.#active === 0) return true;
     if (drainMs <= 0) return false;
     let timer: ReturnType<typeof setTimeout> | undefined;

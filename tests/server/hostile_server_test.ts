@@ -12,7 +12,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { DENO, MOD, tempDir } from "../support/helpers.ts";
 import { makePki, type Pki, startTool } from "../support/ssl_fixtures.ts";
-import { spawnServer, type Srv, startSrv, talk } from "../support/tcpserver_util.ts";
+import { serverOf, spawnServer, type Srv, startSrv, talk } from "../support/tcpserver_util.ts";
 
 let pkiPromise: Promise<Pki> | undefined;
 function pki(): Promise<Pki> {
@@ -154,6 +154,13 @@ for (const path of ["native", "pure"] as const) {
     });
     const socks: net.Socket[] = [];
     try {
+      // one connection served first: every module a connection needs is loaded
+      assert.equal((await talk(srv.port, { send: "x\n" })).text, "hi\n");
+      // The native server holds no descriptor for a running program (as
+      // C's): it runs out only once its limit is lowered to its lowest free
+      // descriptor number.
+      const server = serverOf(srv.pid);
+      if (path === "native") await setNoFile(server, lowestFreeFd(server));
       for (let i = 0; i < 60; i++) {
         const s = net.connect({ host: "127.0.0.1", port: srv.port });
         s.on("error", () => {});
@@ -173,8 +180,9 @@ for (const path of ["native", "pure"] as const) {
         );
       }
       for (const s of socks) s.destroy();
+      if (path === "native") await setNoFile(server, 40);
       // descriptors come back as the held connections end: served again
-      await srv.waitUntil(() => srv.lines.filter((l) => / end \d+ status /.test(l)).length === 60);
+      await srv.waitUntil(() => srv.lines.filter((l) => / end \d+ status /.test(l)).length === 61);
       const r = await talk(srv.port, { send: "x\n" });
       assert.equal(r.text, "hi\n");
     } finally {
@@ -182,6 +190,21 @@ for (const path of ["native", "pure"] as const) {
       await srv.stop();
     }
   });
+}
+
+/** The lowest descriptor number process pid has free. */
+function lowestFreeFd(pid: number): number {
+  const open = new Set([...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)));
+  let n = 0;
+  while (open.has(n)) n++;
+  return n;
+}
+
+/** Sets process pid's descriptor limit (soft and hard: prlimit --pid). */
+async function setNoFile(pid: number, n: number): Promise<void> {
+  const r = await new Deno.Command("prlimit", { args: ["--pid", String(pid), `--nofile=${n}:40`] })
+    .output();
+  assert.ok(r.success, new TextDecoder().decode(r.stderr));
 }
 
 const DENIED_LINE =

@@ -37,6 +37,7 @@ const siginfo = new Uint8Array(128);
 const siginfoView = new DataView(siginfo.buffer);
 /** The blocked waitid's own siginfo_t (written by the worker thread). */
 const blockedInfo = new Uint8Array(128);
+const blockedView = new DataView(blockedInfo.buffer);
 
 /** How many ask for prompt reaping now (see `promptReaping`). */
 let promptDemand = 0;
@@ -49,12 +50,15 @@ const LAZY_MAX_MS = 1000;
 let lazyMs = LAZY_FIRST_MS;
 /** True while the lazy timer is set. */
 let lazyArmed = false;
+/** The pids of `waiting` whose end someone awaits (statusOf): the lazy timer skips them. */
+const promptPids = new Set<number>();
 
 /** Reaps pid if it ended; true when it did. */
 function reapOne(pid: number, done: (wstat: number) => void): boolean {
   const r = L().waitpid(pid, statusBuf, WNOHANG);
   if (r === pid || (r < 0 && errno() === E.ECHILD)) {
     waiting.delete(pid);
+    promptPids.delete(pid);
     done(r === pid ? statusBuf[0] : 0);
     return true;
   }
@@ -90,7 +94,12 @@ export function reapEnded(): void {
 export function watch(pid: number, done: (wstat: number) => void): void {
   waiting.set(pid, done);
   if (promptDemand > 0) arm();
-  if (!lazyArmed) lazyAfter(LAZY_FIRST_MS);
+  if (!lazyArmed && !promptPids.has(pid)) lazyAfter(LAZY_FIRST_MS);
+}
+
+/** Whether a program reaped lazily still runs (one not in promptPids). */
+function lazyRunning(): boolean {
+  return waiting.size > promptPids.size;
 }
 
 function lazyAfter(ms: number): void {
@@ -105,7 +114,7 @@ function lazyTick(): void {
   lazyArmed = false;
   const before = waiting.size;
   reapEnded();
-  if (waiting.size === 0) return;
+  if (!lazyRunning()) return;
   lazyAfter(waiting.size < before ? LAZY_FIRST_MS : Math.min(LAZY_MAX_MS, 2 * lazyMs));
 }
 
@@ -127,6 +136,7 @@ export function promptReaping(): () => void {
 
 /** The wait status of `pid` (just started), noticed promptly. */
 export function statusOf(pid: number): Promise<number> {
+  promptPids.add(pid);
   const done = promptReaping();
   return new Promise((resolve) =>
     watch(pid, (wstat) => {
@@ -143,7 +153,7 @@ function arm(): void {
   blockedInfo.fill(0);
   L().waitid_blocking(P_ALL, 0, blockedInfo, WEXITED | WNOWAIT).then((r) => {
     armed = false;
-    const pid = new DataView(blockedInfo.buffer).getInt32(16, true);
+    const pid = blockedView.getInt32(16, true);
     const foreign = r === 0 && pid !== 0 && !waiting.has(pid);
     reapEnded();
     if (foreign && waiting.size > 0) {

@@ -234,12 +234,8 @@ export class TcpServer {
     const overLimit = this.opts.overLimitMessage ?? null;
     for (;;) {
       while (!this.#stopping && overLimit === null && this.#active >= this.opts.limit) {
-        const freed = new Promise<void>((r) => (this.#wake = r));
-        // a slot is given back at a program's end: noticed as it happens
-        // (promptReaping reaps at once what already ended: #wake may run)
-        const given = native ? promptReaping() : null;
-        await freed;
-        given?.();
+        // a slot is given back at a program's end
+        await this.#endsNoticed(new Promise<void>((r) => (this.#wake = r)));
       }
       if (this.#stopping) break;
       let conn: Deno.TcpConn | NativeConn | Socket;
@@ -271,10 +267,8 @@ export class TcpServer {
           };
           this.#wake = done;
         });
-        // a program's end frees a descriptor: noticed as it happens
-        const given = native ? promptReaping() : null;
-        await resumed;
-        given?.();
+        // a program's end frees a descriptor
+        await this.#endsNoticed(resumed);
         continue;
       }
       if (this.#active >= this.opts.limit && overLimit !== null) {
@@ -297,6 +291,21 @@ export class TcpServer {
         this.#warn(`${this.prog}: ${DROP}${errorText(e)}`);
         slot.end(WSTAT_DROP);
       });
+    }
+  }
+
+  /**
+   * Waits for `woken` (made first: it sets #wake) while programs' ends are
+   * noticed as they happen on the native path (lib/native/reaper.ts), not
+   * at its lazy timer; promptReaping reaps at once what already ended, so
+   * #wake may run before this awaits.
+   */
+  async #endsNoticed(woken: Promise<void>): Promise<void> {
+    const given = this.#native ? promptReaping() : null;
+    try {
+      await woken;
+    } finally {
+      given?.();
     }
   }
 
